@@ -1,0 +1,43 @@
+"""The initserve engine: spec → tensor, statistics and safetensors bytes. Pure: numpy only.
+
+Determinism contract (docs/determinism.md): the bytes depend only on the canonical spec and the
+algorithm version — never on numpy version, SIMD level, thread count, block size or slicing.
+"""
+
+from .catalog import CATALOG, catalog, scheme_info
+from .dtypes import DTYPES
+from .errors import FieldError, SpecError, SpecTooLarge, format_loc
+from .generate import generate, iter_result_chunks
+from .safetensors import SafetensorsFile
+from .spec import (
+    ALGORITHM_VERSION,
+    SUPPORTED_ALGORITHMS,
+    BundleSpec,
+    Spec,
+    check_size,
+    parse_bundle,
+    parse_spec,
+)
+from .stats import compute_stats
+
+__all__ = [
+    "ALGORITHM_VERSION",
+    "CATALOG",
+    "DTYPES",
+    "SUPPORTED_ALGORITHMS",
+    "BundleSpec",
+    "FieldError",
+    "SafetensorsFile",
+    "Spec",
+    "SpecError",
+    "SpecTooLarge",
+    "catalog",
+    "check_size",
+    "compute_stats",
+    "format_loc",
+    "generate",
+    "iter_result_chunks",
+    "parse_bundle",
+    "parse_spec",
+    "scheme_info",
+]

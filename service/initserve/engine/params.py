@@ -1,0 +1,140 @@
+"""Declarative parameter schemas: each scheme lists its parameters, and one function validates them."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import FieldError
+
+ParamValue = float | int | str
+
+
+@dataclass(frozen=True)
+class Param:
+    """One scheme parameter. ``default`` None means required; a callable default is resolved from
+    the other (already validated) parameters, e.g. truncated_normal's ``low = mean - 2*std``."""
+
+    name: str
+    kind: str  # "float" | "int" | "choice"
+    default: ParamValue | None = None
+    default_rule: str | None = None  # text of a computed default, e.g. "mean - 2*std"
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: bool = False
+    choices: tuple[str, ...] = ()
+    aliases: Mapping[str, str] = field(default_factory=dict)  # accepted spelling -> canonical
+    doc: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is None and self.default_rule is None
+
+    def describe(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"name": self.name, "type": self.kind, "doc": self.doc}
+        if self.default is not None:
+            info["default"] = self.default
+        elif self.default_rule is not None:
+            info["default"] = self.default_rule
+        else:
+            info["required"] = True
+        if self.minimum is not None:
+            info["exclusive_minimum" if self.exclusive_minimum else "minimum"] = self.minimum
+        if self.maximum is not None:
+            info["maximum"] = self.maximum
+        if self.choices:
+            info["choices"] = list(self.choices)
+        if self.aliases:
+            info["aliases"] = dict(self.aliases)
+        return info
+
+    def validate(self, value: object) -> tuple[ParamValue | None, str | None]:
+        """(normalised value, None) or (None, the rule it broke)."""
+        if self.kind == "choice":
+            if not isinstance(value, str):
+                return None, f"must be one of {', '.join(self.choices)}; got {_show(value)}"
+            value = self.aliases.get(value, value)
+            if value not in self.choices:
+                return None, f"must be one of {', '.join(self.choices)}; got {value!r}"
+            return value, None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None, f"must be a number, got {_show(value)}"
+        if self.kind == "int":
+            if isinstance(value, float):
+                if not value.is_integer():
+                    return None, f"must be an integer, got {value!r}"
+                value = int(value)
+        else:
+            value = float(value)
+            if not math.isfinite(value):
+                return None, f"must be finite, got {value!r}"
+        if self.minimum is not None:
+            if self.exclusive_minimum and not value > self.minimum:
+                return None, f"must be > {_num(self.minimum)}, got {value!r}"
+            if not self.exclusive_minimum and value < self.minimum:
+                return None, f"must be ≥ {_num(self.minimum)}, got {value!r}"
+        if self.maximum is not None and value > self.maximum:
+            return None, f"must be ≤ {_num(self.maximum)}, got {value!r}"
+        return value, None
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(x)
+
+
+def _show(value: object) -> str:
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return repr(value)
+    return type(value).__name__
+
+
+FAN_OVERRIDES = (
+    Param(
+        "fan_in",
+        "int",
+        default_rule="from shape and layout",
+        minimum=1,
+        doc="explicit fan_in (e.g. for a 1-D bias); overrides the fan computed from the shape",
+    ),
+    Param(
+        "fan_out",
+        "int",
+        default_rule="from shape and layout",
+        minimum=1,
+        doc="explicit fan_out; overrides the fan computed from the shape",
+    ),
+)
+
+
+def validate_params(
+    scheme: str, schema: tuple[Param, ...], given: Mapping[str, object]
+) -> tuple[dict[str, ParamValue], list[FieldError]]:
+    """Validate ``given`` against ``schema``. Returns explicit values (computed defaults are filled
+    by the scheme, which knows their rule) and the errors, each located at ``("params", name)``."""
+    errors: list[FieldError] = []
+    known = {param.name: param for param in schema}
+    values: dict[str, ParamValue] = {}
+    for key in given:
+        if key not in known:
+            names = ", ".join(sorted(known)) or "none"
+            errors.append(
+                FieldError(("params", key), f"unknown parameter {key!r} for scheme {scheme!r} (accepted: {names})")
+            )
+    for param in schema:
+        if param.name in given:
+            value, problem = param.validate(given[param.name])
+            if problem is not None:
+                errors.append(FieldError(("params", param.name), problem))
+            elif value is not None:
+                values[param.name] = value
+        elif param.default is not None:
+            values[param.name] = param.default
+        elif param.required:
+            errors.append(FieldError(("params", param.name), f"params.{param.name} is required for scheme {scheme!r}"))
+    return values, errors

@@ -1,0 +1,331 @@
+"""Samplers turn element words (or element indices) into float64 values.
+
+Elementwise samplers compute element ``i`` from its own word (or index) alone, so any range of a
+tensor can be produced by itself. Whole-tensor samplers (orthogonal, sparse) need the whole tensor.
+All arithmetic on generated values uses exact IEEE operations in the order written here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol, TypeGuard
+
+import numpy as np
+import numpy.typing as npt
+
+from .rng import STREAM_SPARSE_MASK, STREAM_VALUES, WordStream, raw_words
+from .special import normal_cdf, normal_quantile
+
+F64 = npt.NDArray[np.float64]
+U64 = npt.NDArray[np.uint64]
+
+TWO_POW_M53 = 2.0**-53
+P_FLOOR = 2.0**-1074  # smallest positive double: keeps p > 0 in the truncated transform
+P_CEIL = 1.0 - 2.0**-53  # largest double below 1
+NORMAL_MAX_ABS_Z = 8.3  # |Φ⁻¹(p)| < 8.3 for every p the 52-bit open uniform can take
+TRUNCATED_STD_CORRECTION = 0.87962566103423978  # std of N(0, 1) truncated to [-2, 2]
+MIN_TRUNCATED_MASS = 1e-300
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Exact law of the values (before the cast): mean, std and support [low, high] (None = unbounded)."""
+
+    mean: float
+    std: float
+    low: float | None
+    high: float | None
+
+
+class ElementwiseSampler(Protocol):
+    uses_words: bool
+
+    def values(self, words: U64 | None, start: int, count: int) -> F64: ...
+
+    def moments(self) -> Moments: ...
+
+    def max_abs(self) -> float: ...
+
+
+class WholeSampler(Protocol):
+    def whole(self, key: int) -> F64: ...
+
+    def moments(self) -> Moments: ...
+
+    def max_abs(self) -> float: ...
+
+
+def is_elementwise(sampler: ElementwiseSampler | WholeSampler) -> TypeGuard[ElementwiseSampler]:
+    """Elementwise samplers have ``values``; whole-tensor ones have ``whole``."""
+    return hasattr(sampler, "values")
+
+
+def uniform_01(words: U64) -> F64:
+    """u = (w >> 11) · 2⁻⁵³, in [0, 1): the 53 high bits of the word."""
+    return (words >> np.uint64(11)).astype(np.float64) * TWO_POW_M53
+
+
+def uniform_open(words: U64) -> F64:
+    """u = ((w >> 11) | 1) · 2⁻⁵³ = (2k + 1) · 2⁻⁵³ with k = w >> 12, in (0, 1) and symmetric about ½."""
+    return ((words >> np.uint64(11)) | np.uint64(1)).astype(np.float64) * TWO_POW_M53
+
+
+@dataclass(frozen=True)
+class Constant:
+    """x = value."""
+
+    value: float
+    uses_words = False
+
+    def values(self, words: U64 | None, start: int, count: int) -> F64:
+        return np.full(count, self.value, dtype=np.float64)
+
+    def moments(self) -> Moments:
+        return Moments(self.value, 0.0, self.value, self.value)
+
+    def max_abs(self) -> float:
+        return abs(self.value)
+
+
+@dataclass(frozen=True)
+class Uniform:
+    """x = low + (high − low) · u, u = uniform_01(w); support [low, high] (high only through rounding)."""
+
+    low: float
+    high: float
+    uses_words = True
+
+    def values(self, words: U64 | None, start: int, count: int) -> F64:
+        assert words is not None
+        width = self.high - self.low
+        result: F64 = self.low + width * uniform_01(words)
+        return result
+
+    def moments(self) -> Moments:
+        return Moments((self.low + self.high) / 2, (self.high - self.low) / math.sqrt(12.0), self.low, self.high)
+
+    def max_abs(self) -> float:
+        return max(abs(self.low), abs(self.high))
+
+
+class TruncatedNormal:
+    """N(mean, std²) conditioned on [low, high] (infinite bounds: the plain normal), by inverse CDF.
+
+    α = (low − mean)/std, β = (high − mean)/std. If α ≥ 0 the interval is mirrored to [−β, −α] and
+    the result negated, so tail probabilities stay small numbers with full relative precision.
+    p_lo = Φ(α), p_hi = Φ(β), w = p_hi − p_lo; per element: p = p_lo + w·u (u = uniform_open),
+    clamped to [2⁻¹⁰⁷⁴, 1 − 2⁻⁵³] when the interval is finite; z = clamp(Φ⁻¹(p), α, β) (negated if
+    mirrored); x = clamp(mean + std·z, low, high). For an untruncated normal p = u and the clamps are
+    no-ops, so x = mean + std·Φ⁻¹(u).
+    """
+
+    uses_words = True
+
+    def __init__(self, mean: float, std: float, low: float = -math.inf, high: float = math.inf) -> None:
+        self.mean, self.std, self.low, self.high = mean, std, low, high
+        alpha, beta = (low - mean) / std, (high - mean) / std
+        self.mirrored = alpha >= 0.0
+        if self.mirrored:
+            alpha, beta = -beta, -alpha
+        self.alpha, self.beta = alpha, beta
+        self.p_low, self.p_high = normal_cdf(alpha), normal_cdf(beta)
+        self.width = self.p_high - self.p_low
+        self.truncated = not (math.isinf(alpha) and math.isinf(beta))
+
+    def values(self, words: U64 | None, start: int, count: int) -> F64:
+        assert words is not None
+        p = uniform_open(words)
+        if self.truncated:
+            p = self.p_low + self.width * p
+            np.clip(p, P_FLOOR, P_CEIL, out=p)
+        z = normal_quantile(p)
+        if self.truncated:
+            np.clip(z, self.alpha, self.beta, out=z)
+        if self.mirrored:
+            np.negative(z, out=z)
+        x: F64 = self.mean + self.std * z
+        if self.truncated:
+            np.clip(x, self.low, self.high, out=x)
+        return x
+
+    def moments(self) -> Moments:
+        if not self.truncated:
+            return Moments(self.mean, self.std, None, None)
+        a, b = (self.low - self.mean) / self.std, (self.high - self.mean) / self.std
+        mass = _phi_cdf(b) - _phi_cdf(a)
+        pdf_a, pdf_b = _phi_pdf(a), _phi_pdf(b)
+        a_term = 0.0 if math.isinf(a) else a * pdf_a
+        b_term = 0.0 if math.isinf(b) else b * pdf_b
+        shift = (pdf_a - pdf_b) / mass
+        variance = 1.0 + (a_term - b_term) / mass - shift * shift
+        return Moments(
+            self.mean + self.std * shift,
+            self.std * math.sqrt(max(variance, 0.0)),
+            None if math.isinf(self.low) else self.low,
+            None if math.isinf(self.high) else self.high,
+        )
+
+    def max_abs(self) -> float:
+        reach = abs(self.mean) + NORMAL_MAX_ABS_Z * self.std
+        return min(reach, max(abs(self.low), abs(self.high)))
+
+
+def _phi_pdf(x: float) -> float:
+    return 0.0 if math.isinf(x) else math.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+
+
+def _phi_cdf(x: float) -> float:
+    return 0.5 * math.erfc(-x / math.sqrt(2.0))
+
+
+@dataclass(frozen=True)
+class Eye:
+    """x[i, j] = gain if i == j else 0, for a (rows, cols) matrix; element k is at (k div cols, k mod cols)."""
+
+    rows: int
+    cols: int
+    gain: float
+    uses_words = False
+
+    def values(self, words: U64 | None, start: int, count: int) -> F64:
+        index = np.arange(start, start + count, dtype=np.int64)
+        on_diagonal = index // self.cols == index % self.cols
+        return np.where(on_diagonal, self.gain, 0.0)
+
+    def moments(self) -> Moments:
+        return _indicator_moments(min(self.rows, self.cols), self.rows * self.cols, self.gain)
+
+    def max_abs(self) -> float:
+        return abs(self.gain)
+
+
+@dataclass(frozen=True)
+class Dirac:
+    """torch.nn.init.dirac_: for g < groups, d < min(out/groups, in): x[g·opg + d, d, k₁//2, …] = 1.
+
+    ``out_axis``/``in_axis`` say where the out and in channels are (torch layout (out, in, *k): 0, 1;
+    keras layout (*k, in, out): rank−1, rank−2); the spatial axes are the others, in order.
+    """
+
+    shape: tuple[int, ...]
+    groups: int
+    out_axis: int
+    in_axis: int
+    uses_words = False
+
+    def values(self, words: U64 | None, start: int, count: int) -> F64:
+        coords = np.unravel_index(np.arange(start, start + count, dtype=np.int64), self.shape)
+        out_channels = self.shape[self.out_axis]
+        per_group = out_channels // self.groups
+        out_c, in_c = coords[self.out_axis], coords[self.in_axis]
+        hit = (out_c % per_group == in_c) & (in_c < min(per_group, self.shape[self.in_axis]))
+        for axis, size in enumerate(self.shape):
+            if axis not in (self.out_axis, self.in_axis):
+                hit &= coords[axis] == size // 2
+        result: F64 = hit.astype(np.float64)
+        return result
+
+    def moments(self) -> Moments:
+        ones = self.groups * min(self.shape[self.out_axis] // self.groups, self.shape[self.in_axis])
+        return _indicator_moments(ones, math.prod(self.shape), 1.0)
+
+    def max_abs(self) -> float:
+        return 1.0
+
+
+def _indicator_moments(ones: int, numel: int, value: float) -> Moments:
+    mean = value * ones / numel
+    variance = value * value * ones / numel - mean * mean
+    return Moments(mean, math.sqrt(max(variance, 0.0)), min(0.0, value), max(0.0, value))
+
+
+STANDARD_NORMAL = TruncatedNormal(0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Orthogonal:
+    """Haar (semi-)orthogonal (rows, cols) matrix × gain (Saxe et al. 2013; Mezzadri 2007 sign fix).
+
+    A = standard normals of the (rows, cols) matrix (element words in C order, bitwise reproducible);
+    if rows < cols work on Aᵀ; Q, R = reduced QR (LAPACK, float64); Q ← Q·diag(sign(diag R)) with
+    sign(0) taken as +1; transpose back if needed; × gain. The QR is LAPACK's, so the last bits may
+    differ between BLAS builds, CPU kernels and thread counts (reproducibility class "numerical").
+    """
+
+    rows: int
+    cols: int
+    gain: float
+
+    def whole(self, key: int) -> F64:
+        words = raw_words(key, 0, self.rows * self.cols, STREAM_VALUES)
+        matrix = STANDARD_NORMAL.values(words, 0, words.size).reshape(self.rows, self.cols)
+        wide = self.rows < self.cols
+        if wide:
+            matrix = matrix.T
+        q, r = np.linalg.qr(matrix, mode="reduced")
+        signs = np.where(np.diagonal(r) < 0.0, -1.0, 1.0)
+        q = q * signs
+        if wide:
+            q = q.T
+        result: F64 = np.ascontiguousarray(q * self.gain).reshape(-1)
+        return result
+
+    def moments(self) -> Moments:
+        return Moments(0.0, abs(self.gain) / math.sqrt(max(self.rows, self.cols)), -abs(self.gain), abs(self.gain))
+
+    def max_abs(self) -> float:
+        return abs(self.gain)
+
+
+@dataclass(frozen=True)
+class Sparse:
+    """torch.nn.init.sparse_ made reproducible: N(0, std²) values, then exactly ``zeros`` zeros per line.
+
+    Lines run along ``axis`` (torch layout: each column of (rows, cols), i.e. axis 0). In each line
+    the ``zeros`` positions with the smallest mask keys are zeroed, ties broken by position; the key
+    of element i is its word in stream 1 (values use stream 0).
+    """
+
+    shape: tuple[int, int]
+    std: float
+    zeros: int
+    axis: int
+    normal: TruncatedNormal
+
+    def whole(self, key: int) -> F64:
+        numel = self.shape[0] * self.shape[1]
+        values = self.normal.values(raw_words(key, 0, numel, STREAM_VALUES), 0, numel).reshape(self.shape)
+        if self.zeros:
+            mask_keys = raw_words(key, 0, numel, STREAM_SPARSE_MASK).reshape(self.shape)
+            order = np.argsort(mask_keys, axis=self.axis, kind="stable")
+            chosen = np.take(order, np.arange(self.zeros), axis=self.axis)
+            np.put_along_axis(values, chosen, 0.0, axis=self.axis)
+        result: F64 = values.reshape(-1)
+        return result
+
+    def moments(self) -> Moments:
+        line = self.shape[self.axis]
+        kept = 1.0 - self.zeros / line if line else 0.0
+        return Moments(0.0, self.std * math.sqrt(kept), None, None)
+
+    def max_abs(self) -> float:
+        return NORMAL_MAX_ABS_Z * self.std
+
+
+__all__ = [
+    "Constant",
+    "Dirac",
+    "ElementwiseSampler",
+    "Eye",
+    "Moments",
+    "Orthogonal",
+    "Sparse",
+    "TruncatedNormal",
+    "Uniform",
+    "WholeSampler",
+    "WordStream",
+    "is_elementwise",
+    "uniform_01",
+    "uniform_open",
+]

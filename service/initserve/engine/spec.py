@@ -1,0 +1,412 @@
+"""The layer spec: validation that names the field and the rule, and the canonical form.
+
+The canonical form (all defaults filled in, computed ones too; keys sorted; numbers as the shortest
+round-trip repr; a slice that covers everything dropped) is what the digest, the ETag and the
+safetensors metadata are made from, so spelling out a default never changes a byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from .catalog import CATALOG, COMPUTED_DEFAULTS, Built, Layer, Scheme
+from .dtypes import DTYPES, DType
+from .errors import FieldError, Loc, SpecError, SpecTooLarge
+from .fans import LAYOUTS
+from .params import ParamValue, validate_params
+from .rng import derive_key
+
+ALGORITHM_VERSION = 1
+SUPPORTED_ALGORITHMS = (1,)
+MAX_RANK = 8
+MAX_DIM = (1 << 63) - 1
+SEED_LIMIT = 1 << 64
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:/\-\[\]]{1,256}")
+SPEC_KEYS = ("shape", "scheme", "params", "seed", "dtype", "layout", "name", "slice")
+DEFAULT_DTYPE, DEFAULT_LAYOUT, DEFAULT_NAME = "float32", "torch", "weight"
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A validated init spec in canonical form. Build it with :func:`parse_spec`."""
+
+    shape: tuple[int, ...]
+    scheme: str
+    params: tuple[tuple[str, ParamValue], ...]
+    seed: int
+    dtype: str
+    layout: str
+    name: str
+    slice: tuple[tuple[int, int], ...] | None
+
+    # --- identity -----------------------------------------------------------------------------
+    def canonical(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "dtype": self.dtype,
+            "layout": self.layout,
+            "name": self.name,
+            "params": dict(self.params),
+            "scheme": self.scheme,
+            "seed": self.seed,
+            "shape": list(self.shape),
+        }
+        if self.slice is not None:
+            body["slice"] = [list(pair) for pair in self.slice]
+        return body
+
+    def canonical_json(self) -> str:
+        return canonical_json(self.canonical())
+
+    def digest(self) -> str:
+        return digest(self.canonical_json())
+
+    # --- sizes ------------------------------------------------------------------------------------
+    @property
+    def result_shape(self) -> tuple[int, ...]:
+        if self.slice is None:
+            return self.shape
+        sliced = tuple(stop - start for start, stop in self.slice)
+        return sliced + self.shape[len(sliced) :]
+
+    @property
+    def full_numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.result_shape)
+
+    @property
+    def dtype_info(self) -> DType:
+        return DTYPES[self.dtype]
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.dtype_info.itemsize
+
+    # --- generation inputs ---------------------------------------------------------------------
+    @property
+    def key(self) -> int:
+        return derive_key(self.seed, self.name)
+
+    @property
+    def scheme_entry(self) -> Scheme:
+        return CATALOG[self.scheme]
+
+    @cached_property
+    def layer(self) -> Layer:
+        return Layer(self.shape, self.layout, dict(self.params))
+
+    @cached_property
+    def built(self) -> Built:
+        return self.scheme_entry.build(self.layer)
+
+    def runs(self) -> Iterator[tuple[int, int]]:
+        """(start, count) runs of flat full-tensor indices that make up the result, in C order."""
+        if self.slice is None:
+            yield 0, self.full_numel
+            return
+        sliced = len(self.slice)
+        inner = math.prod(self.shape[sliced:])
+        strides = [math.prod(self.shape[axis + 1 :]) for axis in range(sliced)]
+        last_start, last_stop = self.slice[-1]
+        count = (last_stop - last_start) * inner
+        if count == 0:
+            return
+        yield from _runs(self.slice[:-1], strides, last_start * strides[-1], count)
+
+
+def _runs(outer: tuple[tuple[int, int], ...], strides: list[int], offset: int, count: int) -> Iterator[tuple[int, int]]:
+    if not outer:
+        yield offset, count
+        return
+    (start, stop), rest = outer[0], outer[1:]
+    for index in range(start, stop):
+        yield from _runs(rest, strides[1:], offset + index * strides[0], count)
+
+
+@dataclass(frozen=True)
+class BundleSpec:
+    """Many named tensors sharing a seed; tensor ``name`` equals the init spec with that seed and name."""
+
+    seed: int
+    tensors: tuple[Spec, ...]
+
+    def canonical(self) -> dict[str, Any]:
+        tensors = {}
+        for spec in self.tensors:
+            body = spec.canonical()
+            del body["seed"], body["name"]
+            tensors[spec.name] = body
+        return {"seed": self.seed, "tensors": tensors}
+
+    def canonical_json(self) -> str:
+        return canonical_json(self.canonical())
+
+    def digest(self) -> str:
+        return digest(self.canonical_json())
+
+    @property
+    def nbytes(self) -> int:
+        return sum(spec.nbytes for spec in self.tensors)
+
+
+def canonical_json(body: Mapping[str, Any]) -> str:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def digest(canonical: str, algorithm: int = ALGORITHM_VERSION) -> str:
+    """sha256 hex of ``"initserve-algorithm-<v>\\n" + canonical JSON``: the strong ETag of a spec."""
+    return hashlib.sha256(f"initserve-algorithm-{algorithm}\n{canonical}".encode()).hexdigest()
+
+
+def check_size(spec: Spec | BundleSpec, max_bytes: int) -> None:
+    """Raise SpecTooLarge if the result exceeds ``max_bytes``: integer arithmetic, nothing allocated."""
+    if spec.nbytes > max_bytes:
+        raise SpecTooLarge(("shape",) if isinstance(spec, Spec) else ("tensors",), spec.nbytes, max_bytes)
+
+
+# --- parsing ---------------------------------------------------------------------------------------
+def parse_spec(
+    body: object,
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    loc: Loc = (),
+    allowed_keys: tuple[str, ...] = SPEC_KEYS,
+) -> Spec:
+    """Validate a JSON-like mapping and return the canonical Spec, or raise SpecError naming every
+    broken rule. ``defaults`` supplies seed/dtype/layout/name (used by bundles)."""
+    errors: list[FieldError] = []
+    if not isinstance(body, Mapping):
+        raise SpecError([FieldError(loc, f"a spec must be a JSON object, got {_kind(body)}")])
+    for key in body:
+        if key not in allowed_keys:
+            errors.append(FieldError((*loc, str(key)), f"unknown field {key!r} (accepted: {', '.join(allowed_keys)})"))
+    merged = {**(defaults or {}), **body}
+    shape = _parse_shape(merged.get("shape"), loc, errors)
+    seed = _parse_seed(merged.get("seed", 0), loc, errors)
+    dtype = _parse_choice(merged.get("dtype", DEFAULT_DTYPE), "dtype", tuple(DTYPES), loc, errors)
+    layout = _parse_choice(merged.get("layout", DEFAULT_LAYOUT), "layout", LAYOUTS, loc, errors)
+    name = _parse_name(merged.get("name", DEFAULT_NAME), (*loc, "name"), errors)
+    scheme_name = merged.get("scheme")
+    scheme = None
+    if "scheme" not in merged:
+        errors.append(FieldError((*loc, "scheme"), "scheme is required"))
+    elif not isinstance(scheme_name, str) or scheme_name not in CATALOG:
+        errors.append(FieldError((*loc, "scheme"), f"unknown scheme {scheme_name!r} (known: {', '.join(CATALOG)})"))
+    else:
+        scheme = CATALOG[scheme_name]
+    raw_params = merged.get("params", {})
+    if raw_params is None:
+        raw_params = {}
+    if not isinstance(raw_params, Mapping):
+        errors.append(FieldError((*loc, "params"), f"params must be a JSON object, got {_kind(raw_params)}"))
+        raw_params = {}
+    params: dict[str, ParamValue] = {}
+    if scheme is not None:
+        params, param_errors = validate_params(scheme.name, scheme.params, raw_params)
+        errors += [FieldError((*loc, *error.loc), error.msg) for error in param_errors]
+        if not param_errors and scheme.name in COMPUTED_DEFAULTS:
+            computed = COMPUTED_DEFAULTS[scheme.name](params)
+            params = {**computed, **params}
+    slice_ = _parse_slice(merged.get("slice"), shape, loc, errors) if shape is not None else None
+    if errors:
+        raise SpecError(errors)
+    assert shape is not None and scheme is not None and seed is not None
+    assert dtype is not None and layout is not None and name is not None
+    layer = Layer(shape, layout, params)
+    rank_error = scheme.rank.check(shape, params, scheme.name)
+    if rank_error is not None:
+        raise SpecError([FieldError((*loc, *rank_error.loc), rank_error.msg)])
+    if scheme.uses_fans and math.prod(shape) > 0:
+        params = _fill_fans(scheme, layer, params)
+        layer = Layer(shape, layout, params)
+    if math.prod(shape) > 0:
+        checks = scheme.check(layer) if scheme.check else []
+        if checks:
+            raise SpecError([FieldError((*loc, *error.loc), error.msg) for error in checks])
+        _check_magnitude(scheme.build(layer), dtype, loc)
+    return Spec(shape, scheme.name, tuple(sorted(params.items())), seed, dtype, layout, name, slice_)
+
+
+def _fill_fans(scheme: Scheme, layer: Layer, params: dict[str, ParamValue]) -> dict[str, ParamValue]:
+    """Write the fans used into the canonical params, so spelling them out changes nothing."""
+    names = {param.name for param in scheme.params}
+    fan_in, fan_out = layer.fans
+    filled = dict(params)
+    if "fan_in" in names and fan_in >= 1:
+        filled.setdefault("fan_in", fan_in)
+    if "fan_out" in names and fan_out >= 1:
+        filled.setdefault("fan_out", fan_out)
+    return filled
+
+
+def _check_magnitude(built: Built, dtype: str, loc: Loc) -> None:
+    reach, limit = built.sampler.max_abs(), DTYPES[dtype].max_finite
+    if not reach <= limit:
+        raise SpecError(
+            [
+                FieldError(
+                    (*loc, "dtype"),
+                    f"values can reach {reach:.6g}, beyond the largest finite "
+                    f"{dtype} ({limit:.6g}); use a wider dtype or smaller params",
+                )
+            ]
+        )
+
+
+def parse_bundle(body: object, *, max_tensors: int | None = None) -> BundleSpec:
+    """Validate ``{"seed", "dtype", "layout", "tensors": {name: spec-without-seed}}``."""
+    if not isinstance(body, Mapping):
+        raise SpecError([FieldError((), f"a bundle must be a JSON object, got {_kind(body)}")])
+    errors: list[FieldError] = []
+    for key in body:
+        if key not in ("seed", "dtype", "layout", "tensors"):
+            errors.append(FieldError((str(key),), f"unknown field {key!r} (accepted: seed, dtype, layout, tensors)"))
+    seed = _parse_seed(body.get("seed", 0), (), errors)
+    dtype = _parse_choice(body.get("dtype", DEFAULT_DTYPE), "dtype", tuple(DTYPES), (), errors)
+    layout = _parse_choice(body.get("layout", DEFAULT_LAYOUT), "layout", LAYOUTS, (), errors)
+    tensors = body.get("tensors")
+    if not isinstance(tensors, Mapping) or not tensors:
+        errors.append(
+            FieldError(("tensors",), f"tensors must be a non-empty JSON object of name → spec, got {_kind(tensors)}")
+        )
+        raise SpecError(errors)
+    if max_tensors is not None and len(tensors) > max_tensors:
+        errors.append(FieldError(("tensors",), f"at most {max_tensors} tensors per bundle, got {len(tensors)}"))
+        raise SpecError(errors)
+    specs: list[Spec] = []
+    for tensor_name, tensor_body in tensors.items():
+        name = _parse_name(tensor_name, ("tensors", str(tensor_name)), errors)
+        if name is None or seed is None or dtype is None or layout is None:
+            continue
+        try:
+            specs.append(
+                parse_spec(
+                    tensor_body,
+                    defaults={"seed": seed, "dtype": dtype, "layout": layout, "name": name},
+                    loc=("tensors", name),
+                    allowed_keys=("shape", "scheme", "params", "dtype", "layout", "slice"),
+                )
+            )
+        except SpecError as error:
+            errors += error.errors
+    if errors:
+        raise SpecError(errors)
+    assert seed is not None
+    return BundleSpec(seed, tuple(sorted(specs, key=lambda spec: spec.name)))
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if value is None:
+        return "null"
+    return {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _parse_shape(value: object, loc: Loc, errors: list[FieldError]) -> tuple[int, ...] | None:
+    if value is None:
+        errors.append(FieldError((*loc, "shape"), "shape is required"))
+        return None
+    if not isinstance(value, list | tuple):
+        errors.append(FieldError((*loc, "shape"), f"shape must be an array of integers, got {_kind(value)}"))
+        return None
+    if len(value) > MAX_RANK:
+        errors.append(FieldError((*loc, "shape"), f"shape may have at most {MAX_RANK} dimensions, got {len(value)}"))
+        return None
+    ok = True
+    for axis, dim in enumerate(value):
+        if not _is_int(dim):
+            errors.append(FieldError((*loc, "shape", axis), f"shape[{axis}] must be an integer, got {_kind(dim)}"))
+            ok = False
+        elif dim < 0:
+            errors.append(FieldError((*loc, "shape", axis), f"shape[{axis}] must be ≥ 0, got {dim}"))
+            ok = False
+        elif dim > MAX_DIM:
+            errors.append(FieldError((*loc, "shape", axis), f"shape[{axis}] must be ≤ 2^63-1, got {dim}"))
+            ok = False
+    return tuple(value) if ok else None
+
+
+def _parse_seed(value: object, loc: Loc, errors: list[FieldError]) -> int | None:
+    if not _is_int(value):
+        errors.append(FieldError((*loc, "seed"), f"seed must be an integer, got {_kind(value)}"))
+        return None
+    assert isinstance(value, int)
+    if not 0 <= value < SEED_LIMIT:
+        errors.append(FieldError((*loc, "seed"), f"seed must be in 0..2^64-1, got {value}"))
+        return None
+    return value
+
+
+def _parse_choice(
+    value: object, field: str, choices: tuple[str, ...], loc: Loc, errors: list[FieldError]
+) -> str | None:
+    if not isinstance(value, str) or value not in choices:
+        shown = repr(value) if isinstance(value, str) else _kind(value)
+        errors.append(FieldError((*loc, field), f"{field} must be one of {', '.join(choices)}; got {shown}"))
+        return None
+    return value
+
+
+def _parse_name(value: object, loc: Loc, errors: list[FieldError]) -> str | None:
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value) or value == "__metadata__":
+        shown = repr(value) if isinstance(value, str) else _kind(value)
+        errors.append(
+            FieldError(
+                loc,
+                f"name must be 1-256 characters from A-Z a-z 0-9 _ . : / - [ ] and not '__metadata__'; got {shown}",
+            )
+        )
+        return None
+    return value
+
+
+def _parse_slice(
+    value: object, shape: tuple[int, ...], loc: Loc, errors: list[FieldError]
+) -> tuple[tuple[int, int], ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list | tuple):
+        errors.append(FieldError((*loc, "slice"), f"slice must be an array of [start, stop] pairs, got {_kind(value)}"))
+        return None
+    if len(value) > len(shape):
+        errors.append(
+            FieldError((*loc, "slice"), f"slice has {len(value)} pairs but shape has {len(shape)} dimensions")
+        )
+        return None
+    pairs: list[tuple[int, int]] = []
+    for axis, pair in enumerate(value):
+        where = (*loc, "slice", axis)
+        if not isinstance(pair, list | tuple) or len(pair) != 2 or not all(_is_int(v) for v in pair):
+            errors.append(FieldError(where, f"slice[{axis}] must be a pair of integers [start, stop]"))
+            return None
+        start, stop = pair
+        if not 0 <= start <= stop <= shape[axis]:
+            errors.append(
+                FieldError(
+                    where,
+                    f"slice[{axis}] must satisfy 0 ≤ start ≤ stop ≤ shape[{axis}] "
+                    f"= {shape[axis]}, got [{start}, {stop}]",
+                )
+            )
+            return None
+        pairs.append((start, stop))
+    # Trailing pairs that cover their whole dimension change nothing: drop them.
+    while pairs and pairs[-1] == (0, shape[len(pairs) - 1]):
+        pairs.pop()
+    return tuple(pairs) or None

@@ -1,0 +1,198 @@
+"""Normal quantile and CDF built only from exactly rounded IEEE operations.
+
+numpy's ``log``/``exp``/``sin`` give different last bits on different SIMD paths, so they are never
+used on generated values. Everything here is + - × ÷ sqrt, comparisons, ``frexp`` and bit operations,
+applied in the fixed order written below; that order is part of the algorithm (docs/determinism.md).
+"""
+
+from __future__ import annotations
+
+import decimal
+import math
+
+import numpy as np
+import numpy.typing as npt
+
+F64 = npt.NDArray[np.float64]
+
+# --- natural log on (0, 1] ---------------------------------------------------------------------
+# log(m * 2**e) = e*ln2 + 2*atanh(s), s = (m-1)/(m+1), m in [sqrt(1/2), sqrt(2)), |s| <= 0.1716.
+# 2*atanh(s) = 2*s*(1 + s²/3 + s⁴/5 + ... + s²²/23); the next term is below 2e-20 relative.
+LN2_HI = 6.93147180369123816490e-01  # 0x3FE62E42FEE00000: trailing zeros make e*LN2_HI exact
+LN2_LO = 1.90821492927058770002e-10  # 0x3DEA39EF35793C76: ln 2 - LN2_HI
+SQRT_HALF = 0.70710678118654752440  # 0x3FE6A09E667F3BCD
+ATANH_COEFFS = tuple(1.0 / (2 * k + 1) for k in range(11, 0, -1))  # 1/23, 1/21, ..., 1/3 (then 1)
+
+
+def log_exact_ops(x: F64) -> F64:
+    """ln(x) for 0 < x <= 1, accurate to a few ulp, from exact operations only."""
+    mantissa, exponent = np.frexp(x)  # x = mantissa * 2**exponent, mantissa in [0.5, 1)
+    low = mantissa < SQRT_HALF
+    mantissa = np.where(low, mantissa * 2.0, mantissa)
+    e = (exponent - low).astype(np.float64)
+    s = (mantissa - 1.0) / (mantissa + 1.0)
+    z = s * s
+    poly = np.full_like(z, ATANH_COEFFS[0])
+    for coefficient in ATANH_COEFFS[1:]:
+        poly = poly * z + coefficient
+    poly = poly * z + 1.0
+    log_m: F64 = 2.0 * (s * poly)
+    result: F64 = e * LN2_HI + (e * LN2_LO + log_m)
+    return result
+
+
+# --- normal quantile: Wichura (1988), algorithm AS 241 (PPND16), relative accuracy ~1e-16 --------
+A = (
+    3.3871328727963666080e0,
+    1.3314166789178437745e2,
+    1.9715909503065514427e3,
+    1.3731693765509461125e4,
+    4.5921953931549871457e4,
+    6.7265770927008700853e4,
+    3.3430575583588128105e4,
+    2.5090809287301226727e3,
+)
+B = (
+    1.0,
+    4.2313330701600911252e1,
+    6.8718700749205790830e2,
+    5.3941960214247511077e3,
+    2.1213794301586595867e4,
+    3.9307895800092710610e4,
+    2.8729085735721942674e4,
+    5.2264952788528545610e3,
+)
+C = (
+    1.42343711074968357734e0,
+    4.63033784615654529590e0,
+    5.76949722146069140550e0,
+    3.64784832476320460504e0,
+    1.27045825245236838258e0,
+    2.41780725177450611770e-1,
+    2.27238449892691845833e-2,
+    7.74545014278341407640e-4,
+)
+D = (
+    1.0,
+    2.05319162663775882187e0,
+    1.67638483018380384940e0,
+    6.89767334985100004550e-1,
+    1.48103976427480074590e-1,
+    1.51986665636164571966e-2,
+    5.47593808499534494600e-4,
+    1.05075007164441684324e-9,
+)
+E = (
+    6.65790464350110377720e0,
+    5.46378491116411436990e0,
+    1.78482653991729133580e0,
+    2.96560571828504891230e-1,
+    2.65321895265761230930e-2,
+    1.24266094738807843860e-3,
+    2.71155556874348757815e-5,
+    2.01033439929228813265e-7,
+)
+F = (
+    1.0,
+    5.99832206555887937690e-1,
+    1.36929880922735805310e-1,
+    1.48753612908506148525e-2,
+    7.86869131145613259100e-4,
+    1.84631831751005468180e-5,
+    1.42151175831644588870e-7,
+    2.04426310338993978564e-15,
+)
+CENTRAL_LIMIT = 0.425
+CENTRAL_R0 = 0.180625  # 0.425²
+TAIL_SPLIT = 5.0
+TAIL_SHIFT_NEAR = 1.6
+
+
+def _horner(coefficients: tuple[float, ...], r: F64) -> F64:
+    """c0 + c1 r + ... + c7 r⁷, evaluated as (((c7 r + c6) r + ...) r + c0)."""
+    acc = coefficients[-1] * r
+    for coefficient in coefficients[-2:0:-1]:
+        acc = (acc + coefficient) * r
+    result: F64 = acc + coefficients[0]
+    return result
+
+
+def normal_quantile(p: F64) -> F64:
+    """Φ⁻¹(p) for 0 < p < 1 (AS 241, evaluated in the order documented in docs/determinism.md)."""
+    q = p - 0.5
+    r = CENTRAL_R0 - q * q
+    z: F64 = (q * _horner(A, r)) / _horner(B, r)
+    tail = np.abs(q) > CENTRAL_LIMIT
+    if tail.any():
+        index = np.flatnonzero(tail)
+        z[index] = _tail_quantile(p[index], q[index])
+    return z
+
+
+def _tail_quantile(p: F64, q: F64) -> F64:
+    lower = q < 0.0
+    r = np.where(lower, p, 1.0 - p)
+    r = np.sqrt(-log_exact_ops(r))
+    near = r <= TAIL_SPLIT
+    z = np.where(
+        near,
+        _horner(C, r - TAIL_SHIFT_NEAR) / _horner(D, r - TAIL_SHIFT_NEAR),
+        _horner(E, r - TAIL_SPLIT) / _horner(F, r - TAIL_SPLIT),
+    )
+    result: F64 = np.where(lower, -z, z)
+    return result
+
+
+# --- normal CDF for scalars (truncation bounds) ----------------------------------------------------
+_PRECISION = 60
+_PI = decimal.Decimal("3.14159265358979323846264338327950288419716939937510582097494459230781640628620899863")
+_SERIES_LIMIT = decimal.Decimal(3)
+_CONTINUED_FRACTION_TERMS = 400
+
+
+def normal_cdf(x: float) -> float:
+    """Φ(x) rounded to the nearest double, from a 60-digit decimal evaluation.
+
+    Python's decimal arithmetic (exp, sqrt, + - × ÷) is correctly rounded and platform independent;
+    the series/continued-fraction truncation error is below 1e-50, so the result is the correctly
+    rounded Φ(x) except for values within 1e-50 of a rounding boundary.
+    """
+    if math.isinf(x):
+        return 0.0 if x < 0 else 1.0
+    with decimal.localcontext() as context:
+        context.prec = _PRECISION
+        t = -decimal.Decimal(x) / decimal.Decimal(2).sqrt()
+        value = _erfc(t) / 2
+    return float(value)
+
+
+def _erfc(t: decimal.Decimal) -> decimal.Decimal:
+    if t < 0:
+        return 2 - _erfc(-t)
+    if t < _SERIES_LIMIT:
+        return 1 - _erf_series(t)
+    return _erfc_continued_fraction(t)
+
+
+def _erf_series(t: decimal.Decimal) -> decimal.Decimal:
+    """erf(t) = 2/√π Σ (-1)ⁿ t^(2n+1) / (n! (2n+1))."""
+    total = decimal.Decimal(0)
+    term = t  # (-1)^n t^(2n+1) / n!
+    n = 0
+    epsilon = decimal.Decimal(10) ** -(_PRECISION + 5)
+    while True:
+        contribution = term / (2 * n + 1)
+        total += contribution
+        if abs(contribution) < epsilon:
+            break
+        n += 1
+        term = -term * t * t / n
+    return 2 * total / _PI.sqrt()
+
+
+def _erfc_continued_fraction(t: decimal.Decimal) -> decimal.Decimal:
+    """erfc(t) = exp(-t²)/√π · 1/(t + (1/2)/(t + 1/(t + (3/2)/(t + ...)))) for t >= 3."""
+    denominator = t
+    for k in range(_CONTINUED_FRACTION_TERMS, 0, -1):
+        denominator = t + decimal.Decimal(k) / 2 / denominator
+    return (-t * t).exp() / _PI.sqrt() / denominator
