@@ -7,7 +7,14 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: venv install serve test test-slow lint bench docs-check clean
+.PHONY: venv install install-server serve test test-slow lint bench docs-check clean
+
+# pytest exits 5 when a selection holds no test (e.g. no slow suite yet): say so, do not fail.
+define run_pytest
+	$(BIN)/python -m pytest $(1) $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest: no tests selected (exit 5), treated as success"; rc=0; fi; \
+	exit $$rc
+endef
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,15 +31,16 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 venv: $(BIN)/python
 install: $(STAMP)
+install-server: $(VENV)/.installed-server
 
 serve: $(VENV)/.installed-server
 	$(BIN)/initserve serve --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(call run_pytest,-m "not slow")
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+	$(call run_pytest,-m slow)
 
 lint: $(STAMP)
 	$(BIN)/ruff check service clients tests benchmarks
@@ -42,8 +50,9 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
+# The documentation's promises: every README command runs, links resolve, the settings table is complete.
 docs-check: $(STAMP)
-	$(BIN)/python -m pytest tests/test_docs.py
+	$(BIN)/python -m pytest tests/deploy/test_docs.py tests/deploy/test_readme.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
