@@ -1,0 +1,97 @@
+"""Structured JSON logs, and one access-log line per request carrying its request id.
+
+The request id is the client's ``X-Request-ID`` when it looks sane (≤ 128 visible ASCII
+characters), else a fresh UUID4; it is echoed in the response's ``X-Request-ID`` header,
+stored in ``request.state.request_id`` and written on the access line.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+ACCESS_LOGGER = "initserve.access"
+_SANE_ID = re.compile(r"[\x21-\x7e]{1,128}")
+
+
+def log_config(level: str) -> dict[str, Any]:
+    """A :func:`logging.config.dictConfig` mapping that writes every record as one JSON object."""
+    formatter = {
+        "()": "pythonjsonlogger.json.JsonFormatter",
+        "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+    }
+    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    upper = level.upper()
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": formatter},
+        "handlers": {"stderr": handler},
+        "loggers": {
+            "initserve": {"handlers": ["stderr"], "level": upper, "propagate": False},
+            "uvicorn": {"handlers": ["stderr"], "level": upper, "propagate": False},
+            "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+        },
+    }
+
+
+def request_id_from(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            text: str = value.decode("latin-1")
+            if _SANE_ID.fullmatch(text):
+                return text
+    return uuid.uuid4().hex
+
+
+class AccessLogMiddleware:
+    """Assigns the request id, echoes it, and logs method, path, status, bytes and duration."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.logger = logging.getLogger(ACCESS_LOGGER)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = request_id_from(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 0
+        sent = 0
+
+        async def tagged_send(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
+                headers.append((b"x-request-id", request_id.encode("latin-1")))
+                message = {**message, "headers": headers}
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tagged_send)
+        finally:
+            client = scope.get("client")
+            self.logger.info(
+                "request",
+                extra={
+                    "request_id": request_id,
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status or 500,
+                    "bytes_sent": sent,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                    "client": f"{client[0]}:{client[1]}" if client else None,
+                    "etag": scope.get("state", {}).get("etag"),
+                },
+            )

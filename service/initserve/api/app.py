@@ -1,0 +1,62 @@
+"""The composition root: :func:`create_app` wires settings, state, middleware and routers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from initserve import __version__
+from initserve.api.access_log import AccessLogMiddleware
+from initserve.api.limits import BodySizeLimitMiddleware, GenerationLimiter
+from initserve.api.metrics import Metrics, RequestMetricsMiddleware
+from initserve.api.openapi import install_openapi
+from initserve.api.problems import install_problem_handlers
+from initserve.api.routes import ROUTERS
+from initserve.api.settings import Settings
+
+DESCRIPTION = "Deterministic neural-network weight initialization: a layer spec in, safetensors bytes out."
+EXPOSED = ["ETag", "Content-Location", "Content-Range", "Content-Length", "X-Initserve-Algorithm", "X-Request-ID"]
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    logging.getLogger("initserve.api").info(
+        "initserve ready",
+        extra={
+            "max_bytes": settings.max_bytes,
+            "max_concurrent_generations": settings.max_concurrent_generations,
+            "api_keys": len(settings.api_keys),
+        },
+    )
+    yield
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service; without ``settings`` they are read from ``INITSERVE_*`` variables."""
+    settings = settings or Settings()
+    app = FastAPI(title="initserve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.metrics = metrics = Metrics()
+    app.state.limiter = limiter = GenerationLimiter(settings.max_concurrent_generations, settings.retry_after_seconds)
+    limiter.on_change = metrics.in_flight.set
+    install_problem_handlers(app)
+    install_openapi(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "HEAD", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Range", "If-None-Match", "If-Range"],
+            expose_headers=EXPOSED,
+        )
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    app.add_middleware(AccessLogMiddleware)  # outermost: every response carries the request id
+    return app

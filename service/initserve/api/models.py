@@ -1,0 +1,191 @@
+"""Request and response models: the engine's spec, mirrored for validation and OpenAPI.
+
+Pydantic checks the *shape* of a request (types, ranges, unknown keys, booleans where numbers
+are required); the engine then checks the *meaning* (scheme names, per-scheme parameters,
+rank rules, sizes) and both report the offending field the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StrictInt,
+    StrictStr,
+    WithJsonSchema,
+)
+from pydantic_core import PydanticCustomError
+
+MAX_RANK = 8
+MAX_DIM = (1 << 63) - 1
+MAX_SEED = (1 << 64) - 1
+
+DType = Literal["float32", "float64", "float16", "bfloat16"]
+Layout = Literal["torch", "keras"]
+
+
+def _param_value(value: Any) -> int | float | str:
+    # bool is an int subclass in Python: reject it by type, not by isinstance.
+    if type(value) is int or type(value) is str:
+        return value
+    if type(value) is float:
+        if not math.isfinite(value):
+            raise PydanticCustomError("finite_number", "must be a finite number")
+        return value
+    raise PydanticCustomError(
+        "param_type",
+        "must be a number or a string, got {kind}",
+        {"kind": "a boolean" if isinstance(value, bool) else type(value).__name__},
+    )
+
+
+ParamValue = Annotated[
+    int | float | str,
+    PlainValidator(_param_value),
+    WithJsonSchema({"anyOf": [{"type": "number"}, {"type": "string", "maxLength": 64}]}),
+]
+Dim = Annotated[StrictInt, Field(ge=0, le=MAX_DIM)]
+Seed = Annotated[StrictInt, Field(ge=0, le=MAX_SEED, description="0 ≤ seed < 2^64; all 64 bits matter.")]
+SliceBound = Annotated[StrictInt, Field(ge=0, le=MAX_DIM)]
+Params = Annotated[
+    dict[Annotated[str, Field(min_length=1, max_length=64)], ParamValue],
+    Field(max_length=32, description="The scheme's own parameters; see GET /v1/schemes/{name}."),
+]
+Shape = Annotated[list[Dim], Field(max_length=MAX_RANK, description="0–8 dimensions, each ≥ 0.")]
+Slice = Annotated[
+    list[tuple[SliceBound, SliceBound]],
+    Field(max_length=MAX_RANK, description="[start, stop) pairs for the leading dimensions."),
+]
+Scheme = Annotated[StrictStr, Field(min_length=1, max_length=64, description="A catalog name.")]
+TensorName = Annotated[StrictStr, Field(min_length=1, max_length=256)]
+
+
+class InitSpec(BaseModel):
+    """One tensor: what ``POST /v1/init`` takes. Omitted fields take the engine's defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    shape: Shape
+    scheme: Scheme
+    params: Params = Field(default_factory=dict)
+    seed: Seed = 0
+    dtype: DType = "float32"
+    layout: Layout = "torch"
+    name: TensorName = "weight"
+    slice: Slice | None = None
+
+    def engine_mapping(self) -> dict[str, Any]:
+        """The spec as the engine's ``parse_spec`` takes it: only what the client said."""
+        return self.model_dump(mode="json", exclude_unset=True, exclude_none=True)
+
+
+class BundleTensor(BaseModel):
+    """One tensor of a bundle: a spec without seed and name (the bundle supplies them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    shape: Shape
+    scheme: Scheme
+    params: Params = Field(default_factory=dict)
+    dtype: DType | None = None
+    layout: Layout | None = None
+    slice: Slice | None = None
+
+
+class BundleRequest(BaseModel):
+    """Many named tensors in one safetensors file (``POST /v1/bundle``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: Seed = 0
+    dtype: DType = "float32"
+    layout: Layout = "torch"
+    tensors: Annotated[dict[TensorName, BundleTensor], Field(min_length=1)]
+
+    def engine_mapping(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_unset=True, exclude_none=True)
+
+
+class ResolveBundle(BaseModel):
+    """``{"bundle": {...}}``: resolve a bundle rather than a single tensor."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bundle: BundleRequest
+
+
+class Resolved(BaseModel):
+    """Where and what a generated file is, learned without generating it."""
+
+    token: str = Field(description="The /v1/tensors token (t. tensor, b. bundle).")
+    url: str | None = Field(description="The tensor URL, or null when the token would be too long.")
+    etag: str = Field(description="The strong ETag, quotes included.")
+    content_length: int = Field(description="Size of the safetensors file in bytes.")
+    algorithm: int = Field(description="Version of the generation algorithm.")
+    canonical: dict[str, Any] = Field(description="The canonical spec: defaults filled in.")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"]
+    algorithm: int
+    generations_in_flight: int
+    generation_capacity: int
+
+
+LINEAR = {
+    "shape": [512, 784],
+    "scheme": "kaiming_uniform",
+    "params": {"a": math.sqrt(5)},
+    "seed": 42,
+    "name": "fc1.weight",
+}
+CONV2D = {
+    "shape": [64, 3, 7, 7],
+    "scheme": "kaiming_normal",
+    "params": {"mode": "fan_out", "nonlinearity": "relu"},
+    "seed": 42,
+    "name": "conv1.weight",
+}
+EMBEDDING = {"shape": [32000, 512], "scheme": "normal", "params": {"std": 0.02}, "seed": 7, "name": "embed.weight"}
+LSTM = {
+    "shape": [1024, 256],
+    "scheme": "uniform",
+    "params": {"low": -0.0625, "high": 0.0625},
+    "seed": 3,
+    "name": "lstm.weight_ih_l0",
+}
+
+INIT_EXAMPLES: dict[str, dict[str, Any]] = {
+    "linear": {"summary": "nn.Linear(784, 512) weight, torch's default init", "value": LINEAR},
+    "conv2d": {"summary": "nn.Conv2d(3, 64, 7) weight, He normal for ReLU", "value": CONV2D},
+    "embedding": {"summary": "Embedding 32000×512, N(0, 0.02²)", "value": EMBEDDING},
+    "lstm": {"summary": "LSTM(256, 256) weight_ih_l0, U(±1/√hidden)", "value": LSTM},
+}
+
+MLP_BUNDLE = {
+    "seed": 42,
+    "dtype": "float32",
+    "layout": "torch",
+    "tensors": {
+        "fc1.weight": {"shape": [256, 784], "scheme": "kaiming_uniform", "params": {"a": math.sqrt(5)}},
+        "fc1.bias": {"shape": [256], "scheme": "zeros"},
+        "fc2.weight": {"shape": [10, 256], "scheme": "xavier_uniform"},
+        "fc2.bias": {"shape": [10], "scheme": "zeros"},
+    },
+}
+BUNDLE_EXAMPLES: dict[str, dict[str, Any]] = {
+    "mlp": {"summary": "A 784-256-10 MLP", "value": MLP_BUNDLE},
+}
+RESOLVE_EXAMPLES: dict[str, dict[str, Any]] = {
+    "tensor": {"summary": "One tensor", "value": LINEAR},
+    "bundle": {"summary": "A bundle", "value": {"bundle": MLP_BUNDLE}},
+}

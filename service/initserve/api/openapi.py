@@ -1,0 +1,61 @@
+"""OpenAPI plumbing: problem+json error responses and binary bodies, declared once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from initserve.api.problems import PROBLEM_MEDIA_TYPE, TITLES, FieldProblem, Problem
+
+_PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+_SLUGS = {
+    400: "bad-request",
+    401: "unauthorized",
+    404: "not-found",
+    413: "too-large",
+    416: "range-not-satisfiable",
+    422: "invalid-spec",
+    503: "saturated",
+}
+
+SAFETENSORS_BODY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+STATS_BODY = {"application/json": {"schema": {"type": "object", "title": "Stats"}}}
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` entries for the given error statuses, each an ``application/problem+json`` body."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        entry: dict[str, Any] = {
+            "description": TITLES[_SLUGS[status]],
+            "content": {PROBLEM_MEDIA_TYPE: {"schema": _PROBLEM_REF}},
+        }
+        if status == 503:
+            entry["headers"] = RETRY_AFTER
+        if status == 401:
+            entry["headers"] = {"WWW-Authenticate": {"description": "Bearer challenge.", "schema": {"type": "string"}}}
+        out[status] = entry
+    return out
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Generate the schema once, adding the problem models that responses reference by ``$ref``."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in (Problem, FieldProblem):
+                components[model.__name__] = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

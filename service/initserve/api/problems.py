@@ -1,0 +1,222 @@
+"""RFC 9457 problem details: the one shape every error response of the service takes.
+
+A problem body is ``{"type": "urn:initserve:problem:<slug>", "title", "status", "detail",
+"instance", "errors": [{"loc": [...], "msg": "..."}]}`` served as ``application/problem+json``.
+Routes raise :class:`ProblemError`; the handlers installed by :func:`install_problem_handlers`
+turn it, pydantic validation errors, framework HTTP errors and anything unexpected into such
+bodies. Nothing internal (tracebacks, exception text) ever reaches a client.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+TYPE_PREFIX = "urn:initserve:problem:"
+
+logger = logging.getLogger("initserve.api")
+
+Loc = tuple[str | int, ...]
+
+TITLES: dict[str, str] = {
+    "malformed-json": "Malformed JSON",
+    "invalid-spec": "Invalid spec",
+    "invalid-token": "Invalid tensor token",
+    "unauthorized": "Unauthorized",
+    "not-found": "Not found",
+    "method-not-allowed": "Method not allowed",
+    "not-acceptable": "Not acceptable",
+    "too-large": "Too large",
+    "range-not-satisfiable": "Range not satisfiable",
+    "unsupported-media-type": "Unsupported media type",
+    "rate-limited": "Too many requests",
+    "saturated": "Service saturated",
+    "internal-error": "Internal error",
+    "bad-request": "Bad request",
+}
+
+_SLUG_BY_STATUS = {
+    400: "bad-request",
+    401: "unauthorized",
+    404: "not-found",
+    405: "method-not-allowed",
+    406: "not-acceptable",
+    413: "too-large",
+    415: "unsupported-media-type",
+    416: "range-not-satisfiable",
+    422: "invalid-spec",
+    429: "rate-limited",
+    503: "saturated",
+}
+
+
+class FieldProblem(BaseModel):
+    """One offending field: where it is (``loc``, from the request root) and which rule it broke."""
+
+    loc: list[str | int] = Field(examples=[["body", "shape", 1]])
+    msg: str = Field(examples=["shape[1] must be ≥ 0, got -3"])
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem details object."""
+
+    type: str = Field(examples=["urn:initserve:problem:invalid-spec"])
+    title: str = Field(examples=["Invalid spec"])
+    status: int = Field(examples=[422])
+    detail: str = Field(examples=["shape[1] must be ≥ 0, got -3"])
+    instance: str | None = Field(None, examples=["/v1/init"])
+    errors: list[FieldProblem] = Field(default_factory=list)
+
+
+class ProblemError(Exception):
+    """Raised anywhere in the service to answer with a problem body."""
+
+    def __init__(
+        self,
+        status: int,
+        slug: str,
+        detail: str,
+        *,
+        errors: Sequence[tuple[Loc, str]] = (),
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.slug = slug
+        self.detail = detail
+        self.errors = [(tuple(loc), msg) for loc, msg in errors]
+        self.headers = dict(headers or {})
+
+
+def problem_response(
+    status: int,
+    slug: str,
+    detail: str,
+    *,
+    instance: str | None = None,
+    errors: Sequence[tuple[Loc, str]] = (),
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """Build the ``application/problem+json`` response for one problem."""
+    body = Problem(
+        type=TYPE_PREFIX + slug,
+        title=TITLES.get(slug, slug.replace("-", " ").capitalize()),
+        status=status,
+        detail=detail,
+        instance=instance,
+        errors=[FieldProblem(loc=list(loc), msg=msg) for loc, msg in errors],
+    )
+    return JSONResponse(
+        body.model_dump(), status_code=status, headers=dict(headers or {}), media_type=PROBLEM_MEDIA_TYPE
+    )
+
+
+def field_path(loc: Loc) -> str:
+    """``("body", "shape", 1)`` → ``"shape[1]"``; ``("body", "params", "std")`` → ``"params.std"``."""
+    parts = list(loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc)
+    text = ""
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "body"
+
+
+def _short(value: Any) -> str:
+    text = "a boolean" if isinstance(value, bool) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def describe_validation_error(error: Mapping[str, Any]) -> tuple[Loc, str]:
+    """Turn one pydantic error into ``(loc, "<field> <rule>, got <value>")``.
+
+    The message always starts with the field path so that it stands alone in a log line.
+    """
+    loc: Loc = tuple(error.get("loc", ()))
+    kind = str(error.get("type", ""))
+    ctx = error.get("ctx") or {}
+    value = error.get("input")
+    path = field_path(loc)
+    rules = {
+        "missing": "is required",
+        "extra_forbidden": "is not a known field (unknown keys are rejected)",
+        "greater_than_equal": f"must be ≥ {ctx.get('ge')}, got {_short(value)}",
+        "greater_than": f"must be > {ctx.get('gt')}, got {_short(value)}",
+        "less_than_equal": f"must be ≤ {ctx.get('le')}, got {_short(value)}",
+        "less_than": f"must be < {ctx.get('lt')}, got {_short(value)}",
+        "int_type": f"must be an integer, got {_short(value)}",
+        "float_type": f"must be a number, got {_short(value)}",
+        "finite_number": f"must be a finite number, got {_short(value)}",
+        "string_type": f"must be a string, got {_short(value)}",
+        "list_type": f"must be an array, got {_short(value)}",
+        "tuple_type": f"must be an array, got {_short(value)}",
+        "dict_type": f"must be an object, got {_short(value)}",
+        "model_type": f"must be an object, got {_short(value)}",
+        "model_attributes_type": f"must be a JSON object, got {_short(value)}",
+        "literal_error": f"must be one of {ctx.get('expected')}, got {_short(value)}",
+        "too_long": f"must have at most {ctx.get('max_length')} items",
+        "too_short": f"must have at least {ctx.get('min_length')} items",
+        "string_too_long": f"must be at most {ctx.get('max_length')} characters",
+        "string_too_short": f"must be at least {ctx.get('min_length')} characters",
+        "string_pattern_mismatch": f"must match {ctx.get('pattern')}, got {_short(value)}",
+    }
+    rule = rules.get(kind)
+    if rule is None:
+        msg = str(error.get("msg", "is invalid"))
+        rule = msg[:1].lower() + msg[1:]
+    return loc, f"{path} {rule}"
+
+
+async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ProblemError)
+    return problem_response(
+        exc.status, exc.slug, exc.detail, instance=request.url.path, errors=exc.errors, headers=exc.headers
+    )
+
+
+async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    raw = list(exc.errors())
+    malformed = [e for e in raw if e.get("type") == "json_invalid"]
+    if malformed:
+        ctx = malformed[0].get("ctx") or {}
+        pos = malformed[0].get("loc", ("body", 0))[-1]
+        msg = f"body is not valid JSON: {ctx.get('error', 'decode error')} at character {pos}"
+        return problem_response(400, "malformed-json", msg, instance=request.url.path, errors=[(("body",), msg)])
+    errors = [describe_validation_error(e) for e in raw]
+    detail = "; ".join(msg for _, msg in errors[:5]) + ("; …" if len(errors) > 5 else "")
+    return problem_response(422, "invalid-spec", detail, instance=request.url.path, errors=errors)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    slug = _SLUG_BY_STATUS.get(exc.status_code, "bad-request" if exc.status_code < 500 else "internal-error")
+    detail = exc.detail if isinstance(exc.detail, str) else TITLES.get(slug, "error")
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"no resource at {request.url.path}"
+    return problem_response(exc.status_code, slug, detail, instance=request.url.path, headers=dict(exc.headers or {}))
+
+
+async def _on_unexpected(request: Request, _exc: Exception) -> JSONResponse:
+    # Log the traceback for operators; tell the client only that it was our fault.
+    request_id = request.scope.get("state", {}).get("request_id", "")
+    logger.exception("unhandled error", extra={"request_id": request_id, "path": request.url.path})
+    detail = "internal error" + (f"; request id {request_id}" if request_id else "")
+    return problem_response(500, "internal-error", detail, instance=request.url.path)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Route every error the app can raise to a problem+json response."""
+    app.add_exception_handler(ProblemError, _on_problem)
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(Exception, _on_unexpected)

@@ -1,0 +1,40 @@
+"""``POST /v1/bundle``: many named tensors in one safetensors file."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Request
+from starlette.responses import Response
+
+from initserve.api.models import BUNDLE_EXAMPLES, BundleRequest
+from initserve.api.negotiation import wants_stats
+from initserve.api.openapi import SAFETENSORS_BODY, STATS_BODY, problems
+from initserve.api.routes.init import FormatQuery
+from initserve.api.security import ApiKey
+from initserve.api.serving import serve_target
+from initserve.api.targets import build_target
+
+router = APIRouter(prefix="/v1", tags=["bundle"], dependencies=[ApiKey])
+
+
+@router.post(
+    "/bundle",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The safetensors file (or per-tensor statistics).",
+            "content": {**SAFETENSORS_BODY, **STATS_BODY},
+        },
+        **problems(400, 401, 413, 422, 503),
+    },
+)
+async def bundle(
+    request: Request,
+    body: Annotated[BundleRequest, Body(openapi_examples=BUNDLE_EXAMPLES)],
+    format: FormatQuery = None,
+) -> Response:
+    """Generate a bundle; each tensor equals `/v1/init` of its spec with the bundle's seed and its name."""
+    target = build_target("b", body.engine_mapping(), request.app.state.settings, ("body",))
+    stats = wants_stats(format, request.headers.get("accept"))
+    return await serve_target(request, target, conditional=False, stats=stats)

@@ -1,0 +1,31 @@
+"""``GET /v1/schemes`` and ``/v1/schemes/{name}``: the scheme catalog."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from initserve.api.openapi import problems
+from initserve.api.problems import ProblemError
+from initserve.api.security import ApiKey
+from initserve.engine import catalog, scheme_info
+
+router = APIRouter(prefix="/v1", tags=["schemes"], dependencies=[ApiKey])
+
+
+@router.get("/schemes", responses=problems(401))
+async def list_schemes() -> list[dict[str, Any]]:
+    """Every scheme: formula, parameters with types and defaults, framework equivalents, moments."""
+    return catalog()
+
+
+@router.get("/schemes/{name}", responses=problems(401, 404))
+async def get_scheme(name: str) -> dict[str, Any]:
+    """One scheme of the catalog."""
+    try:
+        return scheme_info(name)
+    except KeyError as exc:
+        known = ", ".join(entry["name"] for entry in catalog())
+        msg = f"unknown scheme {name!r}; known: {known}"
+        raise ProblemError(404, "not-found", msg, errors=[(("path", "name"), msg)]) from exc

@@ -1,0 +1,65 @@
+"""``GET|HEAD /v1/tensors/{token}``: the cacheable, stateless address of every generated file."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request
+from starlette.responses import Response
+
+from initserve.api.http_cache import IMMUTABLE
+from initserve.api.negotiation import wants_stats
+from initserve.api.openapi import SAFETENSORS_BODY, STATS_BODY, problems
+from initserve.api.problems import ProblemError
+from initserve.api.routes.init import FormatQuery
+from initserve.api.security import ApiKey
+from initserve.api.serving import serve_target
+from initserve.api.targets import build_target
+from initserve.api.tokens import InvalidToken, decode_token
+
+router = APIRouter(prefix="/v1", tags=["tensors"], dependencies=[ApiKey])
+
+_CACHE_HEADERS = {
+    "ETag": {"description": "Strong ETag of the representation.", "schema": {"type": "string"}},
+    "Cache-Control": {"description": IMMUTABLE, "schema": {"type": "string"}},
+}
+
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The whole file.",
+        "content": {**SAFETENSORS_BODY, **STATS_BODY},
+        "headers": _CACHE_HEADERS,
+    },
+    206: {
+        "description": "One range, or several as multipart/byteranges.",
+        "content": {**SAFETENSORS_BODY, "multipart/byteranges": {"schema": {"type": "string", "format": "binary"}}},
+    },
+    304: {"description": "Not modified: the If-None-Match ETag matches."},
+    **problems(400, 401, 413, 416, 422, 503),
+}
+
+
+async def tensor(
+    request: Request,
+    token: Annotated[str, Path(description="`t.` or `b.` + base64url of the canonical spec (no padding).")],
+    format: FormatQuery = None,
+) -> Response:
+    """The file a spec or bundle token denotes; honours If-None-Match, Range and If-Range."""
+    settings = request.app.state.settings
+    try:
+        kind, mapping = decode_token(token, settings.max_token_length)
+    except InvalidToken as exc:
+        raise ProblemError(400, "invalid-token", str(exc), errors=[(("path", "token"), str(exc))]) from exc
+    target = build_target(kind, mapping, settings, ("path", "token"))
+    stats = wants_stats(format, request.headers.get("accept"))
+    return await serve_target(request, target, conditional=True, stats=stats)
+
+
+# GET and HEAD as two operations: one shared operation id would be ambiguous for generated clients.
+router.add_api_route(
+    "/tensors/{token}", tensor, methods=["GET"], name="get_tensor", response_class=Response, responses=_RESPONSES
+)
+router.add_api_route(
+    "/tensors/{token}", tensor, methods=["HEAD"], name="head_tensor", response_class=Response, responses=_RESPONSES
+)

@@ -1,0 +1,76 @@
+"""Optional API keys: ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
+
+When ``INITSERVE_API_KEYS`` is empty the service is open. Otherwise every protected route
+needs one of the keys; keys are compared as SHA-256 digests with
+:func:`secrets.compare_digest` against *every* configured key, so neither the position of a
+mismatch nor which key matched shows in the timing. Keys are never logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from initserve.api.problems import ProblemError
+
+_bearer = HTTPBearer(auto_error=False, description="An API key from INITSERVE_API_KEYS.")
+_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key from INITSERVE_API_KEYS.")
+
+CHALLENGE = 'Bearer realm="initserve"'
+
+
+def key_matches(presented: str, configured: tuple[bytes, ...]) -> bool:
+    """Constant-time membership test of ``presented`` among ``configured`` keys."""
+    probe = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
+    found = False
+    for key in configured:
+        found |= secrets.compare_digest(probe, hashlib.sha256(key).digest())
+    return found
+
+
+async def require_api_key(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    header_key: Annotated[str | None, Depends(_header)],
+) -> None:
+    """FastAPI dependency: pass when keys are off or a configured key is presented, else 401."""
+    configured: tuple[bytes, ...] = request.app.state.settings.api_key_values
+    if not configured:
+        return
+    presented = bearer.credentials if bearer is not None else header_key
+    if presented is None:
+        raise ProblemError(
+            401,
+            "unauthorized",
+            "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+            headers={"WWW-Authenticate": CHALLENGE},
+        )
+    if not key_matches(presented, configured):
+        raise ProblemError(
+            401,
+            "unauthorized",
+            "the API key is not valid",
+            headers={"WWW-Authenticate": CHALLENGE + ', error="invalid_token"'},
+        )
+
+
+ApiKey = Depends(require_api_key)
+
+
+def api_key_if(setting: str) -> Callable[..., Awaitable[None]]:
+    """A dependency that requires a key only when the boolean setting ``setting`` is on."""
+
+    async def dependency(
+        request: Request,
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        header_key: Annotated[str | None, Depends(_header)],
+    ) -> None:
+        if getattr(request.app.state.settings, setting):
+            await require_api_key(request, bearer, header_key)
+
+    return dependency

@@ -1,0 +1,154 @@
+"""Answer a request for a target: 304, stats JSON, or the (ranged) streamed file.
+
+The decision order follows RFC 9110 §13.2.2: ``If-None-Match`` first (→ 304 without
+generating), then ``If-Range``/``Range`` (GET only), then generation under a concurrency slot.
+HEAD builds the same headers and generates nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Any
+
+import anyio.to_thread
+from fastapi import Request
+from starlette.responses import JSONResponse, Response
+
+from initserve.api.http_cache import (
+    IMMUTABLE,
+    ByteRange,
+    RangeNotSatisfiable,
+    if_none_match_hits,
+    if_range_allows,
+    multipart_plan,
+    parse_range,
+    strong_etag,
+)
+from initserve.api.limits import GenerationLimiter, GenerationSlot
+from initserve.api.metrics import Metrics
+from initserve.api.problems import ProblemError
+from initserve.api.settings import Settings
+from initserve.api.streaming import GeneratedFileResponse, Segment
+from initserve.api.targets import Target
+from initserve.engine import ALGORITHM_VERSION, Spec, compute_stats
+
+OCTET = "application/octet-stream"
+
+
+def _json_safe(value: Any) -> Any:
+    """Replace non-finite floats (JSON cannot carry them) by null, recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _acquire(request: Request) -> GenerationSlot:
+    limiter: GenerationLimiter = request.app.state.limiter
+    try:
+        return limiter.try_acquire()
+    except ProblemError:
+        metrics: Metrics = request.app.state.metrics
+        metrics.rejected.inc()
+        raise
+
+
+def _base_headers(target: Target, etag: str, location_suffix: str = "") -> dict[str, str]:
+    headers = {
+        "ETag": etag,
+        "Cache-Control": IMMUTABLE,
+        "X-Initserve-Algorithm": str(ALGORITHM_VERSION),
+        "Vary": "Accept",
+    }
+    if target.url is not None:
+        headers["Content-Location"] = target.url + location_suffix
+    return headers
+
+
+async def serve_target(request: Request, target: Target, *, conditional: bool, stats: bool) -> Response:
+    """The response for ``target``; ``conditional`` enables If-None-Match/Range (GET and HEAD)."""
+    request.state.etag = target.etag
+    if stats:
+        return await _serve_stats(request, target, conditional=conditional)
+    headers = _base_headers(target, target.etag)
+    headers["Accept-Ranges"] = "bytes"
+    if conditional and if_none_match_hits(request.headers.get("if-none-match"), target.etag):
+        return Response(status_code=304, headers=headers)
+    length = target.length
+    ranges = None
+    if conditional and request.method == "GET" and if_range_allows(request.headers.get("if-range"), target.etag):
+        try:
+            ranges = parse_range(request.headers.get("range"), length)
+        except RangeNotSatisfiable as exc:
+            raise ProblemError(
+                416,
+                "range-not-satisfiable",
+                str(exc),
+                errors=[(("header", "range"), f"range must start below {length}")],
+                headers={**headers, "Content-Range": f"bytes */{length}"},
+            ) from exc
+    segments: list[Segment]
+    if ranges is None:
+        status, segments = 200, [ByteRange(0, length)]
+        headers.update({"Content-Type": OCTET, "Content-Length": str(length)})
+    elif len(ranges) == 1:
+        status, segments = 206, [ranges[0]]
+        headers.update(
+            {
+                "Content-Type": OCTET,
+                "Content-Length": str(len(ranges[0])),
+                "Content-Range": ranges[0].content_range(length),
+            }
+        )
+    else:
+        plan = multipart_plan(ranges, length, target.digest, OCTET)
+        status, segments = 206, []
+        for preamble, span in zip(plan.parts, plan.ranges, strict=True):
+            segments += [preamble, span]
+        segments.append(plan.epilogue)
+        headers.update({"Content-Type": plan.content_type, "Content-Length": str(plan.content_length)})
+    head = request.method == "HEAD"
+    settings: Settings = request.app.state.settings
+    return GeneratedFileResponse(
+        target.file,
+        status_code=status,
+        headers=headers,
+        segments=segments,
+        send_body=not head,
+        slot=None if head else _acquire(request),
+        on_data=partial(_count_data, request.app.state.metrics, target),
+        threads=settings.generation_threads,
+    )
+
+
+def _count_data(metrics: Metrics, target: Target, start: int, stop: int) -> None:
+    for extent in target.extents:
+        overlap = min(stop, extent.stop) - max(start, extent.start)
+        if overlap > 0:
+            metrics.generated_bytes.labels(extent.scheme).inc(overlap)
+            metrics.generated_elements.labels(extent.scheme).inc(overlap // extent.itemsize)
+
+
+async def _serve_stats(request: Request, target: Target, *, conditional: bool) -> Response:
+    etag = strong_etag(target.digest + ".stats")
+    headers = _base_headers(target, etag, "?format=stats")
+    if conditional and if_none_match_hits(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
+    settings: Settings = request.app.state.settings
+    metrics: Metrics = request.app.state.metrics
+    slot = _acquire(request)
+    try:
+        results = {}
+        for spec in target.specs:
+            results[spec.name] = await anyio.to_thread.run_sync(
+                partial(compute_stats, spec, threads=settings.generation_threads)
+            )
+            metrics.generated_elements.labels(spec.scheme).inc(int(spec.numel))
+    finally:
+        slot.release()
+    body = results[target.specs[0].name] if isinstance(target.value, Spec) else {"tensors": results}
+    return JSONResponse(_json_safe(body), headers=headers)

@@ -1,0 +1,70 @@
+"""Service settings, read from ``INITSERVE_*`` environment variables (pydantic-settings).
+
+Every field is documented in docs/api.md ("Settings"); the defaults are safe for a single
+machine: loopback only, no API keys, CORS off.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+GiB = 1 << 30
+
+
+class Settings(BaseSettings):
+    """Configuration of one service process. Immutable once built."""
+
+    model_config = SettingsConfigDict(env_prefix="INITSERVE_", env_ignore_empty=True, extra="ignore", frozen=True)
+
+    host: str = Field(default="127.0.0.1", description="Address `initserve serve` binds to.")
+    port: int = Field(default=8000, ge=0, le=65535, description="TCP port `initserve serve` listens on.")
+    workers: int = Field(default=1, ge=1, description="uvicorn worker processes.")
+    max_bytes: int = Field(default=8 * GiB, ge=1, description="Largest safetensors file (tensor or bundle) served.")
+    max_body_bytes: int = Field(default=1 << 20, ge=1, description="Largest request body accepted.")
+    max_bundle_tensors: int = Field(default=4096, ge=1, description="Most tensors in one bundle.")
+    max_concurrent_generations: int = Field(
+        default=4, ge=1, description="Generations (streams or stats) running at once per process; beyond it: 503."
+    )
+    retry_after_seconds: int = Field(default=1, ge=0, description="`Retry-After` sent with 503 when saturated.")
+    max_token_length: int = Field(
+        default=8000, ge=64, description="Longest /v1/tensors token issued or accepted (proxies cap URL length)."
+    )
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="Comma-separated API keys; empty means no authentication."
+    )
+    protect_health: bool = Field(default=False, description="Require an API key on /healthz and /readyz too.")
+    protect_metrics: bool = Field(default=False, description="Require an API key on /metrics too.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated origins allowed by CORS; empty means CORS off."
+    )
+    generation_threads: int | None = Field(
+        default=None, ge=1, description="Threads per generation handed to the engine; unset: the engine's default."
+    )
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        default="info", description="Level of the JSON logs."
+    )
+    timeout_keep_alive: int = Field(
+        default=75,
+        ge=1,
+        description="Seconds an idle keep-alive connection stays open (above typical proxy idle timeouts).",
+    )
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @property
+    def api_key_values(self) -> tuple[bytes, ...]:
+        """The configured keys as bytes, ready for :func:`secrets.compare_digest`."""
+        return tuple(key.get_secret_value().encode() for key in self.api_keys)

@@ -1,0 +1,132 @@
+"""The streamed response: a generated safetensors file, whole or in byte ranges.
+
+Bytes come from the engine's ``SafetensorsFile.iter_bytes(start, stop)``, which generates only
+the elements a range covers and yields *reused* buffers. Each ``next()`` runs in a worker
+thread so the event loop keeps serving (``/healthz`` stays fast during a multi-GiB stream), and
+each yielded buffer is copied to ``bytes`` in that same thread before the next ``next()``: the
+server's transport may keep a reference to what it was given after ``send`` returns (uvloop
+queues the object itself), so handing it the engine's buffer would let the next chunk overwrite
+bytes still waiting for the socket. Server memory stays one chunk plus the transport's
+high-water mark, whatever the tensor size. A client disconnect stops generation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Protocol
+
+import anyio
+import anyio.to_thread
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from initserve.api.http_cache import ByteRange
+from initserve.api.limits import GenerationSlot
+
+
+class ByteSource(Protocol):
+    """What the response needs from the engine's ``SafetensorsFile``."""
+
+    @property
+    def total_length(self) -> int: ...
+
+    def iter_bytes(
+        self, start: int = 0, stop: int | None = None, *, threads: int | None = None
+    ) -> Iterator[memoryview]: ...
+
+
+Segment = bytes | ByteRange
+DataCallback = Callable[[int, int], None]
+
+
+def _next_copy(iterator: Iterator[memoryview]) -> bytes | None:
+    try:
+        view = next(iterator)
+    except StopIteration:
+        return None
+    return bytes(view)
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+class GeneratedFileResponse(Response):
+    """Sends ``segments`` in order: literal bytes as they are, :class:`ByteRange` s generated.
+
+    ``send_body=False`` (HEAD) sends the headers only and generates nothing. ``slot`` is
+    released when the response ends, however it ends. ``on_data(start, stop)`` is told each
+    file range that was sent, for metrics.
+    """
+
+    def __init__(
+        self,
+        source: ByteSource,
+        *,
+        status_code: int,
+        headers: Mapping[str, str],
+        segments: Sequence[Segment],
+        send_body: bool = True,
+        slot: GenerationSlot | None = None,
+        on_data: DataCallback | None = None,
+        threads: int | None = None,
+    ) -> None:
+        self.source = source
+        self.status_code = status_code
+        self.segments = list(segments)
+        self.send_body = send_body
+        self.slot = slot
+        self.on_data = on_data or (lambda _start, _stop: None)
+        self.threads = threads
+        self.background = None
+        self.body = b""
+        self.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            if not self.send_body or scope.get("method") == "HEAD":
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            async with anyio.create_task_group() as group:
+
+                async def stream_then_stop() -> None:
+                    await self._stream(send)
+                    group.cancel_scope.cancel()
+
+                group.start_soon(stream_then_stop)
+                await _until_disconnect(receive)
+                group.cancel_scope.cancel()
+        finally:
+            if self.slot is not None:
+                self.slot.release()
+
+    async def _stream(self, send: Send) -> None:
+        for segment in self.segments:
+            if isinstance(segment, bytes):
+                await send({"type": "http.response.body", "body": segment, "more_body": True})
+            else:
+                await self._stream_range(send, segment)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _stream_range(self, send: Send, span: ByteRange) -> None:
+        iterator = self.source.iter_bytes(span.start, span.stop, threads=self.threads)
+        position = span.start
+        try:
+            while True:
+                # Not abandoned on cancel: the thread finishes its next() before we close the iterator.
+                chunk = await anyio.to_thread.run_sync(_next_copy, iterator)
+                if chunk is None:
+                    break
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                self.on_data(position, position + len(chunk))
+                position += len(chunk)
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+        if position != span.stop:
+            raise RuntimeError(f"engine yielded bytes [{span.start}, {position}) for range [{span.start}, {span.stop})")

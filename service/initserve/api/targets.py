@@ -1,0 +1,138 @@
+"""From a validated request to a *target*: the engine object, its file, token, URL and ETag.
+
+This is the only module that turns engine errors into HTTP problems: ``SpecError`` → 422
+``invalid-spec`` and ``SpecTooLarge`` → 413 ``too-large``, each field's ``loc`` prefixed with
+where it came from (``body`` or ``path, token``). Sizes are checked with the engine's
+``check_size``, pure integer arithmetic, before anything is allocated.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from initserve.api.http_cache import strong_etag
+from initserve.api.problems import Loc, ProblemError, field_path
+from initserve.api.settings import Settings
+from initserve.api.tokens import Kind, encode_token, tensor_url
+from initserve.engine import (
+    ALGORITHM_VERSION,
+    BundleSpec,
+    SafetensorsFile,
+    Spec,
+    SpecError,
+    SpecTooLarge,
+    check_size,
+    parse_bundle,
+    parse_spec,
+)
+
+ITEMSIZE = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}
+
+
+@dataclass(frozen=True)
+class TensorExtent:
+    """Where one tensor's data lies in the file (absolute offsets) and what generates it."""
+
+    name: str
+    scheme: str
+    itemsize: int
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True)
+class Target:
+    """A generatable file: a single spec (``t``) or a bundle (``b``)."""
+
+    kind: Kind
+    value: Spec | BundleSpec
+    token: str
+    url: str | None
+
+    @property
+    def digest(self) -> str:
+        return self.value.digest()
+
+    @property
+    def etag(self) -> str:
+        return strong_etag(self.digest)
+
+    @cached_property
+    def file(self) -> SafetensorsFile:
+        return SafetensorsFile(self.value)
+
+    @property
+    def length(self) -> int:
+        return int(self.file.total_length)
+
+    @property
+    def specs(self) -> tuple[Spec, ...]:
+        return (self.value,) if isinstance(self.value, Spec) else tuple(self.value.tensors)
+
+    @cached_property
+    def extents(self) -> tuple[TensorExtent, ...]:
+        """Tensor data extents, read from the safetensors header the engine wrote."""
+        header = bytes(self.file.header)
+        if header[:1] == b"{":  # JSON only
+            header_json, data_start = header, 8 + len(header)
+        else:  # u64 little-endian length prefix + JSON
+            (size,) = struct.unpack("<Q", header[:8])
+            header_json, data_start = header[8 : 8 + size], 8 + size
+        entries: dict[str, Any] = json.loads(header_json)
+        by_name = {spec.name: spec for spec in self.specs}
+        extents = []
+        for name, entry in entries.items():
+            spec = by_name.get(name)
+            if name == "__metadata__" or spec is None:
+                continue
+            begin, end = entry["data_offsets"]
+            extents.append(
+                TensorExtent(name, spec.scheme, ITEMSIZE.get(str(spec.dtype), 4), data_start + begin, data_start + end)
+            )
+        return tuple(sorted(extents, key=lambda e: e.start))
+
+    def resolved(self) -> dict[str, Any]:
+        return {
+            "token": self.token,
+            "url": self.url,
+            "etag": self.etag,
+            "content_length": self.length,
+            "algorithm": ALGORITHM_VERSION,
+            "canonical": self.value.canonical(),
+        }
+
+
+def _spec_problem(exc: SpecError, prefix: Loc) -> ProblemError:
+    errors = [(tuple(prefix) + tuple(error.loc), error.msg) for error in exc.errors]
+    detail = "; ".join(_render(loc, msg) for loc, msg in errors[:5]) or str(exc)
+    if isinstance(exc, SpecTooLarge):
+        return ProblemError(413, "too-large", detail, errors=errors)
+    return ProblemError(422, "invalid-spec", detail, errors=errors)
+
+
+def _render(loc: Loc, msg: str) -> str:
+    path = field_path(loc)
+    return msg if msg.startswith(path) else f"{path}: {msg}"
+
+
+def build_target(kind: Kind, mapping: Mapping[str, Any], settings: Settings, prefix: Loc) -> Target:
+    """Parse, bound and address ``mapping``; raise :class:`ProblemError` (422/413) naming the field."""
+    if kind == "b":
+        tensors = mapping.get("tensors")
+        if isinstance(tensors, Mapping) and len(tensors) > settings.max_bundle_tensors:
+            msg = f"a bundle holds at most {settings.max_bundle_tensors} tensors, got {len(tensors)}"
+            raise ProblemError(413, "too-large", msg, errors=[((*prefix, "tensors"), msg)])
+    try:
+        value: Spec | BundleSpec = parse_bundle(mapping) if kind == "b" else parse_spec(mapping)
+        check_size(value, settings.max_bytes)
+    except SpecError as exc:
+        raise _spec_problem(exc, prefix) from exc
+    canonical_json = value.canonical_json()
+    token = encode_token(kind, canonical_json)
+    url = tensor_url(kind, canonical_json) if len(token) <= settings.max_token_length else None
+    return Target(kind, value, token, url)

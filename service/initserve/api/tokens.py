@@ -1,0 +1,58 @@
+"""Stateless tensor URLs: ``/v1/tensors/{token}`` where the token *is* the canonical spec.
+
+``token = kind + "." + base64url(canonical_json)`` without padding; ``kind`` is ``t`` for a
+single-tensor spec and ``b`` for a bundle. Decoding is strict (alphabet, padding, UTF-8, a JSON
+object) and every failure is an :class:`InvalidToken` — a client error, never a 500.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from typing import Any, Literal
+
+Kind = Literal["t", "b"]
+TENSORS_PATH = "/v1/tensors/"
+_ALPHABET = re.compile(r"[A-Za-z0-9_-]*")
+
+
+class InvalidToken(ValueError):
+    """The token cannot be decoded into a JSON object; the message says which step failed."""
+
+
+def encode_token(kind: Kind, canonical_json: str) -> str:
+    payload = base64.urlsafe_b64encode(canonical_json.encode("utf-8")).rstrip(b"=")
+    return f"{kind}.{payload.decode('ascii')}"
+
+
+def tensor_url(kind: Kind, canonical_json: str) -> str:
+    return TENSORS_PATH + encode_token(kind, canonical_json)
+
+
+def _reject_constant(name: str) -> Any:
+    raise InvalidToken(f"token payload contains the non-JSON number {name}")
+
+
+def decode_token(token: str, max_length: int) -> tuple[Kind, dict[str, Any]]:
+    """Return ``(kind, spec mapping)``; raise :class:`InvalidToken` naming the failed step."""
+    if len(token) > max_length:
+        raise InvalidToken(f"token is {len(token)} characters long; the limit is {max_length}")
+    kind, dot, payload = token.partition(".")
+    if not dot or kind not in ("t", "b"):
+        raise InvalidToken("token must start with 't.' (tensor) or 'b.' (bundle)")
+    if not payload or not _ALPHABET.fullmatch(payload) or len(payload) % 4 == 1:
+        raise InvalidToken("token payload must be unpadded base64url (A-Z a-z 0-9 - _)")
+    try:
+        raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+        text = raw.decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidToken("token payload is not base64url-encoded UTF-8") from exc
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise InvalidToken("token payload is not valid JSON") from exc
+    if not isinstance(value, dict):
+        raise InvalidToken("token payload must be a JSON object")
+    return ("t" if kind == "t" else "b"), value
