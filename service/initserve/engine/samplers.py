@@ -8,6 +8,7 @@ All arithmetic on generated values uses exact IEEE operations in the order writt
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import Protocol, TypeGuard
 
@@ -15,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .rng import STREAM_SPARSE_MASK, STREAM_VALUES, WordStream, raw_words
-from .special import normal_cdf, normal_quantile
+from .special import QuantileWorkspace, normal_cdf, normal_quantile_into
 
 F64 = npt.NDArray[np.float64]
 U64 = npt.NDArray[np.uint64]
@@ -66,9 +67,11 @@ def uniform_01(words: U64) -> F64:
     return (words >> np.uint64(11)).astype(np.float64) * TWO_POW_M53
 
 
-def uniform_open(words: U64) -> F64:
+def uniform_open(words: U64, out: F64 | None = None) -> F64:
     """u = ((w >> 11) | 1) · 2⁻⁵³ = (2k + 1) · 2⁻⁵³ with k = w >> 12, in (0, 1) and symmetric about ½."""
-    return ((words >> np.uint64(11)) | np.uint64(1)).astype(np.float64) * TWO_POW_M53
+    odd = np.bitwise_or(np.right_shift(words, np.uint64(11)), np.uint64(1))
+    result: F64 = np.multiply(odd, TWO_POW_M53, out=out)
+    return result
 
 
 @dataclass(frozen=True)
@@ -132,22 +135,34 @@ class TruncatedNormal:
         self.p_low, self.p_high = normal_cdf(alpha), normal_cdf(beta)
         self.width = self.p_high - self.p_low
         self.truncated = not (math.isinf(alpha) and math.isinf(beta))
+        self._local = threading.local()
 
     def values(self, words: U64 | None, start: int, count: int) -> F64:
         assert words is not None
-        p = uniform_open(words)
+        work = self._workspace(count)
+        z = uniform_open(words, out=work.z[:count])  # p, transformed in place below
         if self.truncated:
-            p = self.p_low + self.width * p
-            np.clip(p, P_FLOOR, P_CEIL, out=p)
-        z = normal_quantile(p)
+            np.multiply(z, self.width, out=z)
+            np.add(z, self.p_low, out=z)  # p = p_low + w·u
+            np.clip(z, P_FLOOR, P_CEIL, out=z)
+        normal_quantile_into(z, z, work)
         if self.truncated:
             np.clip(z, self.alpha, self.beta, out=z)
         if self.mirrored:
             np.negative(z, out=z)
-        x: F64 = self.mean + self.std * z
+        np.multiply(z, self.std, out=z)
+        np.add(z, self.mean, out=z)  # x = mean + std·z
         if self.truncated:
-            np.clip(x, self.low, self.high, out=x)
-        return x
+            np.clip(z, self.low, self.high, out=z)
+        return z
+
+    def _workspace(self, count: int) -> _NormalWorkspace:
+        """Per-thread scratch: samplers are shared by the generation threads."""
+        work: _NormalWorkspace | None = getattr(self._local, "work", None)
+        if work is None or work.size < count:
+            work = _NormalWorkspace(count)
+            self._local.work = work
+        return work
 
     def moments(self) -> Moments:
         if not self.truncated:
@@ -169,6 +184,12 @@ class TruncatedNormal:
     def max_abs(self) -> float:
         reach = abs(self.mean) + NORMAL_MAX_ABS_Z * self.std
         return min(reach, max(abs(self.low), abs(self.high)))
+
+
+class _NormalWorkspace(QuantileWorkspace):
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.z = np.empty(size)
 
 
 def _phi_pdf(x: float) -> float:

@@ -109,12 +109,58 @@ TAIL_SHIFT_NEAR = 1.6
 
 
 def _horner(coefficients: tuple[float, ...], r: F64) -> F64:
-    """c0 + c1 r + ... + c7 r⁷, evaluated as (((c7 r + c6) r + ...) r + c0)."""
+    """c0 + c1 r + ... + c7 r⁷, evaluated as ((((c7·r + c6)·r + ...)·r + c1)·r + c0)."""
     acc = coefficients[-1] * r
     for coefficient in coefficients[-2:0:-1]:
         acc = (acc + coefficient) * r
     result: F64 = acc + coefficients[0]
     return result
+
+
+_CENTRAL_STACK = np.array([A, B], dtype=np.float64).T.copy()  # row k: (a_k, b_k)
+
+
+class QuantileWorkspace:
+    """Reusable buffers for :func:`normal_quantile_into` on up to ``size`` elements.
+
+    The transform allocates nothing per call: 256 KiB temporaries would otherwise cross glibc's
+    mmap threshold and page-fault on every operation, which costs more than the arithmetic.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.q = np.empty(size)
+        self.r = np.empty(size)
+        self.acc = np.empty((2, size))
+        self.tmp = np.empty(size)
+        self.mask = np.empty(size, dtype=bool)
+
+
+def normal_quantile_into(p: F64, out: F64, work: QuantileWorkspace) -> F64:
+    """Φ⁻¹(p) into ``out`` (which may be ``p``); same operations, same order as :func:`normal_quantile`.
+
+    Numerator and denominator of the central rational function are evaluated together as one
+    (2, n) Horner recurrence: each element still sees exactly the scalar operation sequence.
+    """
+    n = p.shape[0]
+    q, r, acc, tmp, mask = work.q[:n], work.r[:n], work.acc[:, :n], work.tmp[:n], work.mask[:n]
+    np.subtract(p, 0.5, out=q)
+    np.multiply(q, q, out=r)
+    np.subtract(CENTRAL_R0, r, out=r)
+    np.multiply(_CENTRAL_STACK[7][:, None], r, out=acc)
+    for k in range(6, 0, -1):
+        np.add(acc, _CENTRAL_STACK[k][:, None], out=acc)
+        np.multiply(acc, r, out=acc)
+    np.add(acc, _CENTRAL_STACK[0][:, None], out=acc)
+    np.abs(q, out=tmp)
+    np.greater(tmp, CENTRAL_LIMIT, out=mask)
+    index = np.flatnonzero(mask)
+    tail = _tail_quantile(p[index], q[index]) if index.size else None
+    np.multiply(q, acc[0], out=out)
+    np.divide(out, acc[1], out=out)
+    if tail is not None:
+        out[index] = tail
+    return out
 
 
 def normal_quantile(p: F64) -> F64:
@@ -130,15 +176,17 @@ def normal_quantile(p: F64) -> F64:
 
 
 def _tail_quantile(p: F64, q: F64) -> F64:
+    """|q| > 0.425: r = √(−ln min(p, 1−p)); r ≤ 5: C(r−1.6)/D(r−1.6), else E(r−5)/F(r−5); sign of q."""
     lower = q < 0.0
-    r = np.where(lower, p, 1.0 - p)
-    r = np.sqrt(-log_exact_ops(r))
+    r = np.sqrt(-log_exact_ops(np.where(lower, p, 1.0 - p)))
+    z = np.empty_like(r)
     near = r <= TAIL_SPLIT
-    z = np.where(
-        near,
-        _horner(C, r - TAIL_SHIFT_NEAR) / _horner(D, r - TAIL_SHIFT_NEAR),
-        _horner(E, r - TAIL_SPLIT) / _horner(F, r - TAIL_SPLIT),
-    )
+    r_near = r[near] - TAIL_SHIFT_NEAR
+    z[near] = _horner(C, r_near) / _horner(D, r_near)
+    far = ~near
+    if far.any():  # p < 1.4e-11: rare
+        r_far = r[far] - TAIL_SPLIT
+        z[far] = _horner(E, r_far) / _horner(F, r_far)
     result: F64 = np.where(lower, -z, z)
     return result
 
