@@ -1,1 +1,94 @@
-"""Python client for initserve."""
+"""Python client for initserve: deterministic weight initializations into numpy and torch.
+
+>>> from initserve_client import Client
+>>> with Client() as client:                                    # doctest: +SKIP
+...     w = client.tensor([256, 128], "kaiming_uniform", seed=42)
+
+torch helpers (:func:`init_module`, :func:`to_torch`) import torch lazily: the package itself needs
+only httpx and numpy.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._async_client import AsyncClient
+from ._cache import Cache, CacheEntry
+from ._client import Client
+from ._config import DEFAULT_BASE_URL, default_cache_dir
+from ._errors import (
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    CacheError,
+    FieldError,
+    InitserveError,
+    IntegrityError,
+    InvalidSpecError,
+    MissingDependencyError,
+    NotFoundError,
+    OfflineError,
+    RangeNotSatisfiableError,
+    RateLimitedError,
+    RetriesExhaustedError,
+    SafetensorsFormatError,
+    ServiceUnavailableError,
+    TooLargeError,
+    TransportError,
+)
+from ._policies import InitRule, PatternPolicy, Policy, SchemePolicy, TorchDefaultPolicy
+from ._retry import RetryPolicy
+from ._specs import tensor_spec
+
+if TYPE_CHECKING:
+    from ._torch import ainit_module, init_module, to_torch
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "APIError",
+    "AsyncClient",
+    "AuthenticationError",
+    "BadRequestError",
+    "Cache",
+    "CacheEntry",
+    "CacheError",
+    "Client",
+    "FieldError",
+    "InitRule",
+    "InitserveError",
+    "IntegrityError",
+    "InvalidSpecError",
+    "MissingDependencyError",
+    "NotFoundError",
+    "OfflineError",
+    "PatternPolicy",
+    "Policy",
+    "RangeNotSatisfiableError",
+    "RateLimitedError",
+    "RetriesExhaustedError",
+    "RetryPolicy",
+    "SafetensorsFormatError",
+    "SchemePolicy",
+    "ServiceUnavailableError",
+    "TooLargeError",
+    "TorchDefaultPolicy",
+    "TransportError",
+    "ainit_module",
+    "default_cache_dir",
+    "init_module",
+    "tensor_spec",
+    "to_torch",
+]
+
+_LAZY = {"init_module", "ainit_module", "to_torch"}
+
+
+def __getattr__(name: str) -> Any:
+    # torch is optional and heavy: import it only when a torch helper is asked for.
+    if name in _LAZY:
+        from . import _torch
+
+        return getattr(_torch, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

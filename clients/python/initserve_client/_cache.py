@@ -1,0 +1,344 @@
+"""Content-addressed disk cache of safetensors files.
+
+Layout under the root (default: the platform's user cache dir, or ``INITSERVE_CACHE_DIR``)::
+
+    CACHEDIR.TAG                 so backup tools skip the cache
+    blobs/<sha256>               the file bytes, named by their sha256
+    index/requests/<key>.json    request key (route + body)  -> etag, sha256, size
+    index/etags/<etag>.json      server ETag (canonical spec) -> sha256, size, url, tensors
+    locks/<etag>.lock            one lock per ETag, so concurrent processes download once
+    tmp/<random>.partial         downloads in progress (same filesystem as blobs/, for os.replace)
+
+Rules: every read hashes the blob and compares with its name before any byte is used (a mismatch
+deletes the blob and its index entries, and the caller refetches); every write goes to a unique
+temp file and is published with ``os.replace`` (atomic on POSIX and Windows); the lock is an
+optimisation, never needed for correctness — two writers of the same blob write the same bytes
+to different temp files and the second rename replaces the first with identical content.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import mmap
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import filelock
+
+from ._errors import CacheError
+
+__all__ = ["BlobWriter", "Cache", "CacheEntry", "EtagLock", "VerifyReport"]
+
+log = logging.getLogger("initserve_client.cache")
+
+CACHEDIR_TAG = (
+    "Signature: 8a477f597d28d172789f06886806bc55\n"
+    "# This file is a cache directory tag created by initserve_client.\n"
+    "# For information about cache directory tags see https://bford.info/cachedir/\n"
+)
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+_LOCK_LOG_INTERVAL = 10.0
+
+
+def normalize_etag(etag: str) -> str:
+    """``W/"abc"`` / ``"abc"`` → ``abc``, with anything unsafe in a file name replaced."""
+    value = etag.strip()
+    if value.startswith("W/"):
+        value = value[2:]
+    return _SAFE_NAME.sub("_", value.strip('"'))
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """What the index knows about one stored file."""
+
+    etag: str
+    sha256: str
+    size: int
+    url: str | None = None
+    tensors: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"etag": self.etag, "sha256": self.sha256, "size": self.size, "url": self.url, "tensors": self.tensors}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CacheEntry:
+        sha = str(data["sha256"])
+        if not _HEX64.match(sha):
+            raise ValueError(f"bad sha256 {sha!r}")
+        return cls(str(data["etag"]), sha, int(data["size"]), data.get("url"), data.get("tensors"))
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    ok: list[str]
+    corrupted: list[str]
+
+
+class BlobWriter:
+    """A preallocated, memory-mapped temp file to download into; :meth:`commit` publishes it."""
+
+    def __init__(self, cache: Cache, size: int) -> None:
+        self._cache = cache
+        self.size = size
+        self.path = cache.root / "tmp" / f"{uuid.uuid4().hex}.partial"
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.ftruncate(self._fd, size)
+            self._map = mmap.mmap(self._fd, size, access=mmap.ACCESS_WRITE) if size else None
+        except BaseException:
+            os.close(self._fd)
+            self.path.unlink(missing_ok=True)
+            raise
+        self.view = memoryview(self._map) if self._map is not None else memoryview(bytearray())
+
+    def _close(self) -> None:
+        self.view.release()
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def commit(self, sha256: str) -> Path:
+        """Flush and atomically move the file to ``blobs/<sha256>``."""
+        if self._map is not None:
+            self._map.flush()
+        self._close()
+        target = self._cache.blob_path(sha256)
+        os.replace(self.path, target)
+        return target
+
+    def abort(self) -> None:
+        self._close()
+        self.path.unlink(missing_ok=True)
+
+
+class EtagLock:
+    """A per-ETag file lock with a timeout; on timeout we proceed without it (see the module doc)."""
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        self.timeout = timeout
+        # thread_local=False: the async client acquires in a worker thread and releases on the loop.
+        self._lock = filelock.FileLock(str(path), timeout=-1, thread_local=False, mode=0o664)
+        self.held = False
+
+    def acquire(self) -> bool:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                self._lock.acquire(timeout=max(0.0, min(_LOCK_LOG_INTERVAL, remaining)))
+            except filelock.Timeout:
+                if time.monotonic() >= deadline:
+                    log.warning(
+                        "gave up waiting for %s after %.0f s; downloading without it",
+                        self._lock.lock_file,
+                        self.timeout,
+                    )
+                    return False
+                log.info("still waiting for %s (another process is downloading the same file)", self._lock.lock_file)
+                continue
+            self.held = True
+            return True
+
+    def release(self) -> None:
+        if self.held:
+            self._lock.release()
+            self.held = False
+
+
+class Cache:
+    """The on-disk cache. Methods touch only the local filesystem; no network."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    # -- layout -------------------------------------------------------------------------------------
+    def ensure(self) -> None:
+        try:
+            for sub in ("blobs", "index/requests", "index/etags", "locks", "tmp"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+            tag = self.root / "CACHEDIR.TAG"
+            if not tag.exists():
+                self._write_atomic(tag, CACHEDIR_TAG.encode())
+        except OSError as exc:
+            raise CacheError(
+                f"cannot create the cache at {self.root}: {exc}; set cache_dir= or "
+                "INITSERVE_CACHE_DIR, or pass cache=False"
+            ) from exc
+
+    def blob_path(self, sha256: str) -> Path:
+        return self.root / "blobs" / sha256
+
+    def _request_path(self, key: str) -> Path:
+        return self.root / "index" / "requests" / f"{key}.json"
+
+    def _etag_path(self, etag: str) -> Path:
+        return self.root / "index" / "etags" / f"{normalize_etag(etag)}.json"
+
+    def _write_atomic(self, path: Path, data: bytes) -> None:
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    # -- index --------------------------------------------------------------------------------------
+    def _read_entry(self, path: Path) -> CacheEntry | None:
+        try:
+            return CacheEntry.from_json(json.loads(path.read_bytes()))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError):
+            log.warning("discarding unreadable cache index entry %s", path)
+            path.unlink(missing_ok=True)
+            return None
+
+    def lookup_request(self, key: str) -> CacheEntry | None:
+        return self._read_entry(self._request_path(key))
+
+    def lookup_etag(self, etag: str) -> CacheEntry | None:
+        return self._read_entry(self._etag_path(etag))
+
+    def record(self, entry: CacheEntry, *, request_key: str | None = None) -> None:
+        data = json.dumps(entry.to_json(), sort_keys=True).encode()
+        self._write_atomic(self._etag_path(entry.etag), data)
+        if request_key is not None:
+            self._write_atomic(self._request_path(request_key), data)
+
+    def forget(self, entry: CacheEntry, *, request_key: str | None = None) -> None:
+        self.blob_path(entry.sha256).unlink(missing_ok=True)
+        self._etag_path(entry.etag).unlink(missing_ok=True)
+        if request_key is not None:
+            self._request_path(request_key).unlink(missing_ok=True)
+
+    # -- blobs --------------------------------------------------------------------------------------
+    def open_blob(self, entry: CacheEntry, *, verify: bool = True) -> memoryview | None:
+        """Memory-map a blob copy-on-write (zero copy; writes to arrays never reach the file).
+
+        With ``verify`` (always, for reads of stored data) the sha256 of the mapped bytes is compared
+        with the name first; a mismatch or wrong size deletes the blob and returns ``None``.
+        """
+        path = self.blob_path(entry.sha256)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            size = os.fstat(fd).st_size
+            if size != entry.size or size == 0:
+                log.warning("cached blob %s has %d bytes, expected %d; discarding", path, size, entry.size)
+                self.forget(entry)
+                return None
+            mapped = mmap.mmap(fd, size, access=mmap.ACCESS_COPY)
+        finally:
+            os.close(fd)
+        view = memoryview(mapped)
+        if verify and hashlib.sha256(view).hexdigest() != entry.sha256:
+            log.warning("cached blob %s failed its sha256 check; discarding and refetching", path)
+            view.release()
+            mapped.close()
+            self.forget(entry)
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(self._etag_path(entry.etag))  # last use, for `cache prune --older-than`
+        return view
+
+    def new_blob(self, size: int) -> BlobWriter:
+        free = shutil.disk_usage(self.root).free
+        if free < size:
+            raise CacheError(
+                f"the cache at {self.root} has {free} bytes free and this file needs {size}; "
+                "free space, point INITSERVE_CACHE_DIR elsewhere, or pass cache=False"
+            )
+        return BlobWriter(self, size)
+
+    def lock(self, etag: str, timeout: float) -> EtagLock:
+        return EtagLock(self.root / "locks" / f"{normalize_etag(etag)}.lock", timeout)
+
+    # -- maintenance (CLI `cache ls|verify|prune`) ---------------------------------------------------
+    def entries(self) -> list[tuple[CacheEntry, float]]:
+        """Every ETag entry with its last-use time, newest first."""
+        out = []
+        for path in sorted((self.root / "index" / "etags").glob("*.json")):
+            entry = self._read_entry(path)
+            if entry is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    out.append((entry, path.stat().st_mtime))
+        out.sort(key=lambda pair: pair[1], reverse=True)
+        return out
+
+    def verify_all(self) -> VerifyReport:
+        """Hash every blob; corrupted ones (and their index entries) are deleted."""
+        ok, bad = [], []
+        for path in sorted((self.root / "blobs").glob("*")):
+            digest = hashlib.sha256()
+            with open(path, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 22), b""):
+                    digest.update(chunk)
+            if digest.hexdigest() == path.name:
+                ok.append(path.name)
+            else:
+                bad.append(path.name)
+                path.unlink(missing_ok=True)
+        self._drop_dangling()
+        return VerifyReport(ok, bad)
+
+    def _drop_dangling(self) -> int:
+        dropped = 0
+        for sub in ("requests", "etags"):
+            for path in (self.root / "index" / sub).glob("*.json"):
+                entry = self._read_entry(path)
+                if entry is None or not self.blob_path(entry.sha256).exists():
+                    path.unlink(missing_ok=True)
+                    dropped += 1
+        return dropped
+
+    def prune(self, *, older_than: float | None = None, everything: bool = False) -> int:
+        """Remove entries unused for ``older_than`` seconds (or all), orphans and stale temp files.
+
+        Returns the number of bytes freed. Temp files and orphan blobs younger than an hour are kept:
+        they may belong to a download running right now.
+        """
+        now = time.time()
+        freed = 0
+        if older_than is not None or everything:
+            for entry, last_used in self.entries():
+                if everything or now - last_used > (older_than or 0.0):
+                    path = self.blob_path(entry.sha256)
+                    with contextlib.suppress(FileNotFoundError):
+                        freed += path.stat().st_size
+                    self.forget(entry)
+        self._drop_dangling()
+        referenced = {e.sha256 for e, _ in self.entries()}
+        for sub in ("blobs", "tmp"):
+            for path in (self.root / sub).glob("*"):
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:
+                    continue
+                stale = everything or now - stat.st_mtime > 3600
+                if (sub == "tmp" or path.name not in referenced) and stale:
+                    path.unlink(missing_ok=True)
+                    freed += stat.st_size
+        return freed
+
+    def iter_blob_sizes(self) -> Iterator[int]:
+        for path in (self.root / "blobs").glob("*"):
+            with contextlib.suppress(FileNotFoundError):
+                yield path.stat().st_size

@@ -1,0 +1,298 @@
+"""``Client``: the synchronous client. Only I/O lives here; :mod:`._base` and :mod:`._flow` hold the logic."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import numpy as np
+
+from ._base import BaseClient, Decoded
+from ._flow import Blocking, Download, DownloadPart, Flow, Send
+from ._retry import RetryPolicy
+from ._specs import init_body
+
+if TYPE_CHECKING:
+    import torch as pt  # the method named `torch` shadows the module in the class body
+
+__all__ = ["Client"]
+
+
+class Client(BaseClient):
+    """Fetch deterministic initializations from an initserve server.
+
+    Args:
+        base_url: server URL; default ``INITSERVE_URL`` or ``http://127.0.0.1:8000``.
+        api_key: sent as ``Authorization: Bearer``; default ``INITSERVE_API_KEY``.
+        timeout: seconds or an ``httpx.Timeout`` (default 60 s, 10 s to connect; ``INITSERVE_TIMEOUT``).
+        cache_dir: cache root; default ``INITSERVE_CACHE_DIR`` or the user cache dir. ``cache=False`` disables it.
+        offline: serve only from the cache (default ``INITSERVE_OFFLINE``).
+        retries: total attempts per request on connection errors and 429/502/503/504.
+        progress: ``True``/``False``, or ``None`` for a tqdm bar on large downloads when stderr is a terminal.
+        parallel: byte-range connections for downloads of ≥ 64 MiB (1: a single stream).
+        lock_timeout: seconds to wait for another process downloading the same file.
+
+    Example::
+
+        with Client() as client:
+            w = client.tensor([256, 128], "kaiming_uniform", seed=42)
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        cache: bool = True,
+        offline: bool | None = None,
+        retries: int = 5,
+        progress: bool | None = None,
+        parallel: int = 1,
+        lock_timeout: float = 600.0,
+        retry_policy: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(
+            base_url=base_url,
+            api_key=api_key,
+            timeout=timeout,
+            cache_dir=cache_dir,
+            cache=cache,
+            offline=offline,
+            retries=retries,
+            progress=progress,
+            parallel=parallel,
+            lock_timeout=lock_timeout,
+            retry_policy=retry_policy,
+        )
+        self._http = httpx.Client(timeout=self._config.timeout)
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- public API ---------------------------------------------------------------------------------
+    def tensor(
+        self,
+        shape: Sequence[int],
+        scheme: str,
+        *,
+        seed: int | None = None,
+        params: Mapping[str, Any] | None = None,
+        dtype: str | None = None,
+        layout: str | None = None,
+        name: str | None = None,
+        slice: Sequence[Sequence[int]] | None = None,
+    ) -> np.ndarray[Any, Any]:
+        """One tensor as a numpy array (bfloat16 needs ml_dtypes). Zero-copy view of the downloaded/cached file."""
+        array: np.ndarray[Any, Any]
+        array, _ = self._drive(
+            self._tensor_flow(
+                shape,
+                scheme,
+                raw_bits=False,
+                seed=seed,
+                params=params,
+                dtype=dtype,
+                layout=layout,
+                name=name,
+                slice=slice,
+            )
+        )
+        return array
+
+    def torch(
+        self,
+        shape: Sequence[int],
+        scheme: str,
+        *,
+        seed: int | None = None,
+        params: Mapping[str, Any] | None = None,
+        dtype: str | None = None,
+        layout: str | None = None,
+        name: str | None = None,
+        slice: Sequence[Sequence[int]] | None = None,
+        device: str | pt.device | None = None,
+    ) -> pt.Tensor:
+        """One tensor as a ``torch.Tensor`` of the exact dtype (bfloat16 without ml_dtypes).
+
+        CPU tensors share memory with the downloaded or cached file; ``device`` moves (copies) it."""
+        from ._torch import to_torch
+
+        decoded: Decoded = self._drive(
+            self._tensor_flow(
+                shape,
+                scheme,
+                raw_bits=True,
+                seed=seed,
+                params=params,
+                dtype=dtype,
+                layout=layout,
+                name=name,
+                slice=slice,
+            )
+        )
+        return to_torch(*decoded, device=device)
+
+    def bundle(
+        self,
+        tensors: Mapping[str, Mapping[str, Any]],
+        *,
+        seed: int | None = None,
+        dtype: str | None = None,
+        layout: str | None = None,
+    ) -> dict[str, np.ndarray[Any, Any]]:
+        """Many named tensors from one ``/v1/bundle`` request; each equals ``tensor()`` of its spec with that name."""
+        decoded: dict[str, Decoded] = self._drive(
+            self._bundle_flow(tensors, raw_bits=False, seed=seed, dtype=dtype, layout=layout)
+        )
+        return {name: array for name, (array, _) in decoded.items()}
+
+    def bundle_torch(
+        self,
+        tensors: Mapping[str, Mapping[str, Any]],
+        *,
+        seed: int | None = None,
+        dtype: str | None = None,
+        layout: str | None = None,
+        device: str | pt.device | None = None,
+    ) -> dict[str, pt.Tensor]:
+        """:meth:`bundle` as torch tensors."""
+        from ._torch import to_torch
+
+        decoded: dict[str, Decoded] = self._drive(
+            self._bundle_flow(tensors, raw_bits=True, seed=seed, dtype=dtype, layout=layout)
+        )
+        return {name: to_torch(array, st, device=device) for name, (array, st) in decoded.items()}
+
+    def stats(
+        self,
+        shape: Sequence[int],
+        scheme: str,
+        *,
+        seed: int | None = None,
+        params: Mapping[str, Any] | None = None,
+        dtype: str | None = None,
+        layout: str | None = None,
+        name: str | None = None,
+        slice: Sequence[Sequence[int]] | None = None,
+    ) -> dict[str, Any]:
+        """The server's statistics of the tensor (mean, std, histogram, fans, expected moments, sha256)."""
+        body = init_body(shape, scheme, seed=seed, params=params, dtype=dtype, layout=layout, name=name, slice=slice)
+        result: dict[str, Any] = self._drive(self._stats_flow(body))
+        return result
+
+    def resolve(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``POST /v1/resolve``: URL, ETag and size of a spec (or ``{"bundle": ...}``), without generating it."""
+        result: dict[str, Any] = self._drive(self._resolve_flow(body))
+        return result
+
+    def schemes(self) -> list[dict[str, Any]]:
+        """The server's scheme catalog."""
+        data = self._drive(self._get_json_flow("/v1/schemes"))
+        return list(data["schemes"] if isinstance(data, dict) and "schemes" in data else data)
+
+    def scheme(self, name: str) -> dict[str, Any]:
+        """One catalog entry."""
+        result: dict[str, Any] = self._drive(self._get_json_flow(f"/v1/schemes/{name}"))
+        return result
+
+    # -- flow driver ----------------------------------------------------------------------------------
+    def _drive(self, flow: Flow) -> Any:
+        result: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                action = flow.throw(error) if error is not None else flow.send(result)
+            except StopIteration as stop:
+                return stop.value
+            result, error = None, None
+            try:
+                if isinstance(action, Send):
+                    result = self._send(action.request)
+                elif isinstance(action, Download):
+                    self._download(action.parts)
+                elif isinstance(action, Blocking):
+                    result = action.fn(*action.args)
+                else:  # pragma: no cover - the flows yield only the three actions
+                    raise TypeError(f"unknown action {action!r}")
+            except BaseException as exc:  # the flow cleans up (temp files, locks) and re-raises
+                error = exc
+
+    def _send(self, request: httpx.Request) -> httpx.Response:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = self._http.send(request)
+            except httpx.TransportError as exc:
+                delay = self._retry.delay_after_exception(attempt, exc)
+                if delay is None:
+                    raise self._give_up(request, attempt, exc) from exc
+                time.sleep(delay)
+                continue
+            if response.is_success:
+                return response
+            delay = self._retry.delay_after_status(attempt, response.status_code, response.headers.get("retry-after"))
+            if delay is None:
+                raise self._error_for(request, response, attempt)
+            time.sleep(delay)
+
+    def _download(self, parts: list[DownloadPart]) -> None:
+        if len(parts) == 1:
+            self._stream_part(parts[0])
+            return
+        with ThreadPoolExecutor(max_workers=len(parts), thread_name_prefix="initserve-range") as pool:
+            futures = [pool.submit(self._stream_part, part) for part in parts]
+            for future in futures:
+                future.result()
+
+    def _stream_part(self, part: DownloadPart) -> None:
+        writer = part.writer
+        attempt = 0
+        while True:
+            attempt += 1
+            request = part.build(writer)
+            before = writer.offset
+            try:
+                response = self._http.send(request, stream=True)
+                try:
+                    if response.status_code in (200, 206):
+                        writer.begin(response.status_code, response.headers)
+                        chunks = response.iter_bytes() if self._is_encoded(response) else response.iter_raw()
+                        for chunk in chunks:
+                            writer.write(chunk)
+                        writer.finish()
+                        return
+                    delay = self._retry.delay_after_status(
+                        attempt, response.status_code, response.headers.get("retry-after")
+                    )
+                    if delay is None:
+                        response.read()
+                        raise self._error_for(request, response, attempt)
+                finally:
+                    response.close()
+            except httpx.TransportError as exc:
+                if writer.offset > before and part.resumable:
+                    attempt = 0  # progress was made: a flaky link gets a fresh budget, resumed where it broke
+                retry_delay = self._retry.delay_after_exception(max(attempt, 1), exc)
+                if retry_delay is None:
+                    raise self._give_up(request, attempt, exc) from exc
+                if not part.resumable:
+                    writer.restart()
+                delay = retry_delay
+            time.sleep(delay)

@@ -1,0 +1,226 @@
+"""Which spec initializes which parameter of a torch module (pure: inspects the module, no I/O).
+
+:class:`TorchDefaultPolicy` reproduces the distribution each torch layer's own ``reset_parameters``
+draws from, so a model initialized through initserve is statistically the model torch would build,
+but bit-reproducible from ``(seed, parameter name)``:
+
+============================================  ===========================================================
+layer                                         parameters
+============================================  ===========================================================
+Linear, Conv{1,2,3}d, ConvTranspose{1,2,3}d   weight: ``torch_default`` = U(±1/√fan_in); bias: U(±1/√fan_in),
+                                              fan_in from the weight as torch computes it: size(1)·∏kernel
+                                              (for ConvTranspose the weight is (in, out/groups, *k))
+Bilinear                                      weight and bias: U(±1/√in1_features)
+Embedding, EmbeddingBag                       weight: N(0, 1), row ``padding_idx`` zeroed
+LayerNorm, GroupNorm, BatchNorm, InstanceNorm weight: ones, bias: zeros (running stats are buffers: untouched)
+RMSNorm                                       weight: ones
+RNN, LSTM, GRU and their cells                every parameter: U(±1/√hidden_size)
+MultiheadAttention                            in_proj / q,k,v_proj weights: xavier_uniform; in_proj_bias and
+                                              out_proj.bias: zeros; bias_k, bias_v: xavier_normal;
+                                              out_proj.weight: as Linear
+PReLU                                         weight: constant ``init``
+============================================  ===========================================================
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ._errors import InitserveError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "InitRule",
+    "PatternPolicy",
+    "Policy",
+    "SchemePolicy",
+    "TorchDefaultPolicy",
+    "as_policy",
+    "plan_module",
+]
+
+_TORCH_DTYPES = {"float32": "float32", "float64": "float64", "float16": "float16", "bfloat16": "bfloat16"}
+
+
+@dataclass(frozen=True)
+class InitRule:
+    """A spec without shape/dtype (the parameter supplies those) and an optional row to zero afterwards."""
+
+    scheme: str
+    params: Mapping[str, Any] | None = None
+    zero_row: int | None = None
+
+
+class Policy(Protocol):
+    def prepare(self, module: torch.nn.Module) -> None:
+        """Called once with the whole module before any :meth:`rule` (parents may constrain children)."""
+        ...
+
+    def rule(self, name: str, local: str, param: torch.Tensor, owner: torch.nn.Module) -> InitRule | None:
+        """The rule for parameter ``name`` (``local`` within ``owner``), or ``None`` to leave it untouched."""
+        ...
+
+
+def _uniform(bound: float) -> InitRule:
+    # torch draws U(-0, 0) = 0 when fan_in is 0; the engine wants low < high, so say zeros.
+    return InitRule("uniform", {"low": -bound, "high": bound}) if bound > 0 else InitRule("zeros")
+
+
+def _fan_in(weight: torch.Tensor) -> int:
+    """torch's ``_calculate_fan_in_and_fan_out(weight)[0]``: size(1) times the receptive field."""
+    return int(weight.shape[1]) * math.prod(int(d) for d in weight.shape[2:]) if weight.dim() >= 2 else 0
+
+
+class TorchDefaultPolicy:
+    """Each layer's own torch default distribution (table in the module docstring)."""
+
+    def __init__(self) -> None:
+        self._overrides: dict[str, InitRule] = {}
+
+    def prepare(self, module: torch.nn.Module) -> None:
+        """Rules a parent imposes on a child's parameters: MultiheadAttention zeroes ``out_proj.bias``."""
+        from torch import nn
+
+        self._overrides = {}
+        for prefix, sub in module.named_modules():
+            if isinstance(sub, nn.MultiheadAttention) and sub.out_proj.bias is not None:
+                self._overrides[f"{prefix}.out_proj.bias" if prefix else "out_proj.bias"] = InitRule("zeros")
+
+    def rule(self, name: str, local: str, param: torch.Tensor, owner: torch.nn.Module) -> InitRule | None:
+        from torch import nn
+
+        if name in self._overrides:
+            return self._overrides[name]
+        if isinstance(owner, nn.modules.conv._ConvNd | nn.Linear):
+            if local == "weight":
+                return InitRule("torch_default")
+            if local == "bias":
+                fan_in = _fan_in(owner.weight)
+                return _uniform(1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0)
+        if isinstance(owner, nn.Bilinear):
+            return _uniform(1.0 / math.sqrt(owner.weight.size(1)))
+        if isinstance(owner, nn.Embedding | nn.EmbeddingBag) and local == "weight":
+            return InitRule("normal", {"mean": 0.0, "std": 1.0}, zero_row=owner.padding_idx)
+        norms = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase, nn.RMSNorm)
+        if isinstance(owner, norms):
+            if local == "weight":
+                return InitRule("ones")
+            if local == "bias":
+                return InitRule("zeros")
+        if isinstance(owner, nn.RNNBase | nn.RNNCellBase):
+            hidden = int(owner.hidden_size)
+            return _uniform(1.0 / math.sqrt(hidden) if hidden > 0 else 0.0)
+        if isinstance(owner, nn.MultiheadAttention):
+            if local in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"):
+                return InitRule("xavier_uniform")
+            if local == "in_proj_bias":
+                return InitRule("zeros")
+            if local in ("bias_k", "bias_v"):
+                return InitRule("xavier_normal")
+        if isinstance(owner, nn.PReLU) and local == "weight":
+            return InitRule("constant", {"value": float(owner.init)})
+        raise InitserveError(
+            f"no default rule for parameter {name!r} of {type(owner).__name__}; give it one with a pattern "
+            f"policy, e.g. policy={{{name!r}: {{'scheme': 'normal', 'params': {{'std': 0.02}}}}}}"
+        )
+
+
+class SchemePolicy:
+    """One scheme for every weight of ≥ 2 dimensions; biases zero (or their torch default with
+    ``bias="default"``); everything else (norm scales, ...) its torch default."""
+
+    def __init__(self, scheme: str, params: Mapping[str, Any] | None = None, *, bias: str = "zeros") -> None:
+        if bias not in ("zeros", "default"):
+            raise ValueError(f"bias must be 'zeros' or 'default', got {bias!r}")
+        self.scheme, self.params, self.bias = scheme, params, bias
+        self._fallback = TorchDefaultPolicy()
+
+    def prepare(self, module: torch.nn.Module) -> None:
+        self._fallback.prepare(module)
+
+    def rule(self, name: str, local: str, param: torch.Tensor, owner: torch.nn.Module) -> InitRule | None:
+        if param.dim() >= 2:
+            return InitRule(self.scheme, self.params)
+        if "bias" in local and self.bias == "zeros":
+            return InitRule("zeros")
+        return self._fallback.rule(name, local, param, owner)
+
+
+class PatternPolicy:
+    """``{fnmatch pattern: spec}`` over full parameter names; the first matching pattern wins.
+
+    A spec is a scheme name, a mapping ``{"scheme": ..., "params": {...}}``, or ``None`` to leave the
+    parameter as it is. Parameters no pattern matches get ``fallback`` (default: the torch defaults).
+    """
+
+    def __init__(self, mapping: Mapping[str, str | Mapping[str, Any] | None], *, fallback: Policy | None = None):
+        self.mapping = dict(mapping)
+        self.fallback: Policy = fallback if fallback is not None else TorchDefaultPolicy()
+
+    def prepare(self, module: torch.nn.Module) -> None:
+        self.fallback.prepare(module)
+
+    def rule(self, name: str, local: str, param: torch.Tensor, owner: torch.nn.Module) -> InitRule | None:
+        for pattern, spec in self.mapping.items():
+            if fnmatch.fnmatchcase(name, pattern):
+                if spec is None:
+                    return None
+                if isinstance(spec, str):
+                    return InitRule(spec)
+                unknown = set(spec) - {"scheme", "params"}
+                if "scheme" not in spec or unknown:
+                    raise ValueError(f"policy[{pattern!r}] must be {{'scheme': str, 'params': {{...}}}}, got {spec!r}")
+                return InitRule(str(spec["scheme"]), spec.get("params"))
+        return self.fallback.rule(name, local, param, owner)
+
+
+def as_policy(policy: Policy | str | Mapping[str, Any] | None) -> Policy:
+    """``None``/``"torch"`` → torch defaults; another string → :class:`SchemePolicy`; a mapping → patterns."""
+    if policy is None or policy in ("torch", "default"):
+        return TorchDefaultPolicy()
+    if isinstance(policy, str):
+        return SchemePolicy(policy)
+    if isinstance(policy, Mapping):
+        return PatternPolicy(policy)
+    return policy
+
+
+def _direct_parameters(module: torch.nn.Module) -> Iterator[tuple[str, str, torch.Tensor, torch.nn.Module]]:
+    """(full name, local name, parameter, owner) once per distinct parameter, as ``named_parameters`` names them."""
+    owners: dict[int, tuple[str, str, torch.nn.Module]] = {}
+    for prefix, sub in module.named_modules():
+        for local, param in sub.named_parameters(recurse=False):
+            owners.setdefault(id(param), (f"{prefix}.{local}" if prefix else local, local, sub))
+    for full, param in module.named_parameters():
+        _, local, owner = owners[id(param)]
+        yield full, local, param, owner
+
+
+def plan_module(module: torch.nn.Module, policy: Policy) -> dict[str, tuple[dict[str, Any], InitRule]]:
+    """Bundle entries ``{parameter name: (spec without seed, rule)}`` for every parameter the policy sets."""
+    from torch.nn.parameter import UninitializedParameter
+
+    policy.prepare(module)
+    plan = {}
+    for name, local, param, owner in _direct_parameters(module):
+        if isinstance(param, UninitializedParameter):
+            raise InitserveError(f"parameter {name!r} is uninitialized (a lazy module): run a forward pass first")
+        rule = policy.rule(name, local, param, owner)
+        if rule is None:
+            continue
+        dtype = str(param.dtype).removeprefix("torch.")
+        if dtype not in _TORCH_DTYPES:
+            raise InitserveError(
+                f"parameter {name!r} has dtype {param.dtype}; initserve serves {sorted(_TORCH_DTYPES)}"
+            )
+        spec: dict[str, Any] = {"shape": list(param.shape), "scheme": rule.scheme, "dtype": dtype, "layout": "torch"}
+        if rule.params:
+            spec["params"] = dict(rule.params)
+        plan[name] = (spec, rule)
+    return plan
