@@ -68,3 +68,16 @@ def serve(args: argparse.Namespace) -> int:
         server_header=False,
     )
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m initserve.api.cli serve``: the same command without the package-wide dispatcher."""
+    parser = argparse.ArgumentParser(prog="initserve")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
