@@ -1,0 +1,77 @@
+"""What the Docker image relies on, without Docker: the project's wheel, installed with its `server`
+extra into a fresh virtual environment (no system site-packages, not the repo checkout), runs
+`initserve serve`, which answers /healthz, and the Dockerfile's HEALTHCHECK command accepts it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from deploy_helpers import REPO, free_port, service_env, spawn, wait_healthy
+
+# About 15 s with a warm pip cache (CI's `make install` warms it), so part of the default run.
+pytestmark = pytest.mark.timeout(600)
+
+
+def _run(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=800)
+    assert result.returncode == 0, f"{argv} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+def _healthcheck_argv() -> list[str]:
+    text = re.sub(r"\\\n", " ", (REPO / "Dockerfile").read_text())
+    line = next(line for line in text.splitlines() if line.strip().startswith("HEALTHCHECK"))
+    argv: list[str] = json.loads(line[line.index("CMD") + 3 :].strip())
+    return argv
+
+
+def test_wheel_with_server_extra_serves_healthz_from_a_fresh_venv(tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    _run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(wheels), str(REPO)],
+        cwd=tmp_path,
+    )
+    (wheel,) = wheels.glob("initserve-*.whl")
+
+    venv = tmp_path / "venv"
+    # The base interpreter, not this test's venv: nothing of the development install can leak in.
+    base_python = getattr(sys, "_base_executable", sys.executable)
+    _run([base_python, "-m", "venv", str(venv)], cwd=tmp_path)
+    python = str(venv / "bin" / "python")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    _run(
+        [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", f"{wheel}[server]"],
+        cwd=tmp_path,
+        env=env,
+    )
+
+    where = _run([python, "-c", "import initserve, initserve_client; print(initserve.__file__)"], cwd=tmp_path, env=env)
+    assert where.strip().startswith(str(venv)), f"imported from {where!r}, not from the fresh venv"
+
+    port = free_port()
+    serve_env = service_env(port=str(port))
+    serve_env.pop("PYTHONPATH", None)
+    proc = spawn(
+        "wheel-initserve",
+        [str(venv / "bin" / "initserve"), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        tmp_path / "serve.log",
+        env=serve_env,
+        cwd=tmp_path,
+    )
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}/healthz", proc, timeout=30)
+        # The image's HEALTHCHECK, run by the image's interpreter (the venv's), reads INITSERVE_PORT.
+        probe = _healthcheck_argv()
+        assert probe[0] == "python"
+        result = subprocess.run([python, *probe[1:]], env=serve_env, capture_output=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+    finally:
+        proc.stop()
+    assert not proc.alive()
