@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from initserve.api.models import ResolveBundle
 from initserve.api.problems import PROBLEM_MEDIA_TYPE, TITLES, FieldProblem, Problem
 
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
@@ -53,8 +54,11 @@ def install_openapi(app: FastAPI) -> None:
                 routes=app.routes,
             )
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in (Problem, FieldProblem):
-                components[model.__name__] = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            for model in (Problem, FieldProblem, ResolveBundle):
+                model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                for name, definition in model_schema.pop("$defs", {}).items():
+                    components.setdefault(name, definition)
+                components.setdefault(model.__name__, model_schema)
             app.openapi_schema = schema
         return app.openapi_schema
 
