@@ -13,8 +13,9 @@ import httpx
 import numpy as np
 
 from ._base import BaseClient, Decoded
-from ._flow import Blocking, Download, DownloadPart, Flow, Send
+from ._flow import Blocking, Download, DownloadPart, Flow, Send, fetch_file
 from ._retry import RetryPolicy
+from ._safetensors import SafetensorsFile
 from ._specs import init_body
 
 if TYPE_CHECKING:
@@ -194,6 +195,19 @@ class Client(BaseClient):
         """The server's statistics of the tensor (mean, std, histogram, fans, expected moments, sha256)."""
         body = init_body(shape, scheme, seed=seed, params=params, dtype=dtype, layout=layout, name=name, slice=slice)
         result: dict[str, Any] = self._drive(self._stats_flow(body))
+        return result
+
+    def safetensors(self, spec: Mapping[str, Any]) -> SafetensorsFile:
+        """The server's safetensors file for a spec, or for a bundle (a mapping with ``tensors``), parsed.
+
+        ``.buffer`` holds the file's bytes; ``.array(name)`` gives zero-copy views."""
+        path = "/v1/bundle" if "tensors" in spec else "/v1/init"
+        file: SafetensorsFile = self._drive(fetch_file(self._context(path), path, dict(spec)))
+        return file
+
+    def stats_of(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """:meth:`stats` for a ready-made spec mapping."""
+        result: dict[str, Any] = self._drive(self._stats_flow(spec))
         return result
 
     def resolve(self, body: Mapping[str, Any]) -> dict[str, Any]:

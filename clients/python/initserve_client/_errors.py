@@ -72,7 +72,8 @@ class FieldError:
 
     def __str__(self) -> str:
         where = format_loc(self.loc)
-        return f"{where}: {self.msg}" if where else self.msg
+        # The server's rules usually name the field already ("shape[1] must be ≥ 0"): don't say it twice.
+        return f"{where}: {self.msg}" if where and not self.msg.startswith(where) else self.msg
 
 
 def format_loc(loc: Sequence[str | int]) -> str:

@@ -1,0 +1,411 @@
+"""Client commands of the ``initserve`` CLI: ``fetch``, ``stats``, ``schemes`` and ``cache ls|verify|prune``.
+
+:func:`register` adds them to the dispatcher in :mod:`initserve.cli`; each parser sets ``func(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._cache import Cache
+from ._client import Client
+from ._config import default_cache_dir
+from ._errors import InitserveError
+from ._specs import init_body
+
+__all__ = ["register"]
+
+if TYPE_CHECKING:
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+def _echo(text: str, *, err: bool = False) -> None:
+    """Command output (stdout) or diagnostics (stderr)."""
+    (sys.stderr if err else sys.stdout).write(text + "\n")
+
+
+FETCH_EXAMPLES = """examples:
+  initserve fetch --shape 256,128 --scheme kaiming_uniform --seed 42 -o fc.safetensors
+  initserve fetch --shape 64,3,3,3 --scheme kaiming_normal --param mode=fan_out \\
+                  --param nonlinearity=relu --dtype bfloat16 -o conv.npy
+  initserve fetch --spec layer.json -o layer.safetensors       # a spec, or a bundle {"seed", "tensors": {...}}
+  INITSERVE_URL=http://10.0.0.5:8000 initserve fetch --shape 10 --scheme zeros -o b.npy
+"""
+STATS_EXAMPLES = """examples:
+  initserve stats --shape 256,128 --scheme kaiming_uniform --seed 42
+  initserve stats --shape 4096,4096 --scheme orthogonal --json
+"""
+SCHEMES_EXAMPLES = """examples:
+  initserve schemes                  # one line per scheme
+  initserve schemes kaiming_normal   # one scheme in full
+  initserve schemes --json
+"""
+CACHE_EXAMPLES = """examples:
+  initserve cache ls
+  initserve cache verify             # re-hash every blob; corrupted ones are deleted (exit 1 if any)
+  initserve cache prune --older-than 30
+  initserve cache prune --all
+"""
+
+
+def register(subparsers: Subparsers) -> None:
+    """Add the client commands to the ``initserve`` dispatcher."""
+    _register_fetch(subparsers)
+    _register_stats(subparsers)
+    _register_schemes(subparsers)
+    _register_cache(subparsers)
+
+
+# -- argument helpers ---------------------------------------------------------------------------------
+def _parser(subparsers: Subparsers, name: str, help_: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    return subparsers.add_parser(
+        name, help=help_, description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
+def _connection_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("connection")
+    group.add_argument("--url", help="server URL (default: INITSERVE_URL or http://127.0.0.1:8000)")
+    group.add_argument("--api-key", help="API key (default: INITSERVE_API_KEY)")
+    group.add_argument("--timeout", type=float, help="seconds per network operation (default 60)")
+    group.add_argument("--retries", type=int, default=5, help="attempts per request (default 5)")
+
+
+def _cache_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("cache")
+    group.add_argument("--cache-dir", help="cache root (default: INITSERVE_CACHE_DIR or the user cache dir)")
+    group.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    group.add_argument("--offline", action="store_true", default=None, help="serve from the cache only")
+
+
+def _spec_options(parser: argparse.ArgumentParser, *, allow_file: bool) -> None:
+    group = parser.add_argument_group("spec (see 'initserve schemes' for schemes and their params)")
+    if allow_file:
+        group.add_argument("--spec", type=Path, help="JSON file with a spec, or a bundle {'seed', 'tensors': {...}}")
+    group.add_argument("--shape", help="comma-separated dims, e.g. 256,128 ('' for a scalar)")
+    group.add_argument("--scheme", help="scheme name, e.g. kaiming_uniform")
+    group.add_argument("--seed", type=int, help="0 ≤ seed < 2^64 (server default 0)")
+    group.add_argument("--dtype", choices=["float32", "float64", "float16", "bfloat16"])
+    group.add_argument("--layout", choices=["torch", "keras"])
+    group.add_argument("--name", help="tensor name; part of the random key (server default 'weight')")
+    group.add_argument(
+        "--param", action="append", default=[], metavar="KEY=VALUE", help="scheme parameter (JSON value)"
+    )
+    group.add_argument("--slice", help="start:stop pairs for leading dims, e.g. 0:64,0:32")
+
+
+def _parse_shape(text: str) -> list[int]:
+    parts = [p for p in text.replace("x", ",").split(",") if p.strip()]
+    try:
+        return [int(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"--shape must be comma-separated integers, got {text!r}") from None
+
+
+def _parse_params(items: Sequence[str]) -> dict[str, Any] | None:
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--param must be KEY=VALUE, got {item!r}")
+        try:
+            params[key] = json.loads(raw)
+        except ValueError:
+            params[key] = raw  # a bare word such as fan_out
+    return params or None
+
+
+def _parse_slice(text: str | None) -> list[list[int]] | None:
+    if text is None:
+        return None
+    pairs = []
+    for part in text.split(","):
+        start, sep, stop = part.partition(":")
+        try:
+            pairs.append([int(start), int(stop)])
+        except ValueError:
+            raise ValueError(f"--slice must be start:stop pairs, got {part!r}") from None
+        if not sep:
+            raise ValueError(f"--slice must be start:stop pairs, got {part!r}")
+    return pairs
+
+
+def _spec_from_flags(args: argparse.Namespace) -> dict[str, Any]:
+    if args.shape is None or args.scheme is None:
+        raise ValueError("give --shape and --scheme" + (" (or --spec FILE)" if hasattr(args, "spec") else ""))
+    return init_body(
+        _parse_shape(args.shape),
+        args.scheme,
+        seed=args.seed,
+        params=_parse_params(args.param),
+        dtype=args.dtype,
+        layout=args.layout,
+        name=args.name,
+        slice=_parse_slice(args.slice),
+    )
+
+
+def _client(args: argparse.Namespace) -> Client:
+    return Client(
+        base_url=args.url,
+        api_key=args.api_key,
+        timeout=args.timeout,
+        retries=args.retries,
+        cache_dir=getattr(args, "cache_dir", None),
+        cache=not getattr(args, "no_cache", False),
+        offline=getattr(args, "offline", None),
+    )
+
+
+def _run(command: str, body: Callable[[], int]) -> int:
+    try:
+        return body()
+    except (InitserveError, ValueError, OSError) as exc:
+        _echo(f"initserve {command}: error: {exc}", err=True)
+        return 1
+
+
+def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+# -- fetch --------------------------------------------------------------------------------------------
+def _register_fetch(subparsers: Subparsers) -> None:
+    parser = _parser(
+        subparsers,
+        "fetch",
+        "fetch a tensor (or bundle) into a .safetensors or .npy file",
+        "Fetch an initialized tensor from the server (through the local cache) and write it to a file. "
+        "The format follows the output suffix: .safetensors keeps the server's file byte for byte "
+        "(canonical spec in its metadata); .npy holds one array (bfloat16 .npy files need ml_dtypes to load).",
+        FETCH_EXAMPLES,
+    )
+    _spec_options(parser, allow_file=True)
+    parser.add_argument("-o", "--output", type=Path, required=True, help="output path (.safetensors or .npy)")
+    _connection_options(parser)
+    _cache_options(parser)
+    parser.set_defaults(func=lambda args: _run("fetch", lambda: _fetch(args)))
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    suffix = args.output.suffix.lower()
+    if suffix not in (".safetensors", ".npy"):
+        raise ValueError(f"--output must end in .safetensors or .npy, got {args.output.name!r}")
+    if args.spec is not None:
+        spec = json.loads(args.spec.read_text())
+        if not isinstance(spec, dict):
+            raise ValueError(f"{args.spec} must hold a JSON object")
+    else:
+        spec = _spec_from_flags(args)
+    is_bundle = "tensors" in spec
+    with _client(args) as client:
+        file = client.safetensors(spec)
+    if suffix == ".safetensors":
+        args.output.write_bytes(file.buffer)
+    else:
+        if len(file.tensors) != 1:
+            raise ValueError(f"a bundle of {len(file.tensors)} tensors needs a .safetensors output, not .npy")
+        name = next(iter(file.tensors))
+        np.save(args.output, file.array(name), allow_pickle=False)
+    what = f"bundle of {len(file.tensors)} tensors" if is_bundle else ", ".join(_describe(file.tensors))
+    _echo(f"wrote {args.output} ({_size(file.buffer.nbytes)}): {what}")
+    return 0
+
+
+def _describe(tensors: Mapping[str, Any]) -> list[str]:
+    return [f"{name} {info.dtype}{list(info.shape)}" for name, info in tensors.items()]
+
+
+# -- stats --------------------------------------------------------------------------------------------
+def _register_stats(subparsers: Subparsers) -> None:
+    parser = _parser(
+        subparsers,
+        "stats",
+        "print statistics of a tensor (computed by the server)",
+        "Ask the server for the statistics of a tensor without downloading it: moments, bounds, fraction of "
+        "zeros, fans and gain, the scheme's expected moments, and the sha256 of the tensor bytes.",
+        STATS_EXAMPLES,
+    )
+    _spec_options(parser, allow_file=False)
+    parser.add_argument("--json", action="store_true", help="print the raw JSON")
+    _connection_options(parser)
+    parser.set_defaults(func=lambda args: _run("stats", lambda: _stats(args)))
+
+
+def _clip(text: str, width: int = 48) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if value is None:
+        return "-"
+    return json.dumps(value) if isinstance(value, list | dict) else str(value)
+
+
+def _stats(args: argparse.Namespace) -> int:
+    body = _spec_from_flags(args)
+    with Client(base_url=args.url, api_key=args.api_key, timeout=args.timeout, retries=args.retries, cache=False) as c:
+        stats = c.stats_of(body)
+    if args.json:
+        _echo(json.dumps(stats, indent=2, sort_keys=True))
+        return 0
+    keys = ["numel", "shape", "dtype", "mean", "std", "min", "max", "zeros_fraction", "fan_in", "fan_out", "gain"]
+    rows = [(key, _fmt(stats.get(key))) for key in keys if key in stats]
+    expected = stats.get("expected") or {}
+    rows += [(f"expected {key}", _fmt(expected.get(key))) for key in ("mean", "std", "low", "high") if key in expected]
+    if "sha256" in stats:
+        rows.append(("sha256", str(stats["sha256"])))
+    _echo(_table(rows, ("statistic", "value")))
+    return 0
+
+
+# -- schemes ------------------------------------------------------------------------------------------
+def _register_schemes(subparsers: Subparsers) -> None:
+    parser = _parser(
+        subparsers,
+        "schemes",
+        "list the initialization schemes the server offers",
+        "List the server's scheme catalog: parameters with defaults, equivalents in torch/keras/jax/TF1 and "
+        "the reproducibility class. With a NAME, print that scheme in full.",
+        SCHEMES_EXAMPLES,
+    )
+    parser.add_argument("name", nargs="?", help="show one scheme in full")
+    parser.add_argument("--json", action="store_true", help="print the raw JSON")
+    _connection_options(parser)
+    parser.set_defaults(func=lambda args: _run("schemes", lambda: _schemes(args)))
+
+
+def _param_text(params: Any) -> str:
+    if isinstance(params, list):
+        out = []
+        for p in params:
+            if isinstance(p, dict):
+                default = p.get("default")
+                name = str(p.get("name", "?"))
+                out.append(f"{name}={_fmt(default)}" if "default" in p and default is not None else name)
+        return ", ".join(out)
+    if isinstance(params, dict):
+        return ", ".join(params)
+    return ""
+
+
+def _schemes(args: argparse.Namespace) -> int:
+    with Client(base_url=args.url, api_key=args.api_key, timeout=args.timeout, retries=args.retries, cache=False) as c:
+        data: Any = c.scheme(args.name) if args.name else c.schemes()
+    if args.json or args.name:
+        _echo(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False))
+        return 0
+    rows = [
+        (
+            str(s.get("name", "")),
+            _clip(_param_text(s.get("params"))),
+            _clip(str((s.get("equivalents") or {}).get("torch") or "-"), 32),
+            str(s.get("reproducibility", "")),
+        )
+        for s in data
+    ]
+    _echo(_table(rows, ("scheme", "params", "torch", "reproducibility")))
+    return 0
+
+
+# -- cache --------------------------------------------------------------------------------------------
+def _register_cache(subparsers: Subparsers) -> None:
+    parser = _parser(
+        subparsers,
+        "cache",
+        "inspect, verify or prune the local cache",
+        "Manage the client's content-addressed cache (blobs named by sha256; see docs/client.md).",
+        CACHE_EXAMPLES,
+    )
+    parser.add_argument("--cache-dir", help="cache root (default: INITSERVE_CACHE_DIR or the user cache dir)")
+    actions = parser.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
+    ls = actions.add_parser("ls", help="list cached files", description="List cached files, most recently used first.")
+    ls.add_argument("--json", action="store_true", help="print JSON")
+    ls.set_defaults(func=lambda args: _run("cache ls", lambda: _cache_ls(args)))
+    verify = actions.add_parser(
+        "verify", help="re-hash every blob", description="Re-hash every blob; delete the corrupted ones (exit 1)."
+    )
+    verify.set_defaults(func=lambda args: _run("cache verify", lambda: _cache_verify(args)))
+    prune = actions.add_parser(
+        "prune",
+        help="delete old or orphaned entries",
+        description="Delete entries unused for --older-than days (or --all), orphaned blobs and stale temp files.",
+    )
+    prune.add_argument("--older-than", type=float, metavar="DAYS", help="remove entries unused for DAYS days")
+    prune.add_argument("--all", action="store_true", help="empty the cache")
+    prune.set_defaults(func=lambda args: _run("cache prune", lambda: _cache_prune(args)))
+
+
+def _cache(args: argparse.Namespace) -> Cache:
+    root = Path(args.cache_dir).expanduser() if args.cache_dir else default_cache_dir()
+    return Cache(root)
+
+
+def _cache_ls(args: argparse.Namespace) -> int:
+    cache = _cache(args)
+    entries = cache.entries() if cache.root.exists() else []
+    if args.json:
+        _echo(json.dumps([dict(e.to_json(), last_used=t) for e, t in entries], indent=2, sort_keys=True))
+        return 0
+    rows = []
+    for entry, last_used in entries:
+        tensors = entry.tensors or {}
+        names = ", ".join(f"{n} {t.get('dtype')}{t.get('shape')}" for n, t in list(tensors.items())[:3])
+        if len(tensors) > 3:
+            names += f", … ({len(tensors)} tensors)"
+        rows.append(
+            (entry.sha256[:12], _size(entry.size), time.strftime("%Y-%m-%d %H:%M", time.localtime(last_used)), names)
+        )
+    _echo(_table(rows, ("sha256", "size", "last used", "tensors")))
+    total = sum(e.size for e, _ in entries)
+    _echo(f"{len(entries)} entries, {_size(total)} in {cache.root}")
+    return 0
+
+
+def _cache_verify(args: argparse.Namespace) -> int:
+    cache = _cache(args)
+    if not cache.root.exists():
+        _echo(f"no cache at {cache.root}")
+        return 0
+    report = cache.verify_all()
+    for sha in report.corrupted:
+        _echo(f"corrupted (deleted): {sha}")
+    _echo(f"{len(report.ok)} ok, {len(report.corrupted)} corrupted in {cache.root}")
+    return 1 if report.corrupted else 0
+
+
+def _cache_prune(args: argparse.Namespace) -> int:
+    if args.older_than is None and not args.all:
+        _echo(
+            "initserve cache prune: without --older-than DAYS or --all only orphans and stale temp files go",
+            err=True,
+        )
+    cache = _cache(args)
+    if not cache.root.exists():
+        _echo(f"no cache at {cache.root}")
+        return 0
+    older = args.older_than * 86400 if args.older_than is not None else None
+    freed = cache.prune(older_than=older, everything=args.all)
+    _echo(f"freed {_size(freed)} in {cache.root}")
+    return 0
