@@ -1,0 +1,159 @@
+"""The disk cache against a real server: no request on a hit, corruption detected, offline mode,
+concurrent processes downloading once."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from initserve_client import Cache, Client, OfflineError
+
+from .conftest import Server
+from .fault_proxy import FaultProxy
+
+
+def blobs(cache_dir: Path) -> list[Path]:
+    return sorted((cache_dir / "blobs").iterdir())
+
+
+def test_second_fetch_makes_no_http_request(proxy_factory: Callable[..., FaultProxy], isolated_env: Path) -> None:
+    proxy = proxy_factory()
+    with Client(base_url=proxy.url) as client:
+        first = client.tensor([128, 64], "kaiming_uniform", seed=5)
+    assert proxy.connections >= 1
+    proxy.reset_counts()
+    with Client(base_url=proxy.url) as client:  # a fresh client: no pooled connection to reuse
+        second = client.tensor([128, 64], "kaiming_uniform", seed=5)
+        torch_second = client.torch([128, 64], "kaiming_uniform", seed=5)
+    assert proxy.connections == 0, "a cache hit must not touch the network"
+    assert second.tobytes() == first.tobytes() == torch_second.numpy().tobytes()
+    assert (isolated_env / "CACHEDIR.TAG").read_text().startswith("Signature: 8a477f597d28d172789f06886806bc55")
+    (blob,) = blobs(isolated_env)
+    assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name
+
+
+def test_same_spec_spelled_differently_is_stored_once(server: Server, isolated_env: Path) -> None:
+    with Client(base_url=server.url) as client:
+        a = client.tensor([32, 16], "normal", seed=2)
+        b = client.tensor([32, 16], "normal", seed=2, params={"mean": 0.0, "std": 1.0}, dtype="float32")
+    assert a.tobytes() == b.tobytes()
+    assert len(blobs(isolated_env)) == 1
+    assert len(list((isolated_env / "index" / "requests").iterdir())) == 2
+
+
+def test_flipped_byte_is_detected_and_refetched(server: Server, isolated_env: Path) -> None:
+    with Client(base_url=server.url) as client:
+        good = client.tensor([64, 64], "xavier_normal", seed=8).copy()
+    (blob,) = blobs(isolated_env)
+    data = bytearray(blob.read_bytes())
+    data[-5] ^= 0x01  # one bit in the last tensor element
+    blob.write_bytes(bytes(data))
+    before = server.request_count("GET", "tensors")
+    with Client(base_url=server.url) as client:
+        again = client.tensor([64, 64], "xavier_normal", seed=8)
+    assert server.request_count("GET", "tensors") == before + 1, "a corrupted blob must be fetched again"
+    assert again.tobytes() == good.tobytes()
+    (blob,) = blobs(isolated_env)
+    assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name
+
+
+def test_offline_serves_from_cache_and_fails_clearly_without(server: Server, isolated_env: Path) -> None:
+    with Client(base_url=server.url) as client:
+        online = client.tensor([10, 10], "orthogonal", seed=1)
+    # An unreachable URL proves nothing is sent: offline must not even try.
+    with Client(base_url="http://127.0.0.1:9", offline=True) as client:
+        offline = client.tensor([10, 10], "orthogonal", seed=1)
+        assert offline.tobytes() == online.tobytes()
+        with pytest.raises(OfflineError, match=r"offline mode is on .* not in the cache"):
+            client.tensor([10, 10], "orthogonal", seed=2)
+    with (
+        Client(base_url="http://127.0.0.1:9", offline=True, cache=False) as client,
+        pytest.raises(OfflineError, match="cache is disabled"),
+    ):
+        client.tensor([10, 10], "orthogonal", seed=1)
+
+
+def test_offline_from_environment(server: Server, isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Client(base_url=server.url) as client:
+        client.tensor([3], "ones")
+    monkeypatch.setenv("INITSERVE_OFFLINE", "1")
+    with Client(base_url="http://127.0.0.1:9") as client:
+        assert client.config.offline
+        np.testing.assert_array_equal(client.tensor([3], "ones"), np.ones(3, np.float32))
+        with pytest.raises(OfflineError):
+            client.tensor([4], "ones")
+
+
+def test_corrupted_blob_offline_is_an_error_not_wrong_data(server: Server, isolated_env: Path) -> None:
+    with Client(base_url=server.url) as client:
+        client.tensor([16], "normal", seed=4)
+    (blob,) = blobs(isolated_env)
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    with Client(base_url=server.url, offline=True) as client, pytest.raises(OfflineError):
+        client.tensor([16], "normal", seed=4)
+    assert blobs(isolated_env) == []
+
+
+FETCH_SCRIPT = textwrap.dedent(
+    """
+    import hashlib, sys
+    from initserve_client import Client
+    with Client(base_url=sys.argv[1], cache_dir=sys.argv[2]) as client:
+        array = client.tensor([64, 1 << 20], "normal", seed=2024)
+    print(hashlib.sha256(array.tobytes()).hexdigest())
+    """
+)
+
+
+def test_four_processes_fetch_a_256_mib_tensor_once(server: Server, tmp_path: Path) -> None:
+    cache_dir = tmp_path / "shared-cache"
+    before = server.request_count("GET", "tensors")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", FETCH_SCRIPT, server.url, str(cache_dir)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in results]
+    digests = {out.strip() for out, _ in results}
+    assert server.request_count("GET", "tensors") - before == 1, "the file lock makes the others wait and reuse"
+    (blob,) = blobs(cache_dir)
+    assert blob.stat().st_size > 256 << 20
+    assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name
+    assert list((cache_dir / "tmp").iterdir()) == []
+    entry, _ = Cache(cache_dir).entries()[0]
+    assert entry.tensors == {"weight": {"dtype": "F32", "shape": [64, 1 << 20]}}
+    # and the arrays are the server's: compare with the sha256 the server computes of the tensor bytes
+    with Client(base_url=server.url, cache=False) as client:
+        stats = client.stats([64, 1 << 20], "normal", seed=2024)
+    assert digests == {stats["sha256"]}
+
+
+def test_cache_maintenance(server: Server, isolated_env: Path) -> None:
+    with Client(base_url=server.url) as client:
+        client.tensor([8, 8], "normal", seed=1)
+        client.tensor([8, 8], "normal", seed=2)
+    cache = Cache(isolated_env)
+    assert len(cache.entries()) == 2
+    victim = blobs(isolated_env)[0]
+    victim.write_bytes(b"garbage")
+    report = cache.verify_all()
+    assert report.corrupted == [victim.name] and len(report.ok) == 1
+    assert len(cache.entries()) == 1, "index entries of a deleted blob go too"
+    (isolated_env / "tmp" / "stale.partial").write_bytes(b"x" * 10)
+    assert cache.prune(everything=True) > 0
+    assert cache.entries() == [] and blobs(isolated_env) == []
+    assert json.loads(json.dumps([e.to_json() for e, _ in cache.entries()])) == []
