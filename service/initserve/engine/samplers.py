@@ -262,6 +262,17 @@ def _indicator_moments(ones: int, numel: int, value: float) -> Moments:
 
 
 STANDARD_NORMAL = TruncatedNormal(0.0, 1.0)
+DRAW_CHUNK = 1 << 16
+
+
+def draw(sampler: ElementwiseSampler, key: int, count: int, stream: int = STREAM_VALUES) -> F64:
+    """Elements 0 .. count-1 of ``sampler`` in float64, computed chunk by chunk (bounded scratch)."""
+    result = np.empty(count, dtype=np.float64)
+    words = WordStream(key, 0, stream)
+    for offset in range(0, count, DRAW_CHUNK):
+        n = min(DRAW_CHUNK, count - offset)
+        result[offset:offset + n] = sampler.values(words.next(n), offset, n)
+    return result
 
 
 @dataclass(frozen=True)
@@ -279,8 +290,7 @@ class Orthogonal:
     gain: float
 
     def whole(self, key: int) -> F64:
-        words = raw_words(key, 0, self.rows * self.cols, STREAM_VALUES)
-        matrix = STANDARD_NORMAL.values(words, 0, words.size).reshape(self.rows, self.cols)
+        matrix = draw(STANDARD_NORMAL, key, self.rows * self.cols).reshape(self.rows, self.cols)
         wide = self.rows < self.cols
         if wide:
             matrix = matrix.T
@@ -316,7 +326,7 @@ class Sparse:
 
     def whole(self, key: int) -> F64:
         numel = self.shape[0] * self.shape[1]
-        values = self.normal.values(raw_words(key, 0, numel, STREAM_VALUES), 0, numel).reshape(self.shape)
+        values = draw(self.normal, key, numel).reshape(self.shape)
         if self.zeros:
             mask_keys = raw_words(key, 0, numel, STREAM_SPARSE_MASK).reshape(self.shape)
             order = np.argsort(mask_keys, axis=self.axis, kind="stable")

@@ -28,6 +28,7 @@ SUPPORTED_ALGORITHMS = (1,)
 MAX_RANK = 8
 MAX_DIM = (1 << 63) - 1
 SEED_LIMIT = 1 << 64
+MAX_ELEMENTS = 1 << 62  # element i uses counter word c0 = i div 4, which must fit in 64 bits
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:/\-\[\]]{1,256}")
 SPEC_KEYS = ("shape", "scheme", "params", "seed", "dtype", "layout", "name", "slice")
 DEFAULT_DTYPE, DEFAULT_LAYOUT, DEFAULT_NAME = "float32", "torch", "weight"
@@ -220,6 +221,9 @@ def parse_spec(
     if errors:
         raise SpecError(errors)
     assert shape is not None and scheme is not None and seed is not None
+    if math.prod(shape) > MAX_ELEMENTS:
+        raise SpecTooLarge((*loc, "shape"), math.prod(shape) * DTYPES[dtype or DEFAULT_DTYPE].itemsize,
+                           MAX_ELEMENTS * DTYPES[dtype or DEFAULT_DTYPE].itemsize)
     assert dtype is not None and layout is not None and name is not None
     layer = Layer(shape, layout, params)
     rank_error = scheme.rank.check(shape, params, scheme.name)

@@ -1,0 +1,196 @@
+"""A second implementation of the generation algorithm, written from docs/determinism.md alone.
+
+Scalar pure Python: its own Philox4x64-10, its own key derivation, uniform mapping, logarithm,
+AS 241 quantile and casts — no numpy. If the engine and this file agree bit for bit, the document
+is precise enough to reimplement the algorithm in another language.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import struct
+
+MASK64 = (1 << 64) - 1
+PHILOX_M0, PHILOX_M1 = 0xD2E7470EE14C6C93, 0xCA5A826395121157
+PHILOX_W0, PHILOX_W1 = 0x9E3779B97F4A7C15, 0xBB67AE8584CAA73B
+
+
+def philox4x64_10(counter: tuple[int, int, int, int], key: tuple[int, int]) -> tuple[int, int, int, int]:
+    c0, c1, c2, c3 = counter
+    k0, k1 = key
+    for round_index in range(10):
+        if round_index:
+            k0, k1 = (k0 + PHILOX_W0) & MASK64, (k1 + PHILOX_W1) & MASK64
+        product0, product1 = PHILOX_M0 * c0, PHILOX_M1 * c2
+        hi0, lo0 = product0 >> 64, product0 & MASK64
+        hi1, lo1 = product1 >> 64, product1 & MASK64
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+    return c0, c1, c2, c3
+
+
+def key_words(seed: int, name: str) -> tuple[int, int]:
+    digest = hashlib.sha256(b"initserve/v1\x00" + seed.to_bytes(8, "little") + name.encode()).digest()
+    return int.from_bytes(digest[0:8], "little"), int.from_bytes(digest[8:16], "little")
+
+
+def element_word(key: tuple[int, int], index: int, stream: int = 0) -> int:
+    block = philox4x64_10((index // 4, stream, 0, 0), key)
+    return block[index % 4]
+
+
+def uniform_01(word: int) -> float:
+    return (word >> 11) * 2.0**-53
+
+
+def uniform_open(word: int) -> float:
+    return ((word >> 11) | 1) * 2.0**-53
+
+
+LN2_HI = 6.93147180369123816490e-01
+LN2_LO = 1.90821492927058770002e-10
+
+
+def log_ops(x: float) -> float:
+    mantissa, exponent = math.frexp(x)
+    if mantissa < 0.70710678118654752440:
+        mantissa, exponent = mantissa * 2.0, exponent - 1
+    s = (mantissa - 1.0) / (mantissa + 1.0)
+    z = s * s
+    poly = 1.0 / 23
+    for k in range(10, 0, -1):
+        poly = poly * z + 1.0 / (2 * k + 1)
+    poly = poly * z + 1.0
+    e = float(exponent)
+    return e * LN2_HI + (e * LN2_LO + 2.0 * (s * poly))
+
+
+A = (
+    3.3871328727963666080e0,
+    1.3314166789178437745e2,
+    1.9715909503065514427e3,
+    1.3731693765509461125e4,
+    4.5921953931549871457e4,
+    6.7265770927008700853e4,
+    3.3430575583588128105e4,
+    2.5090809287301226727e3,
+)
+B = (
+    1.0,
+    4.2313330701600911252e1,
+    6.8718700749205790830e2,
+    5.3941960214247511077e3,
+    2.1213794301586595867e4,
+    3.9307895800092710610e4,
+    2.8729085735721942674e4,
+    5.2264952788528545610e3,
+)
+C = (
+    1.42343711074968357734e0,
+    4.63033784615654529590e0,
+    5.76949722146069140550e0,
+    3.64784832476320460504e0,
+    1.27045825245236838258e0,
+    2.41780725177450611770e-1,
+    2.27238449892691845833e-2,
+    7.74545014278341407640e-4,
+)
+D = (
+    1.0,
+    2.05319162663775882187e0,
+    1.67638483018380384940e0,
+    6.89767334985100004550e-1,
+    1.48103976427480074590e-1,
+    1.51986665636164571966e-2,
+    5.47593808499534494600e-4,
+    1.05075007164441684324e-9,
+)
+E = (
+    6.65790464350110377720e0,
+    5.46378491116411436990e0,
+    1.78482653991729133580e0,
+    2.96560571828504891230e-1,
+    2.65321895265761230930e-2,
+    1.24266094738807843860e-3,
+    2.71155556874348757815e-5,
+    2.01033439929228813265e-7,
+)
+F = (
+    1.0,
+    5.99832206555887937690e-1,
+    1.36929880922735805310e-1,
+    1.48753612908506148525e-2,
+    7.86869131145613259100e-4,
+    1.84631831751005468180e-5,
+    1.42151175831644588870e-7,
+    2.04426310338993978564e-15,
+)
+
+
+def horner(c: tuple[float, ...], r: float) -> float:
+    acc = c[7] * r
+    for k in range(6, 0, -1):
+        acc = (acc + c[k]) * r
+    return acc + c[0]
+
+
+def quantile(p: float) -> float:
+    q = p - 0.5
+    if abs(q) <= 0.425:
+        r = 0.180625 - q * q
+        return (q * horner(A, r)) / horner(B, r)
+    r = math.sqrt(-log_ops(p if q < 0 else 1.0 - p))
+    near = r <= 5.0
+    z = horner(C, r - 1.6) / horner(D, r - 1.6) if near else horner(E, r - 5.0) / horner(F, r - 5.0)
+    return -z if q < 0 else z
+
+
+def truncated_normal(word: int, mean: float, std: float, low: float, high: float, p_low: float, p_high: float) -> float:
+    """``p_low``/``p_high``: Φ(α), Φ(β) of the (possibly mirrored) interval, from the document."""
+    alpha, beta = (low - mean) / std, (high - mean) / std
+    mirrored = alpha >= 0.0
+    if mirrored:
+        alpha, beta = -beta, -alpha
+    u = uniform_open(word)
+    finite = not (math.isinf(alpha) and math.isinf(beta))
+    p = u
+    if finite:
+        p = min(max((p_high - p_low) * u + p_low, 2.0**-1074), 1.0 - 2.0**-53)
+    z = quantile(p)
+    if finite:
+        z = min(max(z, alpha), beta)
+    if mirrored:
+        z = -z
+    x = std * z + mean
+    return min(max(x, low), high) if finite else x
+
+
+def bits_float32(x: float) -> int:
+    return int.from_bytes(struct.pack("<f", x), "little")
+
+
+def bits_float16(x: float) -> int:
+    return int.from_bytes(struct.pack("<e", x), "little")
+
+
+def bits_float64(x: float) -> int:
+    return int.from_bytes(struct.pack("<d", x), "little")
+
+
+def bits_bfloat16(x: float) -> int:
+    """Round-to-nearest-even of the exact double to 8 significant bits, by integer arithmetic."""
+    if x == 0.0:
+        return 0x8000 if math.copysign(1.0, x) < 0 else 0
+    sign = 0x8000 if x < 0 else 0
+    _, exponent = math.frexp(abs(x))  # |x| = m·2^exponent, m in [0.5, 1)
+    quantum_exponent = max(exponent - 8, -133)  # 8 significant bits; subnormal quantum 2^-133
+    scaled = abs(x) / 2.0**quantum_exponent  # exact: a power-of-two division
+    whole = math.floor(scaled)
+    fraction = scaled - whole
+    if fraction > 0.5 or (fraction == 0.5 and whole % 2 == 1):
+        whole += 1
+    value = whole * 2.0**quantum_exponent
+    return sign | (bits_float32(value) >> 16)
+
+
+CASTS = {"float32": bits_float32, "float64": bits_float64, "float16": bits_float16, "bfloat16": bits_bfloat16}
