@@ -30,8 +30,11 @@ def _torch() -> Any:
 def to_torch(array: np.ndarray[Any, Any], st_dtype: str, *, device: str | torch.device | None = None) -> torch.Tensor:
     """numpy → torch sharing memory. BF16/F8 arrive as raw unsigned bits and are reinterpreted with
     ``Tensor.view(dtype)`` (torch cannot read ml_dtypes arrays); no value is converted or copied.
-    Moving to ``device`` copies, as it must."""
+    Moving to ``device`` copies, as it must; so does a read-only source array."""
     th = _torch()
+    if not array.flags.writeable:
+        # torch tensors are writable by contract; a read-only source (a bytes buffer) must be copied.
+        array = array.copy()
     special = {"BF16": th.bfloat16, "F8_E4M3": th.float8_e4m3fn, "F8_E5M2": th.float8_e5m2}
     tensor: torch.Tensor = th.from_numpy(array)
     if st_dtype in special:

@@ -1,0 +1,343 @@
+"""Unit tests of the client's pure core: safetensors parsing, retry policy, config, specs, errors,
+download bookkeeping and the cache's file handling. No server needed."""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import itertools
+import json
+import struct
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import ml_dtypes
+import numpy as np
+import pytest
+import safetensors.numpy
+import safetensors.torch
+import torch
+from initserve_client import (
+    AuthenticationError,
+    InvalidSpecError,
+    MissingDependencyError,
+    RetryPolicy,
+    SafetensorsFormatError,
+    ServiceUnavailableError,
+)
+from initserve_client._cache import Cache, CacheEntry
+from initserve_client._config import DEFAULT_BASE_URL, resolve_config
+from initserve_client._download import BodyWriter, parse_content_range, plan_ranges
+from initserve_client._errors import IntegrityError, error_from_response, format_loc
+from initserve_client._retry import is_retryable_exception, parse_retry_after
+from initserve_client._safetensors import parse
+from initserve_client._specs import bundle_body, init_body, request_key
+from initserve_client._torch import to_torch
+
+# -- safetensors --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "dtype", [np.float32, np.float64, np.float16, np.int8, np.uint8, np.int16, np.int32, np.int64, np.uint64, np.bool_]
+)
+def test_parse_equals_the_reference_library(dtype: Any) -> None:
+    rng = np.random.default_rng(0)
+    tensors = {
+        "b": (rng.standard_normal((3, 5)) * 10).astype(dtype),
+        "a": (rng.standard_normal((7,)) * 10).astype(dtype),
+        "empty": np.zeros((0, 4), dtype),
+        "scalar": np.asarray(3, dtype),
+    }
+    raw = safetensors.numpy.save(tensors, metadata={"k": "v"})
+    parsed = parse(raw)
+    assert parsed.metadata == {"k": "v"}
+    for name, array in tensors.items():
+        got = parsed.array(name)
+        assert got.dtype == array.dtype and got.shape == array.shape
+        np.testing.assert_array_equal(got, array)
+        assert np.shares_memory(got, np.frombuffer(raw, np.uint8)) or got.size == 0, "views, not copies"
+
+
+def test_bfloat16_and_float8_via_ml_dtypes_and_torch() -> None:
+    values = torch.randn(4, 6)
+    raw = safetensors.torch.save({"bf": values.to(torch.bfloat16), "f8": values.to(torch.float8_e4m3fn)})
+    parsed = parse(raw)
+    bf = parsed.array("bf")
+    assert bf.dtype == np.dtype(ml_dtypes.bfloat16)
+    np.testing.assert_array_equal(bf.astype(np.float32), values.to(torch.bfloat16).float().numpy())
+    as_torch = to_torch(parsed.array("bf", raw_bits=True), "BF16")
+    assert as_torch.dtype == torch.bfloat16 and torch.equal(as_torch, values.to(torch.bfloat16))
+    f8 = to_torch(parsed.array("f8", raw_bits=True), "F8_E4M3")
+    assert f8.dtype == torch.float8_e4m3fn and torch.equal(f8.float(), values.to(torch.float8_e4m3fn).float())
+
+
+def test_bfloat16_without_ml_dtypes_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = safetensors.torch.save({"w": torch.ones(2, dtype=torch.bfloat16)})
+    monkeypatch.setitem(sys.modules, "ml_dtypes", None)  # makes `import ml_dtypes` fail
+    parsed = parse(raw)
+    with pytest.raises(MissingDependencyError, match=r"initserve\[bf16\]"):
+        parsed.array("w")
+    assert to_torch(parsed.array("w", raw_bits=True), "BF16").tolist() == [1.0, 1.0]
+
+
+def _file(header: dict[str, Any], data: bytes, *, size: int | None = None) -> bytes:
+    text = json.dumps(header).encode()
+    return struct.pack("<Q", len(text) if size is None else size) + text + data
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"\x01\x00", "at least 8"),
+        (struct.pack("<Q", 10**9), "exceeds the limit"),
+        (struct.pack("<Q", 100) + b"{}", "runs past the end"),
+        (struct.pack("<Q", 3) + b"{x}", "not valid UTF-8 JSON"),
+        (_file([], b""), "must be a JSON object"),  # type: ignore[arg-type]
+        (_file({"w": {"dtype": "F33", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 4), "unknown dtype"),
+        (_file({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}, b"\0" * 4), "needs 8"),
+        (_file({"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}, b"\0" * 4), "negative"),
+        (_file({"w": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}, b"\0" * 8), "without gaps"),
+        (_file({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 8), "cover 4"),
+        (_file({"w": {"dtype": "F32", "shape": [1], "data_offsets": [4, 0]}}, b"\0" * 4), "begin ≤ end"),
+        (_file({"__metadata__": {"a": 1}}, b""), "strings to strings"),
+        (_file({"w": {"dtype": "F32", "shape": "x", "data_offsets": [0, 4]}}, b"\0" * 4), "list of integers"),
+    ],
+)
+def test_malformed_files_are_rejected_with_the_reason(raw: bytes, message: str) -> None:
+    with pytest.raises(SafetensorsFormatError, match=message):
+        parse(raw)
+
+
+# -- retry policy --------------------------------------------------------------------------------------
+
+
+def test_backoff_is_exponential_with_bounded_jitter() -> None:
+    low, high = (
+        RetryPolicy(base=1.0, max_backoff=5.0, rng=lambda: 0.0),
+        RetryPolicy(base=1, max_backoff=5, rng=lambda: 1.0),
+    )
+    assert [low.backoff(k) for k in (1, 2, 3, 4, 5)] == [0.5, 1.0, 2.0, 2.5, 2.5]
+    assert [high.backoff(k) for k in (1, 2, 3, 4, 5)] == [1.0, 2.0, 4.0, 5.0, 5.0]
+
+
+def test_status_decisions() -> None:
+    policy = RetryPolicy(attempts=3, base=1.0, rng=lambda: 1.0)
+    assert policy.delay_after_status(1, 503, None) == 1.0
+    assert policy.delay_after_status(1, 503, "7") == pytest.approx(7.7)  # told 7 s, jitter ≤ 0.7 s
+    assert RetryPolicy(rng=lambda: 0.0).delay_after_status(1, 429, "7") == 7.0
+    assert policy.delay_after_status(2, 502, None) == 2.0
+    assert policy.delay_after_status(3, 503, "1") is None, "attempts exhausted"
+    for status in (400, 401, 404, 413, 422, 500):
+        assert policy.delay_after_status(1, status, None) is None
+    assert RetryPolicy(max_retry_after=10).delay_after_status(1, 503, "11") is None
+
+
+def test_retry_after_formats() -> None:
+    assert parse_retry_after("120") == 120.0
+    now = time.time()
+    date = email.utils.formatdate(now + 30, usegmt=True)
+    assert parse_retry_after(date, now=now) == pytest.approx(30, abs=1)
+    assert parse_retry_after(email.utils.formatdate(now - 30, usegmt=True), now=now) == 0.0
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+
+
+def test_which_exceptions_are_retried() -> None:
+    request = httpx.Request("GET", "http://127.0.0.1")
+    assert is_retryable_exception(httpx.ConnectError("x", request=request))
+    assert is_retryable_exception(httpx.ReadTimeout("x", request=request))
+    assert is_retryable_exception(httpx.RemoteProtocolError("x", request=request))
+    assert not is_retryable_exception(httpx.UnsupportedProtocol("x", request=request))
+    assert not is_retryable_exception(ValueError("x"))
+    policy = RetryPolicy(attempts=2, base=0.1, rng=lambda: 1.0)
+    assert policy.delay_after_exception(1, httpx.ConnectError("x")) == 0.1
+    assert policy.delay_after_exception(2, httpx.ConnectError("x")) is None
+
+
+# -- configuration, specs, errors ----------------------------------------------------------------------
+
+
+def test_config_from_arguments_environment_and_defaults(tmp_path: Path) -> None:
+    env = {
+        "INITSERVE_URL": "http://10.1.2.3:9000/",
+        "INITSERVE_API_KEY": "k",
+        "INITSERVE_OFFLINE": "yes",
+        "INITSERVE_CACHE_DIR": str(tmp_path),
+        "INITSERVE_TIMEOUT": "5",
+    }
+    config = resolve_config(env=env)
+    assert (config.base_url, config.api_key, config.offline, config.cache_dir) == (
+        "http://10.1.2.3:9000",
+        "k",
+        True,
+        tmp_path,
+    )
+    assert config.timeout.read == 5.0
+    explicit = resolve_config(base_url="https://x", api_key="a", offline=False, cache=False, timeout=3, env=env)
+    assert (explicit.base_url, explicit.api_key, explicit.offline, explicit.cache_dir) == (
+        "https://x",
+        "a",
+        False,
+        None,
+    )
+    default = resolve_config(env={})
+    assert default.base_url == DEFAULT_BASE_URL == "http://127.0.0.1:8000"
+    assert default.api_key is None and not default.offline and default.cache_dir is not None
+    assert resolve_config(env={"INITSERVE_PROGRESS": "0"}).progress is False
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "env", "message"),
+    [
+        ({"base_url": "ftp://x"}, {}, "base_url must start with http"),
+        ({"retries": 0}, {}, "retries .* ≥ 1"),
+        ({"parallel": 0}, {}, "parallel must be ≥ 1"),
+        ({}, {"INITSERVE_OFFLINE": "maybe"}, "INITSERVE_OFFLINE must be one of"),
+        ({}, {"INITSERVE_TIMEOUT": "long"}, "INITSERVE_TIMEOUT must be a number"),
+    ],
+)
+def test_bad_settings_name_the_setting(kwargs: dict[str, Any], env: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        resolve_config(env=env, **kwargs)
+
+
+def test_bodies_and_request_keys() -> None:
+    body = init_body((np.int64(4), 3), "normal", seed=np.uint64(2**64 - 1), params={"std": np.float32(0.5)})
+    assert body == {"shape": [4, 3], "scheme": "normal", "seed": 2**64 - 1, "params": {"std": 0.5}}
+    assert json.loads(json.dumps(body)) == body
+    reordered = {"seed": 2**64 - 1, "params": {"std": 0.5}, "scheme": "normal", "shape": [4, 3]}
+    assert request_key("/v1/init", body) == request_key("/v1/init", reordered)
+    assert request_key("/v1/init", body) != request_key("/v1/bundle", body)
+    assert request_key("/v1/init", body) != request_key("/v1/init", {**body, "seed": 1})
+    bundle = bundle_body({"fc.weight": {"shape": (2, 2), "scheme": "eye"}}, seed=3, dtype="float16")
+    assert bundle == {"tensors": {"fc.weight": {"shape": [2, 2], "scheme": "eye"}}, "seed": 3, "dtype": "float16"}
+    assert init_body([1], "constant", params={"value": True})["params"] == {"value": True}, "booleans stay booleans"
+
+
+def test_problem_details_become_typed_errors() -> None:
+    problem = {
+        "type": "urn:initserve:problem:invalid-spec",
+        "title": "Invalid spec",
+        "status": 422,
+        "errors": [
+            {"loc": ["body", "params", "sparsity"], "msg": "params.sparsity is required"},
+            {"loc": ["body", "shape", 1], "msg": "must be ≥ 0, got -3"},
+        ],
+    }
+    error = error_from_response(
+        422, "application/problem+json", json.dumps(problem).encode(), method="POST", url="/v1/init"
+    )
+    assert isinstance(error, InvalidSpecError) and isinstance(error, ValueError)
+    assert error.slug == "invalid-spec"
+    assert str(error) == (
+        "422 invalid-spec (POST /v1/init): params.sparsity is required; shape[1]: must be ≥ 0, got -3"
+    )
+    unavailable = error_from_response(503, "text/html", b"<h1>busy</h1>", retry_after="2")
+    assert isinstance(unavailable, ServiceUnavailableError) and unavailable.retry_after == "2"
+    assert "busy" in str(unavailable)
+    assert isinstance(error_from_response(401, "application/json", b"{}"), AuthenticationError)
+    assert format_loc(("body", "tensors", "fc.weight", "shape", 0)) == "tensors.fc.weight.shape[0]"
+
+
+# -- downloads ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("total", "parts"), [(0, 4), (1, 4), (100 << 20, 4), ((100 << 20) + 3, 3), (20 << 20, 8)])
+def test_range_plans_tile_the_file(total: int, parts: int) -> None:
+    ranges = plan_ranges(total, parts)
+    assert ranges[0][0] == 0 and ranges[-1][1] == total
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
+    assert len(ranges) <= parts
+    assert all(b - a >= (8 << 20) for a, b in ranges) or len(ranges) == 1
+
+
+def test_content_range_parsing() -> None:
+    assert parse_content_range("bytes 0-99/1000") == (0, 100, 1000)
+    assert parse_content_range("bytes 5-5/*") == (5, 6, None)
+    assert parse_content_range("bytes */1000") is None and parse_content_range(None) is None
+
+
+def test_body_writer_fills_its_slice_and_checks_the_response() -> None:
+    buffer = memoryview(bytearray(10))
+    writer = BodyWriter(buffer, 2, 8, hash_body=True)
+    assert writer.range_header() == "bytes=2-7"
+    with pytest.raises(IntegrityError, match="ignored the Range"):
+        writer.begin(200, {})
+    with pytest.raises(IntegrityError, match="Content-Range"):
+        writer.begin(206, {"content-range": "bytes 0-5/10"})
+    writer.begin(206, {"content-range": "bytes 2-7/10"})
+    writer.write(b"abc")
+    assert writer.range_header() == "bytes=5-7", "a resumed request asks only for what is missing"
+    with pytest.raises(IntegrityError, match="more than"):
+        writer.write(b"defg")
+    writer.write(b"def")
+    writer.finish()
+    assert bytes(buffer) == b"\0\0abcdef\0\0"
+    assert writer.hasher is not None and writer.hasher.hexdigest() == hashlib.sha256(b"abcdef").hexdigest()
+
+
+def test_body_writer_allocates_from_content_length_and_detects_short_bodies() -> None:
+    allocated: list[int] = []
+
+    def allocate(size: int) -> memoryview:
+        allocated.append(size)
+        return memoryview(bytearray(size))
+
+    writer = BodyWriter(None, allocate=allocate)
+    assert writer.range_header() is None
+    writer.begin(200, {"content-length": "4"})
+    writer.write(b"ab")
+    with pytest.raises(IntegrityError, match="ended at byte 2, expected 4"):
+        writer.finish()
+    assert allocated == [4]
+    with pytest.raises(IntegrityError, match="ETag changed"):
+        BodyWriter(memoryview(bytearray(1)), expected_etag='"a"').begin(200, {"etag": '"b"'})
+
+
+# -- cache files --------------------------------------------------------------------------------------
+
+
+def test_blob_writer_commits_atomically_and_reads_verify(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    cache.ensure()
+    writer = cache.new_blob(6)
+    writer.view[:] = b"abcdef"
+    sha = hashlib.sha256(b"abcdef").hexdigest()
+    assert not cache.blob_path(sha).exists(), "nothing is visible before commit"
+    writer.commit(sha)
+    entry = CacheEntry(etag='"e1"', sha256=sha, size=6)
+    cache.record(entry, request_key="k1")
+    assert cache.lookup_request("k1") == entry and cache.lookup_etag('"e1"') == entry
+    view = cache.open_blob(entry)
+    assert view is not None and bytes(view) == b"abcdef"
+    view[0] = ord("z")  # copy-on-write: the file keeps its bytes
+    assert cache.blob_path(sha).read_bytes() == b"abcdef"
+    cache.blob_path(sha).write_bytes(b"abcdeX")
+    assert cache.open_blob(entry) is None, "a mismatching sha256 is discarded"
+    assert not cache.blob_path(sha).exists() and cache.lookup_etag('"e1"') is None
+    aborted = cache.new_blob(3)
+    aborted.abort()
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_unreadable_index_entries_are_dropped(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    cache.ensure()
+    (tmp_path / "index" / "requests" / "bad.json").write_text("{not json")
+    assert cache.lookup_request("bad") is None
+    assert not (tmp_path / "index" / "requests" / "bad.json").exists()
+
+
+def test_lock_times_out_and_lets_the_caller_proceed(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    cache.ensure()
+    first, second = cache.lock('"x"', timeout=5), cache.lock('"x"', timeout=0.3)
+    assert first.acquire()
+    start = time.monotonic()
+    assert second.acquire() is False
+    assert 0.3 <= time.monotonic() - start < 2
+    first.release()
+    assert second.acquire() is True
+    second.release()
