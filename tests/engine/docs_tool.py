@@ -1,0 +1,74 @@
+"""Renders the generated parts of docs/: the golden table of determinism.md and the scheme table of
+schemes.md. ``python -m tests.engine.docs_tool --write`` updates them; the tests check they agree."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from initserve.engine import CATALOG
+
+from .golden_tool import GOLDEN_FILE
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+MARK = "<!-- generated: {} -->"
+
+
+def golden_table() -> str:
+    lines = ["| spec | numel | sha256 | head |", "|---|---|---|---|"]
+    for vector in json.loads(GOLDEN_FILE.read_text()):
+        spec = json.dumps(vector["spec"], separators=(", ", ": "))
+        lines.append(f"| `{spec}` | {vector['numel']} | `{vector['sha256']}` | `{' '.join(vector['head'])}` |")
+    return "\n".join(lines)
+
+
+def scheme_table() -> str:
+    lines = [
+        "| scheme | formula | params (defaults) | torch | keras | jax | TF1 | rank | reproducibility |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for scheme in CATALOG.values():
+        info = scheme.describe()
+        params = (
+            ", ".join(
+                f"{p['name']}" + (f"={p['default']}" if "default" in p else " (required)") for p in info["params"]
+            )
+            or "–"
+        )
+        eq = info["equivalents"]
+        rank = info["rank"]
+        ranks = f"{rank['min']}–{rank['max']}" if rank["min"] != rank["max"] else str(rank["min"])
+        cells = [
+            f"`{scheme.name}`",
+            info["formula"],
+            params,
+            *(f"`{eq[k]}`" if eq[k] else "–" for k in ("torch", "keras", "jax", "tf1")),
+            ranks,
+            info["reproducibility"],
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render(template: str, name: str, table: str) -> str:
+    start, end = MARK.format(f"{name} start"), MARK.format(f"{name} end")
+    before, rest = template.split(start)
+    _, after = rest.split(end)
+    return f"{before}{start}\n{table}\n{end}{after}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--write", action="store_true")
+    parser.parse_args()
+    for path, name, table in (
+        (DOCS / "determinism.md", "golden", golden_table()),
+        (DOCS / "schemes.md", "schemes", scheme_table()),
+    ):
+        path.write_text(render(path.read_text(), name, table))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
