@@ -8,8 +8,11 @@ and ``cache`` belong to the client (:mod:`initserve_client.cli`). Each module ex
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from collections.abc import Sequence
+
+SERVER_MODULES = ("fastapi", "uvicorn", "pydantic_settings", "prometheus_client")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,19 +28,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _register_service(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    try:
-        from initserve.api import cli as service_cli
-    except ImportError as exc:  # the `server` extra is not installed
-        reason = str(exc)
+    missing = [name for name in SERVER_MODULES if importlib.util.find_spec(name) is None]
+    if missing:  # the `server` extra is not installed: say so instead of failing on import
 
-        def missing(_: argparse.Namespace) -> int:
-            print(f"initserve serve needs the server extra: pip install 'initserve[server]' ({reason})",
-                  file=sys.stderr)
+        def explain(_: argparse.Namespace) -> int:
+            sys.stderr.write(
+                f"initserve serve needs the server extra (missing: {', '.join(missing)}): "
+                "pip install 'initserve[server]'\n"
+            )
             return 2
 
         serve = subparsers.add_parser("serve", help="run the HTTP service (needs initserve[server])")
-        serve.set_defaults(func=missing)
+        serve.set_defaults(func=explain)
         return
+    from initserve.api import cli as service_cli
+
     service_cli.register(subparsers)
 
 
