@@ -1,0 +1,146 @@
+"""Engine vs ``torch.nn.init`` (issue 2's benchmark line; issue 6 rows B1–B3).
+
+Both sides write into an existing, pre-touched output buffer, so neither pays for page faults
+(~0.5 s for a fresh 512 MiB array here): torch runs ``torch.nn.init.<scheme>_(t)`` on an existing
+tensor with its default threads; the engine runs ``ResultWriter(spec).fill`` over 1M-element
+blocks in a thread pool of all cores. ``generate(spec)`` (which allocates its output) is timed in
+the same rounds and reported in the notes. Orthogonal is a whole-tensor scheme: ``generate``.
+
+``python -m benchmarks.engine [--quick]`` prints these rows alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+from initserve.engine import generate, parse_spec
+from initserve.engine.generate import DEFAULT_BLOCK, ResultWriter, default_threads
+
+from benchmarks.context import Context
+from benchmarks.machine import numpy_blas
+from benchmarks.measure import Series, interleaved, seconds
+from benchmarks.model import Row, Target, ratios
+
+FULL_SHAPE = (8192, 16384)
+QUICK_SHAPE = (2048, 4096)
+ORTHOGONAL_FULL = 4096
+ORTHOGONAL_QUICK = 1024
+
+# (row key, engine scheme, torch initializer, issue-6 target, issue-2 target)
+ELEMENTWISE: list[tuple[str, str, Callable[[torch.Tensor], Any], Target, Target]] = [
+    ("B1 kaiming_normal", "kaiming_normal", torch.nn.init.kaiming_normal_, Target(">=", 1.5), Target(">=", 1.0)),
+    ("B1 normal", "normal", torch.nn.init.normal_, Target(">=", 1.5), Target(">=", 1.0)),
+    ("B1 uniform", "uniform", torch.nn.init.uniform_, Target(">=", 1.5), Target(">=", 1.0)),
+    ("B2 truncated_normal", "truncated_normal", torch.nn.init.trunc_normal_, Target(">=", 20), Target(">=", 10)),
+]
+
+
+class BlockFiller:
+    """Fills a pre-touched buffer with a spec's values, 1M-element blocks on a pool of all cores."""
+
+    def __init__(self, spec: dict[str, Any], out: np.ndarray[Any, Any], pool: ThreadPoolExecutor) -> None:
+        self.writer = ResultWriter(parse_spec(spec))
+        self.out = out
+        self.pool = pool
+
+    def _block(self, start: int) -> None:
+        self.writer.fill(start, self.out[start : start + DEFAULT_BLOCK])
+
+    def __call__(self) -> None:
+        for future in [self.pool.submit(self._block, start) for start in range(0, self.out.shape[0], DEFAULT_BLOCK)]:
+            future.result()
+
+
+def elementwise_rows(ctx: Context, keys: set[str] | None = None) -> list[Row]:
+    shape = QUICK_SHAPE if ctx.quick else FULL_SHAPE
+    numel = math.prod(shape)
+    rows: list[Row] = []
+    threads = default_threads()
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bench-engine") as pool:
+        out = np.ones(numel, dtype=np.float32)  # pre-touched
+        tensor = torch.ones(shape, dtype=torch.float32)  # pre-touched
+        for key, scheme, initializer, target, issue2 in ELEMENTWISE:
+            if keys is not None and key.split()[0] not in keys:
+                continue
+            spec = {"shape": list(shape), "scheme": scheme, "dtype": "float32", "seed": 1}
+            fill = BlockFiller(spec, out, pool)
+            parsed = parse_spec(spec)
+            ctx.log(f"{key}: {numel / 2**20:.0f}M elements, {ctx.repeats} rounds")
+            engine_s, torch_s, generate_s = interleaved(
+                [
+                    partial(seconds, fill),
+                    partial(seconds, partial(initializer, tensor)),
+                    partial(seconds, partial(generate, parsed)),
+                ],
+                ctx.repeats,
+            )
+            generated = Series(tuple(generate_s), "s").rate(numel / 1e6, "M el/s")
+            rows.append(
+                Row(
+                    key=key,
+                    title=f"engine {scheme} {shape[0]}×{shape[1]} f32, {threads} threads, pre-touched buffer "
+                    f"vs torch.nn.init.{initializer.__name__} ({torch.get_num_threads()} threads)",
+                    initserve=Series(tuple(engine_s), "s").rate(numel / 1e6, "M el/s"),
+                    anchor=Series(tuple(torch_s), "s").rate(numel / 1e6, "M el/s"),
+                    ratios=ratios(torch_s, engine_s),
+                    ratio_meaning="engine el/s ÷ torch el/s",
+                    target=target,
+                    issue2_target=issue2,
+                    notes=[
+                        f"generate() with its own fresh output: median {generated.median:.0f} M el/s "
+                        f"({generated.low:.0f}–{generated.high:.0f}); the table uses the pre-touched fill"
+                    ],
+                )
+            )
+    return rows
+
+
+def orthogonal_row(ctx: Context) -> Row:
+    size = ORTHOGONAL_QUICK if ctx.quick else ORTHOGONAL_FULL
+    spec = parse_spec({"shape": [size, size], "scheme": "orthogonal", "dtype": "float32", "seed": 1})
+    tensor = torch.ones(size, size, dtype=torch.float32)
+    ctx.log(f"B3 orthogonal {size}²: {ctx.repeats} rounds")
+    engine_s, torch_s = interleaved(
+        [lambda: seconds(lambda: generate(spec)), lambda: seconds(lambda: torch.nn.init.orthogonal_(tensor))],
+        ctx.repeats,
+    )
+    return Row(
+        key="B3 orthogonal",
+        title=f"engine orthogonal {size}² f32 (numpy QR, float64) vs torch.nn.init.orthogonal_",
+        initserve=Series(tuple(engine_s), "s"),
+        anchor=Series(tuple(torch_s), "s"),
+        ratios=ratios(torch_s, engine_s),
+        ratio_meaning="torch s ÷ engine s",
+        target=Target(">=", 1.0),
+        issue2_target=Target(">=", round(1 / 1.5, 3)),
+        notes=[f"numpy BLAS: {numpy_blas()}"],
+    )
+
+
+def engine_rows(ctx: Context, keys: set[str] | None = None) -> list[Row]:
+    rows = elementwise_rows(ctx, keys)
+    if keys is None or "B3" in keys:
+        rows.append(orthogonal_row(ctx))
+    return rows
+
+
+def main() -> None:
+    from benchmarks.report import print_table
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller shapes, 3 rounds")
+    parser.add_argument("--repeats", type=int, default=None, help="rounds per row (default 5, quick 3)")
+    args = parser.parse_args()
+    ctx = Context(quick=args.quick, repeats=args.repeats or (3 if args.quick else 5))
+    print_table(engine_rows(ctx), issue2=True)
+
+
+if __name__ == "__main__":
+    main()
