@@ -7,6 +7,9 @@ the nginx config they mount is exercised for real by test_nginx_cluster.py.
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,19 @@ def _k8s(kind: str) -> dict[str, Any]:
 
 
 # ---- docker-compose ---------------------------------------------------------------------------------
+
+
+def test_compose_file_matches_the_compose_spec_schema() -> None:
+    """The Compose Specification's JSON schema (vendored by check-jsonschema, so no network)."""
+    tool = shutil.which("check-jsonschema", path=str(Path(sys.executable).parent))
+    assert tool, "check-jsonschema is not installed (dev extra)"
+    result = subprocess.run(
+        [tool, "--builtin-schema", "vendor.compose-spec", str(REPO / "docker-compose.yml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_compose_runs_at_least_two_healthchecked_replicas() -> None:
@@ -77,6 +93,22 @@ def test_proxy_body_limit_is_the_service_default() -> None:
 
 
 # ---- kubernetes -------------------------------------------------------------------------------------
+
+# The oldest Kubernetes release the manifests promise to work with (autoscaling/v2 is GA since 1.23).
+K8S_VERSION = "1.29"
+
+
+# kustomization.yaml is read by kubectl -k, not sent to the API server.
+API_MANIFESTS = sorted(set(K8S.glob("*.yaml")) - {K8S / "kustomization.yaml"})
+
+
+@pytest.mark.parametrize("path", API_MANIFESTS, ids=lambda p: p.name)
+def test_manifest_matches_the_kubernetes_api_schema(path: Path) -> None:
+    """Strict validation (unknown fields are errors) against the API schemas bundled in kubernetes-validate."""
+    import kubernetes_validate  # type: ignore[import-untyped]
+
+    for resource in yaml.safe_load_all(path.read_text()):
+        kubernetes_validate.validate(resource, K8S_VERSION, strict=True)  # raises ValidationError
 
 
 def test_deployment_probes_resources_and_security() -> None:
@@ -130,6 +162,6 @@ def test_hpa_scales_the_deployment_on_cpu() -> None:
     assert metric["resource"]["name"] == "cpu"
 
 
-@pytest.mark.parametrize("path", sorted(set(K8S.glob("*.yaml")) - {K8S / "kustomization.yaml"}), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", API_MANIFESTS, ids=lambda p: p.name)
 def test_every_manifest_is_listed_in_the_kustomization(path: Path) -> None:
     assert path.name in _load(K8S / "kustomization.yaml")["resources"]
