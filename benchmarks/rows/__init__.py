@@ -1,0 +1,1 @@
+"""The comparisons of issue 6, one module per family; each returns its measured rows."""
