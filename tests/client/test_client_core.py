@@ -30,7 +30,7 @@ from initserve_client import (
 )
 from initserve_client._cache import Cache, CacheEntry
 from initserve_client._config import DEFAULT_BASE_URL, resolve_config
-from initserve_client._download import BodyWriter, parse_content_range, plan_ranges
+from initserve_client._download import BodyWriter, MemorySink, parse_content_range, plan_ranges
 from initserve_client._errors import IntegrityError, error_from_response, format_loc
 from initserve_client._retry import is_retryable_exception, parse_retry_after
 from initserve_client._safetensors import parse
@@ -261,7 +261,7 @@ def test_content_range_parsing() -> None:
 
 def test_body_writer_fills_its_slice_and_checks_the_response() -> None:
     buffer = memoryview(bytearray(10))
-    writer = BodyWriter(buffer, 2, 8, hash_body=True)
+    writer = BodyWriter(MemorySink(buffer), 2, 8, hash_body=True)
     assert writer.range_header() == "bytes=2-7"
     with pytest.raises(IntegrityError, match="ignored the Range"):
         writer.begin(200, {})
@@ -275,15 +275,30 @@ def test_body_writer_fills_its_slice_and_checks_the_response() -> None:
     writer.write(b"def")
     writer.finish()
     assert bytes(buffer) == b"\0\0abcdef\0\0"
-    assert writer.hasher is not None and writer.hasher.hexdigest() == hashlib.sha256(b"abcdef").hexdigest()
+    assert writer.sha256() == hashlib.sha256(b"abcdef").hexdigest()
+
+
+def test_trailing_hash_equals_hashlib_across_restarts(monkeypatch: pytest.MonkeyPatch) -> None:
+    import initserve_client._download as download
+
+    monkeypatch.setattr(download, "HASH_BATCH", 1000)  # many background batches on a small body
+    payload = np.random.default_rng(1).integers(0, 256, 10_007, dtype=np.uint8).tobytes()
+    writer = BodyWriter(MemorySink(memoryview(bytearray(len(payload)))), hash_body=True)
+    writer.begin(200, {"content-length": str(len(payload))})
+    writer.write(payload[:5000])
+    writer.begin(200, {"content-length": str(len(payload))})  # a non-resumable retry starts over
+    for i in range(0, len(payload), 333):
+        writer.write(payload[i : i + 333])
+    writer.finish()
+    assert writer.sha256() == hashlib.sha256(payload).hexdigest()
 
 
 def test_body_writer_allocates_from_content_length_and_detects_short_bodies() -> None:
     allocated: list[int] = []
 
-    def allocate(size: int) -> memoryview:
+    def allocate(size: int) -> MemorySink:
         allocated.append(size)
-        return memoryview(bytearray(size))
+        return MemorySink(memoryview(bytearray(size)))
 
     writer = BodyWriter(None, allocate=allocate)
     assert writer.range_header() is None
@@ -293,7 +308,7 @@ def test_body_writer_allocates_from_content_length_and_detects_short_bodies() ->
         writer.finish()
     assert allocated == [4]
     with pytest.raises(IntegrityError, match="ETag changed"):
-        BodyWriter(memoryview(bytearray(1)), expected_etag='"a"').begin(200, {"etag": '"b"'})
+        BodyWriter(MemorySink(memoryview(bytearray(1))), expected_etag='"a"').begin(200, {"etag": '"b"'})
 
 
 # -- cache files --------------------------------------------------------------------------------------
@@ -303,7 +318,9 @@ def test_blob_writer_commits_atomically_and_reads_verify(tmp_path: Path) -> None
     cache = Cache(tmp_path)
     cache.ensure()
     writer = cache.new_blob(6)
-    writer.view[:] = b"abcdef"
+    writer.write_at(3, b"def")
+    writer.write_at(0, b"abc")
+    assert bytes(writer.mapped()) == b"abcdef"
     sha = hashlib.sha256(b"abcdef").hexdigest()
     assert not cache.blob_path(sha).exists(), "nothing is visible before commit"
     writer.commit(sha)

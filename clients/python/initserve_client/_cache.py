@@ -87,35 +87,43 @@ class VerifyReport:
 
 
 class BlobWriter:
-    """A preallocated, memory-mapped temp file to download into; :meth:`commit` publishes it."""
+    """A preallocated temp file to download into (``write_at`` = ``pwrite``); :meth:`commit` publishes it."""
 
     def __init__(self, cache: Cache, size: int) -> None:
         self._cache = cache
-        self.size = size
+        self._size = size
         self.path = cache.root / "tmp" / f"{uuid.uuid4().hex}.partial"
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             os.ftruncate(self._fd, size)
-            self._map = mmap.mmap(self._fd, size, access=mmap.ACCESS_WRITE) if size else None
         except BaseException:
             os.close(self._fd)
             self.path.unlink(missing_ok=True)
             raise
-        self.view = memoryview(self._map) if self._map is not None else memoryview(bytearray())
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def write_at(self, offset: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view.nbytes:
+            written = os.pwrite(self._fd, view, offset)
+            view, offset = view[written:], offset + written
+
+    def mapped(self) -> memoryview:
+        """The bytes written so far, memory-mapped read-only (to hash ranged downloads)."""
+        if self._size == 0:
+            return memoryview(b"")
+        return memoryview(mmap.mmap(self._fd, self._size, access=mmap.ACCESS_READ))
 
     def _close(self) -> None:
-        self.view.release()
-        if self._map is not None:
-            self._map.close()
-            self._map = None
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
 
     def commit(self, sha256: str) -> Path:
-        """Flush and atomically move the file to ``blobs/<sha256>``."""
-        if self._map is not None:
-            self._map.flush()
+        """Atomically move the file to ``blobs/<sha256>``."""
         self._close()
         target = self._cache.blob_path(sha256)
         os.replace(self.path, target)

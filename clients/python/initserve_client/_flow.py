@@ -14,6 +14,7 @@ cannot drift apart between them.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Generator, Mapping
@@ -23,7 +24,7 @@ from typing import Any
 import httpx
 
 from ._cache import Cache, CacheEntry
-from ._download import BodyWriter, Progress, make_progress, plan_ranges
+from ._download import BodyWriter, MemorySink, Progress, Sink, make_progress, plan_ranges
 from ._errors import IntegrityError, OfflineError, SafetensorsFormatError
 from ._safetensors import SafetensorsFile, parse
 from ._specs import request_key
@@ -123,9 +124,9 @@ def _parts(
     url: str | None,
     path: str,
     body: Mapping[str, Any],
-    buffer: memoryview | None,
+    sink: Sink | None,
     size: int | None,
-    allocate: Callable[[int], memoryview] | None,
+    allocate: Callable[[int], Sink] | None,
     etag: str | None,
     progress: Progress | None,
 ) -> list[DownloadPart]:
@@ -139,21 +140,19 @@ def _parts(
     def post(_writer: BodyWriter) -> httpx.Request:
         return ctx.build_request("POST", path, json=dict(body))
 
-    if url is not None and buffer is not None and size is not None:
+    if url is not None and sink is not None and size is not None:
         parallel = ctx.parallel if size >= ctx.parallel_threshold else 1
         ranges = plan_ranges(size, parallel)
         hash_inline = len(ranges) == 1 and ctx.cache is not None
         return [
             DownloadPart(
                 get,
-                BodyWriter(buffer, a, b, hash_body=hash_inline, progress=progress, expected_etag=etag),
+                BodyWriter(sink, a, b, hash_body=hash_inline, progress=progress, expected_etag=etag),
                 resumable=True,
             )
             for a, b in ranges
         ]
-    writer = BodyWriter(
-        buffer, allocate=allocate, hash_body=ctx.cache is not None, progress=progress, expected_etag=etag
-    )
+    writer = BodyWriter(sink, allocate=allocate, hash_body=ctx.cache is not None, progress=progress, expected_etag=etag)
     return [DownloadPart(post, writer, resumable=False)]
 
 
@@ -172,7 +171,7 @@ def _fetch_uncached(ctx: FetchContext, path: str, body: Mapping[str, Any]) -> Fl
             (yield from send_json(ctx.build_request("POST", "/v1/resolve", json=_resolve_body(path, body))))
         )
         if resolved.url is not None and resolved.content_length >= ctx.parallel_threshold:
-            buffer = memoryview(bytearray(resolved.content_length))
+            buffer = MemorySink(memoryview(bytearray(resolved.content_length)))
             progress = make_progress(resolved.content_length, ctx.progress, ctx.progress_threshold, ctx.desc)
             try:
                 yield Download(
@@ -181,7 +180,7 @@ def _fetch_uncached(ctx: FetchContext, path: str, body: Mapping[str, Any]) -> Fl
                         url=resolved.url,
                         path=path,
                         body=body,
-                        buffer=buffer,
+                        sink=buffer,
                         size=resolved.content_length,
                         allocate=None,
                         etag=resolved.etag,
@@ -191,25 +190,25 @@ def _fetch_uncached(ctx: FetchContext, path: str, body: Mapping[str, Any]) -> Fl
             finally:
                 if progress is not None:
                     progress.close()
-            return parse(buffer)
+            return parse(buffer.view)
 
     holder: dict[str, Progress | None] = {"progress": None}
 
-    def allocate(size: int) -> memoryview:
+    def allocate(size: int) -> Sink:
         holder["progress"] = make_progress(size, ctx.progress, ctx.progress_threshold, ctx.desc)
         part.writer.progress = holder["progress"]
-        return memoryview(bytearray(size))
+        return MemorySink(memoryview(bytearray(size)))
 
     (part,) = _parts(
-        ctx, url=None, path=path, body=body, buffer=None, size=None, allocate=allocate, etag=None, progress=None
+        ctx, url=None, path=path, body=body, sink=None, size=None, allocate=allocate, etag=None, progress=None
     )
     try:
         yield Download([part])
     finally:
         if holder["progress"] is not None:
             holder["progress"].close()
-    assert part.writer.buffer is not None
-    return parse(part.writer.buffer)
+    assert isinstance(part.writer.sink, MemorySink)
+    return parse(part.writer.sink.view)
 
 
 def _open(cache: Cache, entry: CacheEntry) -> Flow:
@@ -260,35 +259,40 @@ def _download_to_cache(
 ) -> Flow:
     blob = yield Blocking(cache.new_blob, (resolved.content_length,))
     progress = make_progress(resolved.content_length, ctx.progress, ctx.progress_threshold, ctx.desc)
+    parts: list[DownloadPart] = []
     try:
         parts = _parts(
             ctx,
             url=resolved.url,
             path=path,
             body=body,
-            buffer=blob.view,
+            sink=blob,
             size=resolved.content_length,
             allocate=None,
             etag=resolved.etag,
             progress=progress,
         )
         yield Download(parts)
-        if len(parts) == 1 and parts[0].writer.hasher is not None:
-            sha = parts[0].writer.hasher.hexdigest()
-        else:
-            sha = yield Blocking(_sha256, (blob.view,))
-        summary = _summary(parse(blob.view))  # never store a file that does not parse
+        inline = parts[0].writer.sha256() if len(parts) == 1 else None
+        sha = inline if inline is not None else (yield Blocking(lambda: _sha256(blob.mapped())))
         blob.commit(sha)
     except BaseException:
+        for part in parts:
+            part.writer.close()
         blob.abort()
         raise
     finally:
         if progress is not None:
             progress.close()
-    entry = CacheEntry(etag=resolved.etag, sha256=sha, size=resolved.content_length, url=resolved.url, tensors=summary)
-    cache.record(entry, request_key=key)
+    entry = CacheEntry(etag=resolved.etag, sha256=sha, size=resolved.content_length, url=resolved.url)
     # Just hashed while writing: map it without hashing again.
     view = yield Blocking(lambda: cache.open_blob(entry, verify=False))
     if view is None:
         raise IntegrityError(f"the blob {sha} vanished from the cache right after it was written")
-    return parse(view)
+    try:
+        file = parse(view)
+    except SafetensorsFormatError:
+        cache.forget(entry)  # never index a file that does not parse
+        raise
+    cache.record(dataclasses.replace(entry, tensors=_summary(file)), request_key=key)
+    return file
