@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from deploy_helpers import REPO, Managed, free_port, start_initserve
 from safetensors.numpy import load_file
@@ -81,9 +82,10 @@ def test_bash_blocks_run(server: tuple[Managed, int], tmp_path: Path) -> None:
             timeout=120,
         )
         assert result.returncode == 0, f"{block}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
-    # The first command saved a real safetensors file with the tensor it asked for.
+    # curl saved a real safetensors file, and the CLI fetched the very same tensor.
     tensors = load_file(tmp_path / "fc.safetensors")
     assert tensors["fc.weight"].shape == (256, 128)
+    assert np.array_equal(np.load(tmp_path / "fc.npy"), tensors["fc.weight"])
 
 
 def test_python_blocks_run(server: tuple[Managed, int], tmp_path: Path) -> None:
