@@ -35,13 +35,14 @@ class Server:
     def port(self) -> int:
         return int(self.url.rsplit(":", 1)[1])
 
-    def request_count(self, method: str, route_part: str) -> float:
+    def request_count(self, method: str, route_part: str, status: str = "") -> float:
         """Sum of ``initserve_http_requests_total`` over routes containing ``route_part`` (from /metrics)."""
         text = httpx.get(self.url + "/metrics", timeout=10).text
         total = 0.0
         for line in text.splitlines():
             match = re.match(r"initserve_http_requests_total\{(.*)\} ([0-9.e+]+)$", line)
-            if match and f'method="{method}"' in match.group(1) and route_part in match.group(1):
+            labels = match.group(1) if match else ""
+            if match and f'method="{method}"' in labels and route_part in labels and f'status="{status}' in labels:
                 total += float(match.group(2))
         return total
 

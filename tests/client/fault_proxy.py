@@ -3,8 +3,10 @@
 Per accepted connection, in order: the first ``drop_first`` are closed without an answer (the
 client sees a dropped connection); the next ``reject_first`` get the request read and a
 ``503`` (or ``status``) with ``Retry-After`` and ``Connection: close``; the rest are piped to the
-upstream server byte for byte. It counts connections, rejected requests and bytes sent back, and
-records when each connection arrived (to measure how long a client waited between attempts).
+upstream server byte for byte — except that, while ``cuts`` remain, a connection that has sent
+``cut_after`` bytes back is closed mid-body (a broken stream). It counts connections, rejected
+requests and bytes sent back, and records when each connection arrived (to measure how long a
+client waited between attempts).
 """
 
 from __future__ import annotations
@@ -25,12 +27,16 @@ class FaultProxy:
         reject_first: int = 0,
         status: int = 503,
         retry_after: str | None = "1",
+        cut_after: int | None = None,
+        cuts: int = 0,
     ) -> None:
         self.upstream_port = upstream_port
         self.drop_first = drop_first
         self.reject_first = reject_first
         self.status = status
         self.retry_after = retry_after
+        self.cut_after = cut_after
+        self.cuts_left = cuts
         self.connections = 0
         self.rejected = 0
         self.bytes_to_client = 0
@@ -123,8 +129,23 @@ class FaultProxy:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
 
         async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter, count: bool) -> None:
+            sent = 0
             try:
                 while data := await src.read(1 << 20):
+                    if (
+                        count
+                        and self.cut_after is not None
+                        and self.cuts_left > 0
+                        and sent + len(data) > self.cut_after
+                    ):
+                        self.cuts_left -= 1
+                        dst.write(data[: self.cut_after - sent])
+                        self.bytes_to_client += self.cut_after - sent
+                        await dst.drain()
+                        dst.transport.abort()
+                        up_writer.transport.abort()
+                        return
+                    sent += len(data)
                     if count:
                         self.bytes_to_client += len(data)
                     dst.write(data)

@@ -204,7 +204,10 @@ def test_bad_settings_name_the_setting(kwargs: dict[str, Any], env: dict[str, st
 
 
 def test_bodies_and_request_keys() -> None:
-    body = init_body((np.int64(4), 3), "normal", seed=np.uint64(2**64 - 1), params={"std": np.float32(0.5)})
+    # numpy scalars are accepted at run time (they come out of shape arithmetic) though not typed as int
+    seed: Any = np.uint64(2**64 - 1)
+    shape: Any = (np.int64(4), 3)
+    body = init_body(shape, "normal", seed=seed, params={"std": np.float32(0.5)})
     assert body == {"shape": [4, 3], "scheme": "normal", "seed": 2**64 - 1, "params": {"std": 0.5}}
     assert json.loads(json.dumps(body)) == body
     reordered = {"seed": 2**64 - 1, "params": {"std": 0.5}, "scheme": "normal", "shape": [4, 3]}

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 import struct
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,9 +14,16 @@ import numpy as np
 import pytest
 import safetensors.torch
 import torch
-from initserve_client import AsyncClient, Client, InvalidSpecError, NotFoundError, TooLargeError
+from initserve_client import (
+    AsyncClient,
+    AuthenticationError,
+    Client,
+    InvalidSpecError,
+    NotFoundError,
+    TooLargeError,
+)
 
-from .conftest import Server
+from .conftest import Server, start_server, stop_server
 
 DTYPES = ["float32", "float64", "float16", "bfloat16"]
 TORCH_DTYPES = {
@@ -224,3 +232,32 @@ def test_cli_help_has_examples(command: str, capsys: pytest.CaptureFixture[str])
         main([command, "--help"])
     assert exit_info.value.code == 0
     assert "examples:" in capsys.readouterr().out
+
+
+def test_api_key_from_argument_or_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secured = start_server(tmp_path, {"INITSERVE_API_KEYS": "k1,secret"})
+    try:
+        with Client(base_url=secured.url) as client, pytest.raises(AuthenticationError) as info:
+            client.tensor([2, 2], "normal")
+        assert info.value.status == 401
+        with Client(base_url=secured.url, api_key="wrong", cache=False) as client, pytest.raises(AuthenticationError):
+            client.tensor([2, 2], "normal")
+        with Client(base_url=secured.url, api_key="secret") as client:
+            assert client.tensor([2, 2], "normal").shape == (2, 2)
+        monkeypatch.setenv("INITSERVE_URL", secured.url)
+        monkeypatch.setenv("INITSERVE_API_KEY", "k1")
+        with Client(cache=False) as client:
+            assert client.base_url == secured.url
+            assert client.tensor([2, 2], "normal").shape == (2, 2)
+    finally:
+        stop_server(secured)
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_progress_bar_is_switchable(server: Server, cache: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    with Client(base_url=server.url, cache=cache, progress=True) as client:
+        client.tensor([256, 1024], "ones", name=f"bar-{cache}")
+    assert "1.00M" in capsys.readouterr().err, "tqdm shows the 1 MiB body"
+    with Client(base_url=server.url, cache=cache) as client:  # auto: stderr is not a terminal here
+        client.tensor([256, 1024], "ones", name=f"quiet-{cache}")
+    assert capsys.readouterr().err == ""

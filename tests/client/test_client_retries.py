@@ -86,3 +86,26 @@ def test_retry_after_beyond_the_cap_fails_at_once(proxy_factory: Callable[..., F
         client.tensor([4, 4], "normal")
     assert proxy.rejected == 1
     assert info.value.retry_after == "3600"
+
+
+def test_broken_stream_resumes_with_a_range(server: Server, proxy_factory: Callable[..., FaultProxy]) -> None:
+    shape = [1024, 1024]  # 4 MiB: the proxy cuts each of the first two downloads after 1 MiB
+    with Client(base_url=server.url, cache=False) as client:
+        expected = client.tensor(shape, "uniform", seed=31).tobytes()
+    proxy = proxy_factory(cut_after=1 << 20, cuts=2)
+    ranged = server.request_count("GET", "tensors", status="206")
+    with Client(base_url=proxy.url, retry_policy=FAST) as client:
+        array = client.tensor(shape, "uniform", seed=31)
+    assert array.tobytes() == expected
+    assert proxy.cuts_left == 0
+    assert server.request_count("GET", "tensors", status="206") - ranged == 2, "each resume asks only for the rest"
+    assert proxy.bytes_to_client < len(expected) + (64 << 10), "nothing is downloaded twice"
+
+
+def test_broken_post_stream_restarts(server: Server, proxy_factory: Callable[..., FaultProxy]) -> None:
+    with Client(base_url=server.url, cache=False) as client:
+        expected = client.tensor([1024, 1024], "uniform", seed=32).tobytes()
+    proxy = proxy_factory(cut_after=1 << 20, cuts=1)
+    with Client(base_url=proxy.url, cache=False, retry_policy=FAST) as client:
+        assert client.tensor([1024, 1024], "uniform", seed=32).tobytes() == expected
+    assert proxy.cuts_left == 0
