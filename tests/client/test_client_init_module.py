@@ -176,7 +176,7 @@ def test_scheme_and_pattern_policies(server: Server) -> None:
     assert torch.equal(module.conv1.bias, torch.zeros(16)) and torch.equal(module.fc.bias, torch.zeros(10))
     assert torch.equal(module.bn1.weight, torch.ones(16)), "1-D norm scales keep their torch default"
     assert float(module.conv2.weight.detach().std()) == pytest.approx(stats["expected"]["std"], rel=0.1)
-    assert float(patterned.emb.weight.std()) == pytest.approx(0.02, rel=0.05)
+    assert float(patterned.emb.weight.detach().std()) == pytest.approx(0.02, rel=0.05)
     w = patterned.rnn.weight_hh_l0.detach().double()  # (3·32, 32): orthonormal columns
     assert torch.allclose(w.T @ w, torch.eye(32, dtype=torch.float64), atol=1e-5)
 

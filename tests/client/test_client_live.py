@@ -261,3 +261,32 @@ def test_progress_bar_is_switchable(server: Server, cache: bool, capsys: pytest.
     with Client(base_url=server.url, cache=cache) as client:  # auto: stderr is not a terminal here
         client.tensor([256, 1024], "ones", name=f"quiet-{cache}")
     assert capsys.readouterr().err == ""
+
+
+def test_async_parallel_ranges_and_ainit_module(server: Server) -> None:
+    from initserve_client import ainit_module, init_module
+    from torch import nn
+
+    shape = [4 << 20]  # 16 MiB: two ranges of 8 MiB
+
+    async def run() -> tuple[bytes, dict[str, torch.Tensor]]:
+        async with AsyncClient(base_url=server.url, parallel=2) as client:
+            client._config = dataclasses.replace(client._config, parallel_threshold=1 << 20)
+            array = await client.tensor(shape, "normal", seed=12)
+            module = await ainit_module(nn.Linear(16, 4), client=client, seed=3)
+            return array.tobytes(), dict(module.state_dict())
+
+    before = server.request_count("GET", "tensors", status="206")
+    data, state = asyncio.run(run())
+    assert server.request_count("GET", "tensors", status="206") - before == 2
+    with Client(base_url=server.url, cache=False) as client:
+        assert data == client.tensor(shape, "normal", seed=12).tobytes()
+        sync_state = init_module(nn.Linear(16, 4), client=client, seed=3).state_dict()
+    assert all(torch.equal(state[k], sync_state[k]) for k in sync_state)
+
+
+def test_exported_members() -> None:
+    import initserve_client
+
+    for name in initserve_client.__all__:
+        assert getattr(initserve_client, name) is not None, name
