@@ -26,6 +26,7 @@ import mmap
 import os
 import re
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -93,7 +94,8 @@ class BlobWriter:
         self._cache = cache
         self._size = size
         self.path = cache.root / "tmp" / f"{uuid.uuid4().hex}.partial"
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        self._seek_lock = threading.Lock()
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
         try:
             os.ftruncate(self._fd, size)
         except BaseException:
@@ -107,6 +109,12 @@ class BlobWriter:
 
     def write_at(self, offset: int, data: bytes) -> None:
         view = memoryview(data)
+        if not hasattr(os, "pwrite"):  # Windows: no positional write; ranges share the file position
+            with self._seek_lock:
+                os.lseek(self._fd, offset, os.SEEK_SET)
+                while view.nbytes:
+                    view = view[os.write(self._fd, view) :]
+            return
         while view.nbytes:
             written = os.pwrite(self._fd, view, offset)
             view, offset = view[written:], offset + written
@@ -244,7 +252,7 @@ class Cache:
         """
         path = self.blob_path(entry.sha256)
         try:
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         except FileNotFoundError:
             return None
         try:
