@@ -59,10 +59,22 @@ class FaultProxy:
 
     def stop(self) -> None:
         loop = self._loop
-        if loop is not None:
+        if loop is not None and loop.is_running():
+            done = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
+            with contextlib.suppress(Exception):
+                done.result(10)
             loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(10)
+
+    async def _shutdown(self) -> None:
+        """Close the listener and cancel open connections, so no task outlives the loop."""
+        if self._server is not None:
+            self._server.close()
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def reset_counts(self) -> None:
         self.connections = self.rejected = self.bytes_to_client = 0

@@ -23,16 +23,20 @@ def blobs(cache_dir: Path) -> list[Path]:
     return sorted((cache_dir / "blobs").iterdir())
 
 
-def test_second_fetch_makes_no_http_request(proxy_factory: Callable[..., FaultProxy], isolated_env: Path) -> None:
+def test_second_fetch_makes_no_http_request(
+    server: Server, proxy_factory: Callable[..., FaultProxy], isolated_env: Path
+) -> None:
     proxy = proxy_factory()
     with Client(base_url=proxy.url) as client:
         first = client.tensor([128, 64], "kaiming_uniform", seed=5)
     assert proxy.connections >= 1
     proxy.reset_counts()
+    served = [server.request_count(m, route) for m, route in (("POST", "/v1/"), ("GET", "/v1/tensors"))]
     with Client(base_url=proxy.url) as client:  # a fresh client: no pooled connection to reuse
         second = client.tensor([128, 64], "kaiming_uniform", seed=5)
         torch_second = client.torch([128, 64], "kaiming_uniform", seed=5)
     assert proxy.connections == 0, "a cache hit must not touch the network"
+    assert served == [server.request_count(m, route) for m, route in (("POST", "/v1/"), ("GET", "/v1/tensors"))]
     assert second.tobytes() == first.tobytes() == torch_second.numpy().tobytes()
     assert (isolated_env / "CACHEDIR.TAG").read_text().startswith("Signature: 8a477f597d28d172789f06886806bc55")
     (blob,) = blobs(isolated_env)

@@ -170,7 +170,7 @@ def _fetch_uncached(ctx: FetchContext, path: str, body: Mapping[str, Any]) -> Fl
         resolved = Resolved.from_json(
             (yield from send_json(ctx.build_request("POST", "/v1/resolve", json=_resolve_body(path, body))))
         )
-        if resolved.url is not None and resolved.content_length >= ctx.parallel_threshold:
+        if resolved.url is not None:  # below the threshold _parts plans a single stream of the URL
             buffer = MemorySink(memoryview(bytearray(resolved.content_length)))
             progress = make_progress(resolved.content_length, ctx.progress, ctx.progress_threshold, ctx.desc)
             try:
