@@ -224,12 +224,12 @@ def test_cli_commands(server: Server, tmp_path: Any, capsys: pytest.CaptureFixtu
     assert "0 entries" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("command", ["fetch", "stats", "schemes", "cache"])
+@pytest.mark.parametrize("command", ["fetch", "stats", "schemes", "cache", "cache ls", "cache verify", "cache prune"])
 def test_cli_help_has_examples(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     from initserve.cli import main
 
     with pytest.raises(SystemExit) as exit_info:
-        main([command, "--help"])
+        main([*command.split(), "--help"])
     assert exit_info.value.code == 0
     assert "examples:" in capsys.readouterr().out
 

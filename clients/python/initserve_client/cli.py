@@ -340,15 +340,27 @@ def _register_cache(subparsers: Subparsers) -> None:
     )
     parser.add_argument("--cache-dir", help="cache root (default: INITSERVE_CACHE_DIR or the user cache dir)")
     actions = parser.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
-    ls = actions.add_parser("ls", help="list cached files", description="List cached files, most recently used first.")
+    ls = actions.add_parser(
+        epilog=CACHE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        name="ls",
+        help="list cached files",
+        description="List cached files, most recently used first.",
+    )
     ls.add_argument("--json", action="store_true", help="print JSON")
     ls.set_defaults(func=lambda args: _run("cache ls", lambda: _cache_ls(args)))
     verify = actions.add_parser(
-        "verify", help="re-hash every blob", description="Re-hash every blob; delete the corrupted ones (exit 1)."
+        epilog=CACHE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        name="verify",
+        help="re-hash every blob",
+        description="Re-hash every blob; delete the corrupted ones (exit 1).",
     )
     verify.set_defaults(func=lambda args: _run("cache verify", lambda: _cache_verify(args)))
     prune = actions.add_parser(
-        "prune",
+        epilog=CACHE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        name="prune",
         help="delete old or orphaned entries",
         description="Delete entries unused for --older-than days (or --all), orphaned blobs and stale temp files.",
     )
