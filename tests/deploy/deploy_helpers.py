@@ -24,6 +24,8 @@ import httpx
 REPO = Path(__file__).resolve().parents[2]
 NGINX_TEMPLATE = REPO / "deploy" / "nginx" / "initserve.conf.template"
 _PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
+# Prefixes of the nginx instances started in this session, for failure reports (conftest.py).
+NGINX_PREFIXES: list[Path] = []
 
 
 def free_port() -> int:
@@ -167,6 +169,7 @@ def start_nginx(prefix: Path, listen_port: int, upstream_ports: list[int]) -> Ma
         },
     )
     (prefix / "initserve.conf").write_text(fragment)
+    NGINX_PREFIXES.append(prefix)
     # As root, nginx would switch its workers to `nobody`, who cannot enter pytest's private temp
     # directories; run them as whoever runs the test instead.
     user = f"user {pwd.getpwuid(os.geteuid()).pw_name};\n" if os.geteuid() == 0 else ""
@@ -195,3 +198,22 @@ def start_nginx(prefix: Path, listen_port: int, upstream_ports: list[int]) -> Ma
         time.sleep(0.05)
     proc.stop()
     raise TimeoutError("nginx did not listen within 15 s")
+
+
+def nginx_diagnostics(prefix: Path, lines: int = 40) -> str:
+    """nginx's warnings/errors and its access lines that were not 2xx/3xx, for a failure report."""
+    error_log = prefix / "logs" / "error.log"
+    access_log = prefix / "logs" / "access.log"
+    errors = [
+        line
+        for line in (error_log.read_text(errors="replace").splitlines() if error_log.exists() else [])
+        if "[warn]" in line or "[error]" in line or "[crit]" in line
+    ]
+    unusual = [
+        line
+        for line in (access_log.read_text(errors="replace").splitlines() if access_log.exists() else [])
+        if line.startswith("{") and not re.search(r'"status":[23]\d\d,', line)
+    ]
+    return "\n".join(
+        ["-- error.log (warn and worse)", *errors[-lines:], "-- access.log (not 2xx/3xx)", *unusual[-lines:]]
+    )
