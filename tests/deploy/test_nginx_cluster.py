@@ -227,8 +227,9 @@ def _run_and_stop_a_replica(cluster: Cluster, stop: str, n: int = 240, stop_afte
                 hashlib.sha256(response.content).hexdigest(),
                 response.text[:200] if response.status_code != 200 else "",
             )
-        except httpx.RemoteProtocolError as exc:  # Content-Length not reached: detectably incomplete
-            outcome = Outcome(seed, None, "", str(exc))
+        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            # The connection broke before Content-Length was reached (EOF or reset): detectably incomplete.
+            outcome = Outcome(seed, None, "", f"{type(exc).__name__}: {exc}")
         with lock:
             done += 1
             if done == stop_after:
