@@ -25,7 +25,7 @@ import numpy.typing as npt
 import pytest
 from initserve.engine import compute_stats, generate, parse_spec
 from initserve.engine.dtypes import bfloat16_bits_to_float64
-from scipy import special, stats
+from scipy import integrate, special, stats
 
 F64 = npt.NDArray[np.float64]
 
@@ -142,11 +142,30 @@ class Law:
 
     @property
     def mean(self) -> float:
-        return float(self.frozen().mean())
+        return self._truncated_moments()[0] if self.kind == "truncnorm" else float(self.frozen().mean())
 
     @property
     def std(self) -> float:
-        return float(self.frozen().std())
+        return self._truncated_moments()[1] if self.kind == "truncnorm" else float(self.frozen().std())
+
+    def _truncated_moments(self) -> tuple[float, float]:
+        """Mean and std by quadrature of the density relative to its peak z*: free of the
+        cancellation in 1 + (aφ(a) − bφ(b))/Z − shift² that costs closed forms ~8 digits in far tails.
+        Beyond z* ± 40 the relative density is < e⁻⁸⁰⁰: the integrals stop there."""
+        peak = min(max(0.0, self.a), self.b)
+        lo, hi = max(self.a, peak - 40.0), min(self.b, peak + 40.0)
+
+        def weight(z: float) -> float:
+            return math.exp(-(z - peak) * (z + peak) / 2)
+
+        def integral(f: Callable[[float], float], epsabs: float = 0.0) -> float:
+            return float(integrate.quad(f, lo, hi, epsabs=epsabs, epsrel=1e-12, limit=200)[0])
+
+        mass = integral(weight)
+        # The first moment may be 0 (symmetric intervals): an absolute tolerance, scaled to the mass.
+        shift = integral(lambda z: z * weight(z), 1e-13 * mass * (1 + abs(peak))) / mass
+        variance = integral(lambda z: (z - shift) ** 2 * weight(z)) / mass
+        return self.loc + self.scale * shift, self.scale * math.sqrt(variance)
 
     @property
     def kurtosis(self) -> float:
@@ -353,6 +372,12 @@ def _flat_cases() -> list[Case]:
             FLAT,
             {"mean": 0.1, "std": 0.3, "low": -1.0, "high": -0.2},
         ),
+        # Far tails and a mean outside the interval: the mirrored inverse-CDF path.
+        Case("truncated_normal-far-upper-tail", "truncated_normal", FLAT, {"low": 5.0, "high": 7.0}),
+        Case("truncated_normal-far-lower-tail", "truncated_normal", FLAT, {"low": -30.0, "high": -29.0}),
+        Case(
+            "truncated_normal-mean-outside", "truncated_normal", FLAT, {"mean": 3.0, "std": 0.5, "low": -1.0, "high": 0}
+        ),
         # torch trunc_normal_(std=0.02) keeps its absolute bounds ±2 = ±100σ: no effective truncation.
         Case("truncated_normal-torch-absolute", "truncated_normal", FLAT, {"std": 0.02, "low": -2.0, "high": 2.0}),
     ]
@@ -426,20 +451,30 @@ def test_scheme_follows_its_exact_law(case: Case) -> None:
     assert_law(values, case.law, case.label)
 
 
-@pytest.mark.parametrize("case", LAW_CASES[::3], ids=lambda case: case.label)
-def test_engine_expected_moments_match_the_formulas(case: Case) -> None:
-    """compute_stats' ``expected`` equals the independent formula; its figures describe the sample."""
-    spec = parse_spec(case.spec())
-    report = compute_stats(spec)
-    law = case.law
-    expected = report["expected"]
-    assert expected["mean"] == pytest.approx(law.mean, rel=1e-9, abs=1e-15)
-    assert expected["std"] == pytest.approx(law.std, rel=1e-9)
+# Closed-form truncated-normal moments lose up to ~8 digits in far tails (see _truncated_moments);
+# the engine's reported figures are held to 1e-7 there, to 1e-12 for every other law.
+MOMENT_TOLERANCE = {"truncnorm": 1e-7, "uniform": 1e-12, "normal": 1e-12}
+EXPECTED_CASES = [case for index, case in enumerate(LAW_CASES) if index % 3 == 0 or case.law.kind == "truncnorm"]
+
+
+def assert_expected_moments(expected: Mapping[str, Any], law: Law) -> None:
+    tolerance = MOMENT_TOLERANCE[law.kind]
+    assert abs(expected["mean"] - law.mean) <= tolerance * law.std, (expected["mean"], law.mean)
+    assert expected["std"] == pytest.approx(law.std, rel=tolerance)
     for key, bound in (("low", law.low), ("high", law.high)):
         if math.isfinite(bound):
             assert expected[key] == pytest.approx(bound, rel=1e-12)
         else:
             assert expected[key] is None
+
+
+@pytest.mark.parametrize("case", EXPECTED_CASES, ids=lambda case: case.label)
+def test_engine_expected_moments_match_the_formulas(case: Case) -> None:
+    """compute_stats' ``expected`` equals the independent formula; its figures describe the sample."""
+    spec = parse_spec(case.spec())
+    report = compute_stats(spec)
+    law = case.law
+    assert_expected_moments(report["expected"], law)
     values = widen(generate(spec), spec.dtype)
     assert report["mean"] == pytest.approx(values.mean(), rel=1e-9, abs=1e-12)
     assert report["std"] == pytest.approx(values.std(), rel=1e-9)
@@ -462,6 +497,9 @@ def test_oracle_constants_and_cdf_agree_with_scipy() -> None:
     assert stats.truncnorm(-2, 2).std() == pytest.approx(TN_CORRECTION, rel=1e-14)
     assert float(stats.truncnorm(-2, 2).stats(moments="k")) + 3 == pytest.approx(KURTOSIS_TN2, abs=1e-7)
     assert float(stats.uniform.stats(moments="k")) + 3 == pytest.approx(KURTOSIS_UNIFORM)
+    for law in (Law.truncnorm(0.5, 2.0, -1.0, 4.0), Law.truncnorm(0.0, 1.0, -2.0, 2.0), Law.truncnorm(0, 0.02, -2, 2)):
+        assert law.mean == pytest.approx(float(law.frozen().mean()), rel=1e-12, abs=1e-15)
+        assert law.std == pytest.approx(float(law.frozen().std()), rel=1e-12)
     for law in (
         Law.truncnorm(0.5, 2.0, -1.0, 4.0),
         Law.truncnorm(0.0, 1.0, 1.0, 3.0),
@@ -469,6 +507,48 @@ def test_oracle_constants_and_cdf_agree_with_scipy() -> None:
     ):
         grid = np.linspace(law.low - 0.1, law.high + 0.1, 2001)
         np.testing.assert_allclose(law.cdf(grid), law.frozen().cdf(grid), rtol=1e-12, atol=1e-15)
+
+
+# Exact moments of N(0, 1) conditioned on [low, high], from mpmath at 50 digits (by hand, not the engine).
+TAIL_MOMENTS = [
+    pytest.param(
+        8.0,
+        1e6,
+        8.1213681122361127,
+        0.119686605112439,
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="engine bug: TruncatedNormal.moments() is not mirrored in the upper tail: "
+            "Φ(1e6) − Φ(8) cancels; reports mean 7.5845 (below low = 8), std 2.0375",
+        ),
+        id="upper-8-inf",
+    ),
+    pytest.param(
+        9.0,
+        10.0,
+        9.1084562880124085,
+        0.10699909262062108,
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="engine bug: Φ(10) − Φ(9) rounds to 0 in TruncatedNormal.moments(): "
+            "compute_stats raises ZeroDivisionError for a spec parse_spec accepts",
+        ),
+        id="upper-9-10",
+    ),
+    pytest.param(-1e6, -8.0, -8.1213681122361127, 0.119686605112439, id="lower-inf-8"),
+    pytest.param(5.0, 7.0, 5.1864952562762758, 0.18077473207564738, id="upper-5-7"),
+]
+
+
+@pytest.mark.parametrize(("low", "high", "mean", "std"), TAIL_MOMENTS)
+def test_truncated_normal_expected_moments_in_the_tails(low: float, high: float, mean: float, std: float) -> None:
+    law = Law.truncnorm(0.0, 1.0, low, high)
+    assert law.mean == pytest.approx(mean, rel=1e-12) and law.std == pytest.approx(std, rel=1e-11)  # the oracle
+    spec = parse_spec(body("truncated_normal", (1000,), {"low": low, "high": high}, dtype="float64", seed=1))
+    values = widen(generate(spec), "float64")
+    assert low <= values.min() and values.max() <= high
+    assert abs(values.mean() - mean) < SIGMAS * std / math.sqrt(values.size)  # sampling is right either way
+    assert_expected_moments(compute_stats(spec)["expected"], law)
 
 
 def test_ks_oracle_rejects_a_one_percent_std_error_of_a_normal() -> None:
@@ -566,6 +646,18 @@ def test_kaiming_leaky_relu_slope_is_distinguishable() -> None:
         scale = np.abs(steep).max()
         np.testing.assert_allclose(steep, ratio * shallow, rtol=0, atol=1e-12 * scale)
         assert np.abs(steep - shallow).max() > 1e-6 * scale  # the difference is real, not rounding
+
+
+def test_keras_fan_rules_below_rank_two() -> None:
+    """keras: a scalar has fans (1, 1), a vector of n has (n, n); TF1 uniform_unit_scaling uses d = 1."""
+    scalar = compute_stats(parse_spec(body("lecun_uniform", (), dtype="float64")))
+    assert (scalar["fan_in"], scalar["fan_out"]) == (1, 1)
+    assert scalar["expected"]["high"] == pytest.approx(math.sqrt(3.0), rel=1e-15)
+    vector = compute_stats(parse_spec(body("he_uniform", (24,), dtype="float64")))
+    assert (vector["fan_in"], vector["fan_out"]) == (24, 24)
+    assert vector["expected"]["high"] == pytest.approx(math.sqrt(6 / 24), rel=1e-15)
+    unit = compute_stats(parse_spec(body("uniform_unit_scaling", (24,), {"factor": 2.0}, dtype="float64")))
+    assert unit["expected"]["high"] == pytest.approx(2 * math.sqrt(3.0), rel=1e-15)
 
 
 def test_nonlinearity_without_slope_ignores_a() -> None:

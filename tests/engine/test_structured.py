@@ -240,6 +240,40 @@ def test_orthogonal_lower_precision_is_the_rounded_float64_matrix() -> None:
         np.testing.assert_array_equal(rounded, round_to(exact, dtype))
 
 
+@pytest.mark.parametrize("shape", [(48, 80), (80, 48), (6, 5, 7)])
+def test_orthogonal_stats_match_its_exact_second_moment(shape: tuple[int, ...]) -> None:
+    """‖W‖²_F = g²·min(r, c) exactly, so mean² + std² of the entries is g²/max(r, c)."""
+    gain = 1.7
+    rows, cols = shape[0], math.prod(shape[1:])
+    report = compute_stats(parse_spec(body("orthogonal", shape, {"gain": gain}, dtype="float64", seed=2)))
+    second_moment = gain**2 / max(rows, cols)
+    assert report["std"] ** 2 + report["mean"] ** 2 == pytest.approx(second_moment, rel=1e-12)
+    assert report["expected"]["std"] == pytest.approx(math.sqrt(second_moment), rel=1e-14)
+    assert report["expected"]["mean"] == 0.0
+    assert (report["expected"]["low"], report["expected"]["high"]) == (-gain, gain)
+    assert -gain <= report["min"] and report["max"] <= gain
+
+
+@pytest.mark.parametrize(
+    ("scheme", "shape", "params"),
+    [
+        ("eye", (3, 5), {"gain": 2.0}),
+        ("dirac", (8, 3, 4, 5), {"groups": 2}),
+        ("constant", (4, 4), {"value": -0.5}),
+        ("ones", (2, 3), {}),
+    ],
+)
+def test_deterministic_schemes_realise_their_expected_moments(
+    scheme: str, shape: tuple[int, ...], params: dict[str, Any]
+) -> None:
+    result = tensor(body(scheme, shape, params, dtype="float64"))
+    report = compute_stats(parse_spec(body(scheme, shape, params, dtype="float64")))
+    assert report["expected"]["mean"] == pytest.approx(result.mean(), rel=1e-14)
+    assert report["expected"]["std"] == pytest.approx(result.std(), rel=1e-12, abs=1e-15)
+    assert report["expected"]["low"] == min(0.0, result.min()) or report["expected"]["low"] == result.min()
+    assert report["expected"]["high"] == result.max()
+
+
 def test_orthogonal_needs_two_dimensions() -> None:
     with pytest.raises(SpecError) as error:
         parse_spec(body("orthogonal", (10,)))
