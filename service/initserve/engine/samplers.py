@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .rng import STREAM_SPARSE_MASK, STREAM_VALUES, WordStream, raw_words
-from .special import QuantileWorkspace, normal_cdf, normal_quantile_into
+from .special import QuantileWorkspace, normal_cdf, normal_quantile_into, truncated_normal_moments
 
 F64 = npt.NDArray[np.float64]
 U64 = npt.NDArray[np.uint64]
@@ -168,15 +168,10 @@ class TruncatedNormal:
         if not self.truncated:
             return Moments(self.mean, self.std, None, None)
         a, b = (self.low - self.mean) / self.std, (self.high - self.mean) / self.std
-        mass = _phi_cdf(b) - _phi_cdf(a)
-        pdf_a, pdf_b = _phi_pdf(a), _phi_pdf(b)
-        a_term = 0.0 if math.isinf(a) else a * pdf_a
-        b_term = 0.0 if math.isinf(b) else b * pdf_b
-        shift = (pdf_a - pdf_b) / mass
-        variance = 1.0 + (a_term - b_term) / mass - shift * shift
+        shift, spread = truncated_normal_moments(a, b)
         return Moments(
             self.mean + self.std * shift,
-            self.std * math.sqrt(max(variance, 0.0)),
+            self.std * spread,
             None if math.isinf(self.low) else self.low,
             None if math.isinf(self.high) else self.high,
         )
@@ -190,14 +185,6 @@ class _NormalWorkspace(QuantileWorkspace):
     def __init__(self, size: int) -> None:
         super().__init__(size)
         self.z = np.empty(size)
-
-
-def _phi_pdf(x: float) -> float:
-    return 0.0 if math.isinf(x) else math.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
-
-
-def _phi_cdf(x: float) -> float:
-    return 0.5 * math.erfc(-x / math.sqrt(2.0))
 
 
 @dataclass(frozen=True)
@@ -271,7 +258,7 @@ def draw(sampler: ElementwiseSampler, key: int, count: int, stream: int = STREAM
     words = WordStream(key, 0, stream)
     for offset in range(0, count, DRAW_CHUNK):
         n = min(DRAW_CHUNK, count - offset)
-        result[offset:offset + n] = sampler.values(words.next(n), offset, n)
+        result[offset : offset + n] = sampler.values(words.next(n), offset, n)
     return result
 
 

@@ -222,8 +222,11 @@ def parse_spec(
         raise SpecError(errors)
     assert shape is not None and scheme is not None and seed is not None
     if math.prod(shape) > MAX_ELEMENTS:
-        raise SpecTooLarge((*loc, "shape"), math.prod(shape) * DTYPES[dtype or DEFAULT_DTYPE].itemsize,
-                           MAX_ELEMENTS * DTYPES[dtype or DEFAULT_DTYPE].itemsize)
+        raise SpecTooLarge(
+            (*loc, "shape"),
+            math.prod(shape) * DTYPES[dtype or DEFAULT_DTYPE].itemsize,
+            MAX_ELEMENTS * DTYPES[dtype or DEFAULT_DTYPE].itemsize,
+        )
     assert dtype is not None and layout is not None and name is not None
     layer = Layer(shape, layout, params)
     rank_error = scheme.rank.check(shape, params, scheme.name)
