@@ -125,8 +125,18 @@ def iter_result_chunks(
     if stop <= start:
         return
     writer = ResultWriter(spec)
-    workers = threads or default_threads()
-    depth = 2 * workers if is_elementwise(spec.built.sampler) else 1
+    blocks = -(-(stop - start) // block)
+    if blocks == 1 or not is_elementwise(spec.built.sampler):
+        # One block (small tensors, most requests) or a whole-tensor scheme: a thread pool would
+        # cost more than it saves. Fill in the caller's thread, one reused buffer.
+        buffer = np.empty(min(block, stop - start), dtype=spec.dtype_info.storage)
+        for position in range(start, stop, block):
+            view = buffer[: min(block, stop - position)]
+            writer.fill(position, view)
+            yield view
+        return
+    workers = min(threads or default_threads(), blocks)
+    depth = 2 * workers
     ring = [np.empty(min(block, stop - start), dtype=spec.dtype_info.storage) for _ in range(depth + 1)]
     positions = iter(range(start, stop, block))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="initserve-stream") as pool:
