@@ -43,14 +43,17 @@ def test_two_gib_stream_keeps_memory_flat_and_health_fast(single_slot: LiveServe
     baseline = rss_kib(pid, "VmRSS")
     received = 0
     health_ms: list[float] = []
+    health_statuses: list[int] = []
+    in_flight: list[int] = []
     stop = threading.Event()
 
+    # Assertions inside a thread would only kill the thread: record, then assert in the test.
     def probe() -> None:
         with httpx.Client(base_url=single_slot.url, timeout=5) as client:
             while not stop.is_set():
                 started = time.perf_counter()
-                assert client.get("/healthz").status_code == 200
-                assert client.get("/readyz").json()["generations_in_flight"] == 1
+                health_statuses.append(client.get("/healthz").status_code)
+                in_flight.append(client.get("/readyz").json()["generations_in_flight"])
                 health_ms.append((time.perf_counter() - started) * 1000 / 2)
                 time.sleep(0.05)
 
@@ -72,6 +75,9 @@ def test_two_gib_stream_keeps_memory_flat_and_health_fast(single_slot: LiveServe
     growth_mib = (rss_kib(pid, "VmHWM") - baseline) / 1024
     assert growth_mib < 150, f"server RSS grew {growth_mib:.0f} MiB while streaming 2 GiB"
     assert len(health_ms) >= 5
+    assert set(health_statuses) == {200}
+    # The stream holds the one slot; the last probe may land just after it was released.
+    assert in_flight[0] == 1 and set(in_flight) <= {0, 1}
     assert max(health_ms) < 100, f"slowest /healthz during the stream: {max(health_ms):.1f} ms"
 
 
