@@ -6,7 +6,8 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-from api_helpers import LiveServer, start_server, stop_server
+
+from tests.live_server import LiveServer, start_server, stop_server
 
 
 @pytest.fixture(scope="session")

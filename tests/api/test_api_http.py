@@ -9,8 +9,9 @@ import re
 import httpx
 import numpy as np
 import pytest
-from api_helpers import LiveServer
 from safetensors.numpy import load as load_safetensors
+
+from tests.live_server import LiveServer
 
 LINEAR = {"shape": [64, 48], "scheme": "kaiming_uniform", "params": {"a": 5**0.5}, "seed": 42, "name": "fc.weight"}
 

@@ -10,7 +10,8 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from api_helpers import LiveServer
+
+from tests.live_server import LiveServer
 
 GiB = 1 << 30
 # uniform is the engine's fastest scheme: the stream is limited by HTTP, not by generation.

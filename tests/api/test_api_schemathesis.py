@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from api_helpers import LiveServer
+from tests.live_server import LiveServer
 
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 

@@ -4,84 +4,15 @@ TCP/HTTP proxy in front of it, and an isolated cache directory per test."""
 from __future__ import annotations
 
 import os
-import re
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
+from tests.live_server import LiveServer as Server
+from tests.live_server import start_server, stop_server
+
 from .fault_proxy import FaultProxy
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def port(self) -> int:
-        return int(self.url.rsplit(":", 1)[1])
-
-    def request_count(self, method: str, route_part: str, status: str = "") -> float:
-        """Sum of ``initserve_http_requests_total`` over routes containing ``route_part`` (from /metrics)."""
-        text = httpx.get(self.url + "/metrics", timeout=10).text
-        total = 0.0
-        for line in text.splitlines():
-            match = re.match(r"initserve_http_requests_total\{(.*)\} ([0-9.e+]+)$", line)
-            labels = match.group(1) if match else ""
-            if match and f'method="{method}"' in labels and route_part in labels and f'status="{status}' in labels:
-                total += float(match.group(2))
-        return total
-
-
-def start_server(log_dir: Path, env: dict[str, str] | None = None) -> Server:
-    port = free_port()
-    log = log_dir / f"client-tests-server-{port}.log"
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith("INITSERVE_")}
-    child_env.update(env or {})
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "initserve.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=child_env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    server = Server(f"http://127.0.0.1:{port}", process, log)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text(errors='replace')}")
-        try:
-            if httpx.get(server.url + "/healthz", timeout=1.0).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    stop_server(server)
-    raise RuntimeError(f"server did not answer /healthz within 30 s:\n{log.read_text(errors='replace')}")
-
-
-def stop_server(server: Server) -> None:
-    if server.process.poll() is None:
-        server.process.terminate()  # SIGTERM to the PID we started
-        try:
-            server.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait(timeout=5)
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from initserve_client import Cache, Client, OfflineError
 
-from .conftest import Server
+from tests.live_server import LiveServer as Server
+
 from .fault_proxy import FaultProxy
 
 

@@ -17,7 +17,7 @@ import torch
 from initserve_client import Client, InitserveError, init_module
 from torch import nn
 
-from .conftest import Server
+from tests.live_server import LiveServer as Server
 
 
 def small_cnn() -> nn.Module:

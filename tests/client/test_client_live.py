@@ -23,7 +23,8 @@ from initserve_client import (
     TooLargeError,
 )
 
-from .conftest import Server, start_server, stop_server
+from tests.live_server import LiveServer as Server
+from tests.live_server import start_server, stop_server
 
 DTYPES = ["float32", "float64", "float16", "bfloat16"]
 TORCH_DTYPES = {

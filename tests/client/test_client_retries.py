@@ -10,7 +10,8 @@ import httpx
 import pytest
 from initserve_client import AsyncClient, Client, RetriesExhaustedError, RetryPolicy, ServiceUnavailableError
 
-from .conftest import Server
+from tests.live_server import LiveServer as Server
+
 from .fault_proxy import FaultProxy
 
 FAST = RetryPolicy(attempts=5, base=0.05, max_backoff=0.2)

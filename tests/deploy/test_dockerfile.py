@@ -85,7 +85,9 @@ def test_healthcheck_command_really_probes_healthz(tmp_path: Path) -> None:
     """Run the HEALTHCHECK's own python one-liner against a dead port: it must fail (exit != 0)."""
     healthcheck = next(rest for keyword, rest in _final_stage() if keyword == "HEALTHCHECK")
     argv = json.loads(healthcheck[healthcheck.index("CMD") + 3 :].strip())
-    from deploy_helpers import free_port, service_env
+    from deploy_helpers import service_env
+
+    from tests.live_server import free_port
 
     env = service_env(port=str(free_port()))
     result = subprocess.run([sys.executable, *argv[1:]], env=env, capture_output=True, timeout=30)

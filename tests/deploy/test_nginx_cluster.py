@@ -20,8 +20,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from deploy_helpers import Managed, free_port, nginx_binary, start_initserve, start_nginx
+from deploy_helpers import Managed, nginx_binary, start_initserve, start_nginx
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.live_server import free_port
 
 pytestmark = [
     pytest.mark.skipif(

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from deploy_helpers import REPO, Managed, free_port, start_initserve
+from deploy_helpers import REPO, Managed, start_initserve
 from safetensors.numpy import load_file
+
+from tests.live_server import free_port
 
 README = REPO / "README.md"
 README_ADDRESS = "127.0.0.1:8000"

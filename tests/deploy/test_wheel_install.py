@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from deploy_helpers import REPO, free_port, service_env, spawn, wait_healthy
+from deploy_helpers import REPO, service_env, spawn, wait_healthy
+
+from tests.live_server import free_port
 
 # About 15 s with a warm pip cache (CI's `make install` warms it), so part of the default run.
 pytestmark = pytest.mark.timeout(600)
