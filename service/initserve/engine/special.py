@@ -134,6 +134,15 @@ class QuantileWorkspace:
         self.acc = np.empty((2, size))
         self.tmp = np.empty(size)
         self.mask = np.empty(size, dtype=bool)
+        # the tail branch (|q| > 0.425, ~15% of elements)
+        self.tail_p = np.empty(size)
+        self.tail_r = np.empty(size)
+        self.tail_s = np.empty(size)
+        self.tail_z = np.empty(size)
+        self.tail_e = np.empty(size, dtype=np.int32)
+        self.tail_lower = np.empty(size, dtype=bool)
+        self.tail_low = np.empty(size, dtype=bool)
+        self.tail_acc = np.empty((2, size))
 
 
 def normal_quantile_into(p: F64, out: F64, work: QuantileWorkspace) -> F64:
@@ -155,12 +164,69 @@ def normal_quantile_into(p: F64, out: F64, work: QuantileWorkspace) -> F64:
     np.abs(q, out=tmp)
     np.greater(tmp, CENTRAL_LIMIT, out=mask)
     index = np.flatnonzero(mask)
-    tail = _tail_quantile(p[index], q[index]) if index.size else None
+    tail = _tail_quantile_into(p, q, index, work) if index.size else None
     np.multiply(q, acc[0], out=out)
     np.divide(out, acc[1], out=out)
     if tail is not None:
         out[index] = tail
     return out
+
+
+_TAIL_NEAR_STACK = np.array([C, D], dtype=np.float64).T.copy()  # row k: (c_k, d_k)
+
+
+def _tail_quantile_into(p: F64, q: F64, index: npt.NDArray[np.intp], work: QuantileWorkspace) -> F64:
+    """:func:`_tail_quantile` for ``p[index]`` in workspace buffers: the same operations in the same
+    order per element, none of the ~40 temporaries it would otherwise allocate."""
+    n = index.shape[0]
+    lower, low = work.tail_lower[:n], work.tail_low[:n]
+    r, s, z, e = work.tail_r[:n], work.tail_s[:n], work.tail_z[:n], work.tail_e[:n]
+    tail_p = work.tail_p[:n]
+    np.take(q, index, out=s)
+    np.less(s, 0.0, out=lower)
+    np.take(p, index, out=tail_p)
+    np.subtract(1.0, tail_p, out=r)
+    np.copyto(r, tail_p, where=lower)  # r = p if q < 0 else 1 − p
+    # r ← ln r, as log_exact_ops
+    np.frexp(r, out=(r, e))
+    np.less(r, SQRT_HALF, out=low)
+    np.multiply(r, 2.0, out=r, where=low)
+    np.subtract(e, low, out=e)
+    np.subtract(r, 1.0, out=s)
+    np.add(r, 1.0, out=z)
+    np.divide(s, z, out=s)  # s = (m − 1)/(m + 1)
+    np.multiply(s, s, out=z)  # z = s²
+    np.multiply(z, ATANH_COEFFS[0], out=r)
+    np.add(r, ATANH_COEFFS[1], out=r)
+    for coefficient in ATANH_COEFFS[2:]:
+        np.multiply(r, z, out=r)
+        np.add(r, coefficient, out=r)
+    np.multiply(r, z, out=r)
+    np.add(r, 1.0, out=r)  # poly
+    np.multiply(s, r, out=r)
+    np.multiply(r, 2.0, out=r)  # log_m = 2·(s·poly)
+    np.copyto(s, e, casting="unsafe")  # e as binary64
+    np.multiply(s, LN2_LO, out=z)
+    np.add(z, r, out=z)  # e·LN2_LO + log_m
+    np.multiply(s, LN2_HI, out=s)
+    np.add(s, z, out=r)  # ln
+    np.negative(r, out=r)
+    np.sqrt(r, out=r)
+    # near branch for every tail element; the rare far ones (r > 5, p < 1.4e-11) are redone below
+    np.subtract(r, TAIL_SHIFT_NEAR, out=s)
+    stack = work.tail_acc[:, :n]
+    np.multiply(_TAIL_NEAR_STACK[7][:, None], s, out=stack)
+    for k in range(6, 0, -1):
+        np.add(stack, _TAIL_NEAR_STACK[k][:, None], out=stack)
+        np.multiply(stack, s, out=stack)
+    np.add(stack, _TAIL_NEAR_STACK[0][:, None], out=stack)
+    np.divide(stack[0], stack[1], out=z)
+    far = np.flatnonzero(r > TAIL_SPLIT)
+    if far.size:
+        r_far = r[far] - TAIL_SPLIT
+        z[far] = _horner(E, r_far) / _horner(F, r_far)
+    np.negative(z, out=z, where=lower)
+    return z
 
 
 def normal_quantile(p: F64) -> F64:
