@@ -40,6 +40,10 @@ class Moments:
 
 
 class ElementwiseSampler(Protocol):
+    """``values(words, start, count)``: elements start..start+count-1 from their words. The words
+    array is the caller's fresh array and may be overwritten; the result may be a reused buffer,
+    valid until the next call on the same thread."""
+
     uses_words: bool
 
     def values(self, words: U64 | None, start: int, count: int) -> F64: ...
@@ -67,9 +71,14 @@ def uniform_01(words: U64) -> F64:
     return (words >> np.uint64(11)).astype(np.float64) * TWO_POW_M53
 
 
-def uniform_open(words: U64, out: F64 | None = None) -> F64:
-    """u = ((w >> 11) | 1) · 2⁻⁵³ = (2k + 1) · 2⁻⁵³ with k = w >> 12, in (0, 1) and symmetric about ½."""
-    odd = np.bitwise_or(np.right_shift(words, np.uint64(11)), np.uint64(1))
+def uniform_open(words: U64, out: F64 | None = None, *, consume: bool = False) -> F64:
+    """u = ((w >> 11) | 1) · 2⁻⁵³ = (2k + 1) · 2⁻⁵³ with k = w >> 12, in (0, 1) and symmetric about ½.
+
+    ``consume=True`` lets it overwrite ``words`` instead of allocating two temporaries.
+    """
+    odd = words if consume else np.empty_like(words)
+    np.right_shift(words, np.uint64(11), out=odd)
+    np.bitwise_or(odd, np.uint64(1), out=odd)
     result: F64 = np.multiply(odd, TWO_POW_M53, out=out)
     return result
 
@@ -140,7 +149,7 @@ class TruncatedNormal:
     def values(self, words: U64 | None, start: int, count: int) -> F64:
         assert words is not None
         work = self._workspace(count)
-        z = uniform_open(words, out=work.z[:count])  # p, transformed in place below
+        z = uniform_open(words, out=work.z[:count], consume=True)  # p, transformed in place below
         if self.truncated:
             np.multiply(z, self.width, out=z)
             np.add(z, self.p_low, out=z)  # p = p_low + w·u
