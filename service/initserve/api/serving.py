@@ -122,6 +122,7 @@ async def serve_target(request: Request, target: Target, *, conditional: bool, s
         slot=None if head else _acquire(request),
         on_data=partial(_count_data, request.app.state.metrics, target),
         threads=settings.generation_threads,
+        cpu_limiter=request.app.state.cpu_limiter,
     )
 
 
@@ -145,7 +146,8 @@ async def _serve_stats(request: Request, target: Target, *, conditional: bool) -
         results = {}
         for spec in target.specs:
             results[spec.name] = await anyio.to_thread.run_sync(
-                partial(compute_stats, spec, threads=settings.generation_threads)
+                partial(compute_stats, spec, threads=settings.generation_threads),
+                limiter=request.app.state.cpu_limiter,
             )
             metrics.generated_elements.labels(spec.scheme).inc(int(spec.numel))
     finally:

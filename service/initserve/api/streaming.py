@@ -73,6 +73,7 @@ class GeneratedFileResponse(Response):
         slot: GenerationSlot | None = None,
         on_data: DataCallback | None = None,
         threads: int | None = None,
+        cpu_limiter: anyio.CapacityLimiter | None = None,
     ) -> None:
         self.source = source
         self.status_code = status_code
@@ -81,6 +82,7 @@ class GeneratedFileResponse(Response):
         self.slot = slot
         self.on_data = on_data or (lambda _start, _stop: None)
         self.threads = threads
+        self.cpu_limiter = cpu_limiter
         self.background = None
         self.body = b""
         self.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
@@ -118,7 +120,7 @@ class GeneratedFileResponse(Response):
         try:
             while True:
                 # Not abandoned on cancel: the thread finishes its next() before we close the iterator.
-                chunk = await anyio.to_thread.run_sync(_next_copy, iterator)
+                chunk = await anyio.to_thread.run_sync(_next_copy, iterator, limiter=self.cpu_limiter)
                 if chunk is None:
                     break
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
