@@ -41,7 +41,9 @@ class Settings(BaseSettings):
         default_factory=list, description="Comma-separated origins allowed by CORS; empty means CORS off."
     )
     generation_threads: int | None = Field(
-        default=None, ge=1, description="Threads per generation handed to the engine; unset: the engine's default."
+        default=None,
+        ge=1,
+        description="Threads per generation, and how many generation steps run at once; unset: all cores.",
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         default="info", description="Level of the JSON logs."
