@@ -109,4 +109,7 @@ def write_markdown(
     for row in rows:
         text.append(f"- **{row.key}**: {row.title}. Ratio = {row.ratio_meaning}.")
         text += [f"  - {note}" for note in row.notes]
+    analysis = Path(__file__).with_name("analysis.md")
+    if analysis.exists():  # the hand-written causes of the misses travel with every regenerated table
+        text += ["", analysis.read_text().rstrip()]
     path.write_text("\n".join(text) + "\n")
