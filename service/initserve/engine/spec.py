@@ -235,12 +235,13 @@ def parse_spec(
     if scheme.uses_fans and math.prod(shape) > 0:
         params = _fill_fans(scheme, layer, params)
         layer = Layer(shape, layout, params)
+    spec = Spec(shape, scheme.name, tuple(sorted(params.items())), seed, dtype, layout, name, slice_)
     if math.prod(shape) > 0:
         checks = scheme.check(layer) if scheme.check else []
         if checks:
             raise SpecError([FieldError((*loc, *error.loc), error.msg) for error in checks])
-        _check_magnitude(scheme.build(layer), dtype, loc)
-    return Spec(shape, scheme.name, tuple(sorted(params.items())), seed, dtype, layout, name, slice_)
+        _check_magnitude(spec.built, dtype, loc)  # builds once; the cached build is the one generation uses
+    return spec
 
 
 def _fill_fans(scheme: Scheme, layer: Layer, params: dict[str, ParamValue]) -> dict[str, ParamValue]:

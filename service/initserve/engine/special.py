@@ -26,19 +26,38 @@ ATANH_COEFFS = tuple(1.0 / (2 * k + 1) for k in range(11, 0, -1))  # 1/23, 1/21,
 
 def log_exact_ops(x: F64) -> F64:
     """ln(x) for 0 < x <= 1, accurate to a few ulp, from exact operations only."""
-    mantissa, exponent = np.frexp(x)  # x = mantissa * 2**exponent, mantissa in [0.5, 1)
-    low = mantissa < SQRT_HALF
-    mantissa = np.where(low, mantissa * 2.0, mantissa)
-    e = (exponent - low).astype(np.float64)
-    s = (mantissa - 1.0) / (mantissa + 1.0)
-    z = s * s
-    poly = np.full_like(z, ATANH_COEFFS[0])
-    for coefficient in ATANH_COEFFS[1:]:
-        poly = poly * z + coefficient
-    poly = poly * z + 1.0
-    log_m: F64 = 2.0 * (s * poly)
-    result: F64 = e * LN2_HI + (e * LN2_LO + log_m)
+    result = np.array(x, dtype=np.float64)
+    n = result.shape[0]
+    _log_in_place(result, np.empty(n, dtype=np.int32), np.empty(n, dtype=bool), np.empty(n), np.empty(n))
     return result
+
+
+def _log_in_place(r: F64, e: npt.NDArray[np.int32], low: npt.NDArray[np.bool_], s: F64, z: F64) -> None:
+    """r ← ln r, using the scratch arrays e, low, s, z (same length as r). The order of operations:
+    (m, e) = frexp(r); m < √½ → (2m, e − 1); s = (m−1)/(m+1); z = s²; P = Horner in z of 1/23 … 1/3, 1;
+    ln r = e·LN2_HI + (e·LN2_LO + 2·(s·P))."""
+    np.frexp(r, out=(r, e))  # r becomes the mantissa m in [0.5, 1)
+    np.less(r, SQRT_HALF, out=low)
+    np.multiply(r, 2.0, out=r, where=low)
+    np.subtract(e, low, out=e)
+    np.subtract(r, 1.0, out=s)
+    np.add(r, 1.0, out=z)
+    np.divide(s, z, out=s)  # s = (m − 1)/(m + 1)
+    np.multiply(s, s, out=z)  # z = s²
+    np.multiply(z, ATANH_COEFFS[0], out=r)
+    np.add(r, ATANH_COEFFS[1], out=r)
+    for coefficient in ATANH_COEFFS[2:]:
+        np.multiply(r, z, out=r)
+        np.add(r, coefficient, out=r)
+    np.multiply(r, z, out=r)
+    np.add(r, 1.0, out=r)  # P
+    np.multiply(s, r, out=r)
+    np.multiply(r, 2.0, out=r)  # 2·(s·P)
+    np.copyto(s, e, casting="unsafe")  # e as binary64
+    np.multiply(s, LN2_LO, out=z)
+    np.add(z, r, out=z)  # e·LN2_LO + 2·(s·P)
+    np.multiply(s, LN2_HI, out=s)
+    np.add(s, z, out=r)
 
 
 # --- normal quantile: Wichura (1988), algorithm AS 241 (PPND16), relative accuracy ~1e-16 --------
@@ -146,7 +165,7 @@ class QuantileWorkspace:
 
 
 def normal_quantile_into(p: F64, out: F64, work: QuantileWorkspace) -> F64:
-    """Φ⁻¹(p) into ``out`` (which may be ``p``); same operations, same order as :func:`normal_quantile`.
+    """Φ⁻¹(p) for 0 < p < 1 into ``out`` (which may be ``p``), allocating nothing.
 
     Numerator and denominator of the central rational function are evaluated together as one
     (2, n) Horner recurrence: each element still sees exactly the scalar operation sequence.
@@ -176,8 +195,8 @@ _TAIL_NEAR_STACK = np.array([C, D], dtype=np.float64).T.copy()  # row k: (c_k, d
 
 
 def _tail_quantile_into(p: F64, q: F64, index: npt.NDArray[np.intp], work: QuantileWorkspace) -> F64:
-    """:func:`_tail_quantile` for ``p[index]`` in workspace buffers: the same operations in the same
-    order per element, none of the ~40 temporaries it would otherwise allocate."""
+    """The tail branch (|q| > 0.425) for ``p[index]``, in workspace buffers: r = √(−ln min(p, 1−p));
+    r ≤ 5: C(r−1.6)/D(r−1.6), else E(r−5)/F(r−5); negated where q < 0."""
     n = index.shape[0]
     lower, low = work.tail_lower[:n], work.tail_low[:n]
     r, s, z, e = work.tail_r[:n], work.tail_s[:n], work.tail_z[:n], work.tail_e[:n]
@@ -187,29 +206,7 @@ def _tail_quantile_into(p: F64, q: F64, index: npt.NDArray[np.intp], work: Quant
     np.take(p, index, out=tail_p)
     np.subtract(1.0, tail_p, out=r)
     np.copyto(r, tail_p, where=lower)  # r = p if q < 0 else 1 − p
-    # r ← ln r, as log_exact_ops
-    np.frexp(r, out=(r, e))
-    np.less(r, SQRT_HALF, out=low)
-    np.multiply(r, 2.0, out=r, where=low)
-    np.subtract(e, low, out=e)
-    np.subtract(r, 1.0, out=s)
-    np.add(r, 1.0, out=z)
-    np.divide(s, z, out=s)  # s = (m − 1)/(m + 1)
-    np.multiply(s, s, out=z)  # z = s²
-    np.multiply(z, ATANH_COEFFS[0], out=r)
-    np.add(r, ATANH_COEFFS[1], out=r)
-    for coefficient in ATANH_COEFFS[2:]:
-        np.multiply(r, z, out=r)
-        np.add(r, coefficient, out=r)
-    np.multiply(r, z, out=r)
-    np.add(r, 1.0, out=r)  # poly
-    np.multiply(s, r, out=r)
-    np.multiply(r, 2.0, out=r)  # log_m = 2·(s·poly)
-    np.copyto(s, e, casting="unsafe")  # e as binary64
-    np.multiply(s, LN2_LO, out=z)
-    np.add(z, r, out=z)  # e·LN2_LO + log_m
-    np.multiply(s, LN2_HI, out=s)
-    np.add(s, z, out=r)  # ln
+    _log_in_place(r, e, low, s, z)
     np.negative(r, out=r)
     np.sqrt(r, out=r)
     # near branch for every tail element; the rare far ones (r > 5, p < 1.4e-11) are redone below
@@ -230,31 +227,8 @@ def _tail_quantile_into(p: F64, q: F64, index: npt.NDArray[np.intp], work: Quant
 
 
 def normal_quantile(p: F64) -> F64:
-    """Φ⁻¹(p) for 0 < p < 1 (AS 241, evaluated in the order documented in docs/determinism.md)."""
-    q = p - 0.5
-    r = CENTRAL_R0 - q * q
-    z: F64 = (q * _horner(A, r)) / _horner(B, r)
-    tail = np.abs(q) > CENTRAL_LIMIT
-    if tail.any():
-        index = np.flatnonzero(tail)
-        z[index] = _tail_quantile(p[index], q[index])
-    return z
-
-
-def _tail_quantile(p: F64, q: F64) -> F64:
-    """|q| > 0.425: r = √(−ln min(p, 1−p)); r ≤ 5: C(r−1.6)/D(r−1.6), else E(r−5)/F(r−5); sign of q."""
-    lower = q < 0.0
-    r = np.sqrt(-log_exact_ops(np.where(lower, p, 1.0 - p)))
-    z = np.empty_like(r)
-    near = r <= TAIL_SPLIT
-    r_near = r[near] - TAIL_SHIFT_NEAR
-    z[near] = _horner(C, r_near) / _horner(D, r_near)
-    far = ~near
-    if far.any():  # p < 1.4e-11: rare
-        r_far = r[far] - TAIL_SPLIT
-        z[far] = _horner(E, r_far) / _horner(F, r_far)
-    result: F64 = np.where(lower, -z, z)
-    return result
+    """Φ⁻¹(p) for 0 < p < 1 (AS 241, in the order documented in docs/determinism.md), fresh buffers."""
+    return normal_quantile_into(p, np.empty_like(p), QuantileWorkspace(p.shape[0]))
 
 
 # --- normal CDF for scalars (truncation bounds) ----------------------------------------------------
