@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import anyio
@@ -16,6 +16,7 @@ from initserve.api.limits import BodySizeLimitMiddleware, GenerationLimiter
 from initserve.api.metrics import Metrics, RequestMetricsMiddleware
 from initserve.api.openapi import install_openapi
 from initserve.api.problems import install_problem_handlers
+from initserve.api.response_cache import ResponseCache
 from initserve.api.routes import ROUTERS
 from initserve.api.settings import Settings
 from initserve.engine.generate import default_threads
@@ -38,6 +39,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
 
 
+def _cache_size_reporter(metrics: Metrics) -> Callable[[int, int], None]:
+    def report(entries: int, stored_bytes: int) -> None:
+        metrics.cache_entries.set(entries)
+        metrics.cache_bytes.set(stored_bytes)
+
+    return report
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service; without ``settings`` they are read from ``INITSERVE_*`` variables."""
     settings = settings or Settings()
@@ -49,6 +58,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.cpu_limiter = anyio.CapacityLimiter(settings.generation_threads or default_threads())
     app.state.limiter = limiter = GenerationLimiter(settings.max_concurrent_generations, settings.retry_after_seconds)
     limiter.on_change = metrics.in_flight.set
+    app.state.response_cache = cache = ResponseCache(settings.response_cache_bytes, settings.response_cache_entry_bytes)
+    cache.on_evict = metrics.cache_evictions.inc
+    cache.on_size = _cache_size_reporter(metrics)
     install_problem_handlers(app)
     install_openapi(app)
     for router in ROUTERS:

@@ -66,6 +66,35 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.cache_hits = Counter(
+            "initserve_response_cache_hits",
+            "Small files served from memory without generating: cached, or shared with an identical "
+            "request that was generating it.",
+            registry=self.registry,
+        )
+        self.cache_misses = Counter(
+            "initserve_response_cache_misses",
+            "Small files that had to be generated (then kept if the cache admits them).",
+            registry=self.registry,
+        )
+        self.cache_evictions = Counter(
+            "initserve_response_cache_evictions",
+            "Cached files dropped (least recently used first) to stay within INITSERVE_RESPONSE_CACHE_BYTES.",
+            registry=self.registry,
+        )
+        self.cache_bytes = Gauge(
+            "initserve_response_cache_bytes",
+            "Bytes of small files held in the response cache.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self.cache_entries = Gauge(
+            "initserve_response_cache_entries",
+            "Files held in the response cache.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+
     def exposition(self) -> tuple[bytes, str]:
         """The text exposition format, aggregated across workers in multiprocess mode."""
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

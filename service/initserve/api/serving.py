@@ -3,6 +3,10 @@
 The decision order follows RFC 9110 §13.2.2: ``If-None-Match`` first (→ 304 without
 generating), then ``If-Range``/``Range`` (GET only), then generation under a concurrency slot.
 HEAD builds the same headers and generates nothing.
+
+Files of at most ``INITSERVE_RESPONSE_CACHE_ENTRY_BYTES`` are *small*: generated whole in one
+worker step, sent in one piece, and answered from the :class:`ResponseCache` when they were made
+before (or are being made by an identical request). Larger files stream chunk by chunk.
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ from initserve.api.http_cache import (
 from initserve.api.limits import GenerationLimiter, GenerationSlot
 from initserve.api.metrics import Metrics
 from initserve.api.problems import ProblemError
+from initserve.api.response_cache import CacheKey, ResponseCache
 from initserve.api.settings import Settings
-from initserve.api.streaming import GeneratedFileResponse, Segment
+from initserve.api.streaming import ByteSource, GeneratedFileResponse, Segment
 from initserve.api.targets import Target
 from initserve.engine import ALGORITHM_VERSION, Spec, compute_stats
 
@@ -113,6 +118,9 @@ async def serve_target(request: Request, target: Target, *, conditional: bool, s
         headers.update({"Content-Type": plan.content_type, "Content-Length": str(plan.content_length)})
     head = request.method == "HEAD"
     settings: Settings = request.app.state.settings
+    if not head and length <= settings.response_cache_entry_bytes:
+        data = await _small_file(request, target)
+        return Response(_assemble(data, segments), status_code=status, headers=headers)
     return GeneratedFileResponse(
         target.file,
         status_code=status,
@@ -124,6 +132,59 @@ async def serve_target(request: Request, target: Target, *, conditional: bool, s
         threads=settings.generation_threads,
         cpu_limiter=request.app.state.cpu_limiter,
     )
+
+
+def _assemble(data: bytes, segments: list[Segment]) -> bytes:
+    """The body the segments describe, cut from the whole file ``data``."""
+    if len(segments) == 1 and isinstance(segments[0], ByteRange) and len(segments[0]) == len(data):
+        return data
+    return b"".join(part if isinstance(part, bytes) else data[part.start : part.stop] for part in segments)
+
+
+def _render(source: ByteSource, threads: int | None) -> bytes:
+    """The whole file in memory, in one call (runs in a worker thread)."""
+    buffer = bytearray(source.total_length)
+    position = 0
+    for view in source.iter_bytes(threads=threads):
+        buffer[position : position + len(view)] = view
+        position += len(view)
+    if position != len(buffer):
+        raise RuntimeError(f"engine yielded {position} bytes of a {len(buffer)}-byte file")
+    return bytes(buffer)
+
+
+async def _small_file(request: Request, target: Target) -> bytes:
+    """The whole file of a small target: from the cache, from an identical in-flight request, or
+    generated here under a generation slot (503 when none is free) and then offered to the cache."""
+    cache: ResponseCache = request.app.state.response_cache
+    metrics: Metrics = request.app.state.metrics
+    key: CacheKey = (target.kind, target.digest, ALGORITHM_VERSION, "safetensors")
+    while True:
+        data = cache.get(key)
+        if data is not None:
+            metrics.cache_hits.inc()
+            return data
+        pending, owner = cache.claim(key)
+        if not owner:
+            data = await pending.wait()
+            if data is not None:
+                metrics.cache_hits.inc()
+                return data
+            continue  # the owner failed or gave up: try again, possibly as the owner
+        try:
+            slot = _acquire(request)
+            try:
+                settings: Settings = request.app.state.settings
+                data = await anyio.to_thread.run_sync(
+                    partial(_render, target.file, settings.generation_threads), limiter=request.app.state.cpu_limiter
+                )
+            finally:
+                slot.release()
+        finally:
+            cache.finish(key, pending, data)
+        metrics.cache_misses.inc()
+        _count_data(metrics, target, 0, len(data))
+        return data
 
 
 def _count_data(metrics: Metrics, target: Target, start: int, stop: int) -> None:

@@ -45,6 +45,17 @@ class Settings(BaseSettings):
         ge=1,
         description="Threads per generation, and how many generation steps run at once; unset: all cores.",
     )
+    response_cache_bytes: int = Field(
+        default=64 << 20,
+        ge=0,
+        description="Memory for small generated files kept to answer repeated requests; 0 turns the cache off.",
+    )
+    response_cache_entry_bytes: int = Field(
+        default=2 << 20,
+        ge=0,
+        description="Files up to this size are generated in one step, sent in one piece and may be cached; "
+        "larger ones stream and are never cached.",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         default="info", description="Level of the JSON logs."
     )

@@ -18,7 +18,7 @@ from typing import Any
 from initserve.api.http_cache import strong_etag
 from initserve.api.problems import Loc, ProblemError, field_path
 from initserve.api.settings import Settings
-from initserve.api.tokens import Kind, encode_token, tensor_url
+from initserve.api.tokens import TENSORS_PATH, Kind, encode_token
 from initserve.engine import (
     ALGORITHM_VERSION,
     BundleSpec,
@@ -54,11 +54,11 @@ class Target:
     token: str
     url: str | None
 
-    @property
+    @cached_property
     def digest(self) -> str:
         return self.value.digest()
 
-    @property
+    @cached_property
     def etag(self) -> str:
         return strong_etag(self.digest)
 
@@ -134,5 +134,5 @@ def build_target(kind: Kind, mapping: Mapping[str, Any], settings: Settings, pre
         raise _spec_problem(exc, prefix) from exc
     canonical_json = value.canonical_json()
     token = encode_token(kind, canonical_json)
-    url = tensor_url(kind, canonical_json) if len(token) <= settings.max_token_length else None
+    url = TENSORS_PATH + token if len(token) <= settings.max_token_length else None
     return Target(kind, value, token, url)

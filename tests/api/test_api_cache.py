@@ -1,0 +1,193 @@
+"""The response cache of small files: the LRU itself, then real servers with it on, tight and off."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import anyio
+import httpx
+import pytest
+from initserve.api.response_cache import CacheKey, ResponseCache
+from initserve.engine import SafetensorsFile, parse_spec
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.live_server import LiveServer
+
+SMALL = {"shape": [256, 256], "scheme": "kaiming_normal", "seed": 0}
+TIGHT_BUDGET = 50_000  # three 16 KB files fit, the fourth evicts
+TIGHT_ENTRY = 20_000
+
+
+def key(name: str) -> CacheKey:
+    return ("t", name, 1, "safetensors")
+
+
+# --- the LRU --------------------------------------------------------------------------------------
+def test_lru_evicts_least_recently_used_within_the_budget() -> None:
+    evicted: list[int] = []
+    cache = ResponseCache(budget_bytes=100, entry_bytes=60)
+    cache.on_evict = evicted.append
+    assert cache.put(key("a"), b"a" * 40) and cache.put(key("b"), b"b" * 40)
+    assert cache.get(key("a")) == b"a" * 40  # a is now the most recently used
+    assert cache.put(key("c"), b"c" * 40)  # 120 > 100: b goes, not a
+    assert cache.get(key("b")) is None and cache.get(key("a")) is not None and cache.get(key("c")) is not None
+    assert cache.stored_bytes == 80 and len(cache) == 2 and evicted == [1]
+    assert cache.put(key("d"), b"d" * 60)  # 140 > 100: a (least recent after c was read) goes
+    assert cache.get(key("a")) is None and cache.stored_bytes == 100 and len(cache) == 2
+    assert not cache.put(key("e"), b"e" * 61), "over the per-entry cap"
+    assert cache.get(key("e")) is None and cache.stored_bytes == 100
+
+
+def test_replacing_an_entry_counts_its_size_once() -> None:
+    cache = ResponseCache(budget_bytes=100, entry_bytes=100)
+    cache.put(key("a"), b"x" * 30)
+    cache.put(key("a"), b"y" * 50)
+    assert cache.stored_bytes == 50 and cache.get(key("a")) == b"y" * 50
+
+
+@pytest.mark.parametrize(("budget", "entry"), [(0, 1 << 20), (1 << 20, 0)])
+def test_zero_budget_or_cap_keeps_nothing(budget: int, entry: int) -> None:
+    cache = ResponseCache(budget_bytes=budget, entry_bytes=entry)
+    assert not cache.enabled and not cache.put(key("a"), b"a")
+    assert cache.get(key("a")) is None and cache.stored_bytes == 0
+
+
+def test_stored_bytes_never_exceed_the_budget_under_random_traffic() -> None:
+    rng = random.Random(7)
+    cache = ResponseCache(budget_bytes=1000, entry_bytes=300)
+    for _ in range(2000):
+        name = f"k{rng.randrange(40)}"
+        if rng.random() < 0.5:
+            cache.put(key(name), bytes(rng.randrange(1, 400)))
+        else:
+            cache.get(key(name))
+        assert cache.stored_bytes <= 1000
+        assert cache.stored_bytes == sum(len(cache.get(k) or b"") for k in list(cache._entries))
+
+
+def test_single_flight_shares_the_owner_result_even_when_not_kept() -> None:
+    async def scenario() -> None:
+        cache = ResponseCache(budget_bytes=0, entry_bytes=0)  # nothing kept, results still shared
+        first, owner = cache.claim(key("a"))
+        second, other = cache.claim(key("a"))
+        assert owner and not other and second is first
+        results: list[bytes | None] = []
+        async with anyio.create_task_group() as group:
+
+            async def wait() -> None:
+                results.append(await second.wait())
+
+            group.start_soon(wait)
+            group.start_soon(wait)
+            await anyio.sleep(0.01)
+            cache.finish(key("a"), first, b"payload")
+        assert results == [b"payload", b"payload"]
+        assert cache.get(key("a")) is None
+        again, owner_again = cache.claim(key("a"))
+        assert owner_again and again is not first, "a finished generation is no longer joinable"
+        cache.finish(key("a"), again, None)
+        assert await again.wait() is None
+
+    anyio.run(scenario)
+
+
+# --- real servers ---------------------------------------------------------------------------------
+def metric(server: LiveServer, name: str) -> float:
+    text = httpx.get(server.url + "/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and not sample.labels:
+                return float(sample.value)
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def cache_counts(server: LiveServer) -> tuple[float, float]:
+    hits = metric(server, "initserve_response_cache_hits_total")
+    return hits, metric(server, "initserve_response_cache_misses_total")
+
+
+@pytest.fixture(scope="module")
+def uncached(server_factory: Callable[..., LiveServer]) -> LiveServer:
+    return server_factory(response_cache_bytes="0")
+
+
+@pytest.fixture(scope="module")
+def tight(server_factory: Callable[..., LiveServer]) -> LiveServer:
+    return server_factory(response_cache_bytes=str(TIGHT_BUDGET), response_cache_entry_bytes=str(TIGHT_ENTRY))
+
+
+def test_hits_return_the_bytes_a_fresh_uncached_server_generates(live: LiveServer, uncached: LiveServer) -> None:
+    spec = {**SMALL, "seed": 1234}
+    expected = SafetensorsFile(parse_spec(spec)).to_bytes()
+    hits, misses = cache_counts(live)
+    with live.client() as client:
+        first = client.post("/v1/init", json=spec)
+        second = client.post("/v1/init", json=spec)
+        by_url = client.get(second.headers["content-location"])
+        ranged = client.get(second.headers["content-location"], headers={"Range": "bytes=100-199,-50"})
+    assert cache_counts(live) == (hits + 3, misses + 1)
+    with uncached.client() as client:
+        fresh = client.post("/v1/init", json=spec)
+    assert first.content == second.content == by_url.content == fresh.content == expected
+    assert second.headers["etag"] == fresh.headers["etag"] == by_url.headers["etag"]
+    assert second.headers["content-location"] == fresh.headers["content-location"]
+    assert second.headers["content-length"] == str(len(expected))
+    assert ranged.status_code == 206 and ranged.headers["content-type"].startswith("multipart/byteranges")
+    assert expected[100:200] in ranged.content and ranged.content.count(expected[-50:]) == 1
+    assert int(ranged.headers["content-length"]) == len(ranged.content)
+    assert metric(live, "initserve_response_cache_bytes") >= len(expected)
+
+
+def test_a_cache_of_zero_bytes_generates_every_time(uncached: LiveServer) -> None:
+    spec = {**SMALL, "seed": 99}
+    hits, misses = cache_counts(uncached)
+    with uncached.client() as client:
+        bodies = {client.post("/v1/init", json=spec).content for _ in range(3)}
+    assert len(bodies) == 1
+    assert cache_counts(uncached) == (hits, misses + 3)
+    assert metric(uncached, "initserve_response_cache_bytes") == 0
+    assert metric(uncached, "initserve_response_cache_entries") == 0
+
+
+def test_eviction_keeps_the_budget_and_drops_the_least_recent(tight: LiveServer) -> None:
+    specs = [{"shape": [4000], "scheme": "uniform", "seed": seed} for seed in range(5)]  # ≈16.2 KB files
+    with tight.client() as client:
+        bodies = [client.post("/v1/init", json=spec).content for spec in specs]
+        assert all(TIGHT_BUDGET // 4 < len(body) <= TIGHT_ENTRY for body in bodies)
+        assert metric(tight, "initserve_response_cache_bytes") <= TIGHT_BUDGET
+        assert metric(tight, "initserve_response_cache_entries") == 3
+        assert metric(tight, "initserve_response_cache_evictions_total") == 2
+        hits, misses = cache_counts(tight)
+        assert client.post("/v1/init", json=specs[4]).content == bodies[4]  # most recent: kept
+        assert cache_counts(tight) == (hits + 1, misses)
+        assert client.post("/v1/init", json=specs[0]).content == bodies[0]  # oldest: evicted, made again
+        assert cache_counts(tight) == (hits + 1, misses + 1)
+    assert metric(tight, "initserve_response_cache_bytes") <= TIGHT_BUDGET
+
+
+def test_files_over_the_entry_cap_stream_and_are_never_cached(tight: LiveServer) -> None:
+    spec = {"shape": [64, 1024], "scheme": "normal", "seed": 3}  # 256 KiB > the 20 KB cap
+    before = cache_counts(tight), metric(tight, "initserve_response_cache_bytes")
+    with tight.client() as client:
+        first, second = (client.post("/v1/init", json=spec) for _ in range(2))
+    assert first.status_code == second.status_code == 200
+    assert first.content == second.content == SafetensorsFile(parse_spec(spec)).to_bytes()
+    assert (cache_counts(tight), metric(tight, "initserve_response_cache_bytes")) == before
+
+
+def test_concurrent_identical_requests_generate_once(live: LiveServer) -> None:
+    spec = {**SMALL, "shape": [512, 512], "seed": 4242}
+    hits, misses = cache_counts(live)
+
+    def fetch(_: int) -> tuple[int, str]:
+        response = httpx.post(live.url + "/v1/init", json=spec, timeout=60)
+        return response.status_code, hashlib.sha256(response.content).hexdigest()
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(fetch, range(16)))
+    expected = hashlib.sha256(SafetensorsFile(parse_spec(spec)).to_bytes()).hexdigest()
+    assert results == [(200, expected)] * 16
+    assert cache_counts(live) == (hits + 15, misses + 1)
