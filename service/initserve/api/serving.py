@@ -83,7 +83,10 @@ async def serve_target(request: Request, target: Target, *, conditional: bool, s
     headers["Accept-Ranges"] = "bytes"
     if conditional and if_none_match_hits(request.headers.get("if-none-match"), target.etag):
         return Response(status_code=304, headers=headers)
-    length = target.length
+    cache: ResponseCache = request.app.state.response_cache
+    key = _cache_key(target)
+    cached = cache.get(key)  # a hit needs neither the engine's file object nor its header
+    length = len(cached) if cached is not None else target.length
     ranges = None
     if conditional and request.method == "GET" and if_range_allows(request.headers.get("if-range"), target.etag):
         try:
@@ -118,8 +121,11 @@ async def serve_target(request: Request, target: Target, *, conditional: bool, s
         headers.update({"Content-Type": plan.content_type, "Content-Length": str(plan.content_length)})
     head = request.method == "HEAD"
     settings: Settings = request.app.state.settings
+    if not head and cached is not None:
+        request.app.state.metrics.cache_hits.inc()
+        return Response(_assemble(cached, segments), status_code=status, headers=headers)
     if not head and length <= settings.response_cache_entry_bytes:
-        data = await _small_file(request, target)
+        data = await _small_file(request, target, key)
         return Response(_assemble(data, segments), status_code=status, headers=headers)
     return GeneratedFileResponse(
         target.file,
@@ -153,12 +159,15 @@ def _render(source: ByteSource, threads: int | None) -> bytes:
     return bytes(buffer)
 
 
-async def _small_file(request: Request, target: Target) -> bytes:
+def _cache_key(target: Target) -> CacheKey:
+    return (target.kind, target.digest, ALGORITHM_VERSION, "safetensors")
+
+
+async def _small_file(request: Request, target: Target, key: CacheKey) -> bytes:
     """The whole file of a small target: from the cache, from an identical in-flight request, or
     generated here under a generation slot (503 when none is free) and then offered to the cache."""
     cache: ResponseCache = request.app.state.response_cache
     metrics: Metrics = request.app.state.metrics
-    key: CacheKey = (target.kind, target.digest, ALGORITHM_VERSION, "safetensors")
     while True:
         data = cache.get(key)
         if data is not None:

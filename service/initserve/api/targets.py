@@ -30,6 +30,7 @@ from initserve.engine import (
     parse_bundle,
     parse_spec,
 )
+from initserve.engine.spec import digest as spec_digest
 
 ITEMSIZE = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}
 
@@ -53,10 +54,7 @@ class Target:
     value: Spec | BundleSpec
     token: str
     url: str | None
-
-    @cached_property
-    def digest(self) -> str:
-        return self.value.digest()
+    digest: str  # the engine's digest of the canonical JSON (also the ETag's value)
 
     @cached_property
     def etag(self) -> str:
@@ -135,4 +133,4 @@ def build_target(kind: Kind, mapping: Mapping[str, Any], settings: Settings, pre
     canonical_json = value.canonical_json()
     token = encode_token(kind, canonical_json)
     url = TENSORS_PATH + token if len(token) <= settings.max_token_length else None
-    return Target(kind, value, token, url)
+    return Target(kind, value, token, url, spec_digest(canonical_json))
