@@ -10,13 +10,18 @@ from concurrent.futures import ThreadPoolExecutor
 import anyio
 import httpx
 import pytest
+from fastapi import Request
+from fastapi.security import APIKeyHeader, HTTPBearer
+from initserve.api.repeats import Answer, RepeatMemo
 from initserve.api.response_cache import CacheKey, ResponseCache
+from initserve.api.security import presented_key
 from initserve.engine import SafetensorsFile, parse_spec
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.live_server import LiveServer
 
 SMALL = {"shape": [256, 256], "scheme": "kaiming_normal", "seed": 0}
+SMALL_XAVIER = {"shape": [128, 64], "scheme": "xavier_normal", "seed": 77}
 TIGHT_BUDGET = 50_000  # three 16 KB files fit, the fourth evicts
 TIGHT_ENTRY = 20_000
 
@@ -191,3 +196,123 @@ def test_concurrent_identical_requests_generate_once(live: LiveServer) -> None:
     expected = hashlib.sha256(SafetensorsFile(parse_spec(spec)).to_bytes()).hexdigest()
     assert results == [(200, expected)] * 16
     assert cache_counts(live) == (hits + 15, misses + 1)
+
+
+# --- exact repeats answered before routing -------------------------------------------------------
+def requests_counted(server: LiveServer, route: str, status: str) -> float:
+    text = httpx.get(server.url + "/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            wanted = (labels.get("route"), labels.get("method"), labels.get("status")) == (route, "POST", status)
+            if sample.name == "initserve_http_requests_total" and wanted:
+                return float(sample.value)
+    return 0.0
+
+
+def comparable(response: httpx.Response) -> dict[str, str]:
+    """The response headers that must not differ between the full path and a repeat."""
+    return {k: v for k, v in response.headers.items() if k not in ("date", "x-request-id")}
+
+
+def test_a_repeat_is_the_same_response_counted_and_logged_like_the_first(live: LiveServer) -> None:
+    body = b'{"shape": [128, 64], "scheme": "xavier_normal", "seed": 77}'
+    headers = {"Content-Type": "application/json"}
+    before = requests_counted(live, "/v1/init", "200")
+    hits, misses = cache_counts(live)
+    with live.client() as client:
+        first, second, third = (client.post("/v1/init", content=body, headers=headers) for _ in range(3))
+    assert first.status_code == second.status_code == third.status_code == 200
+    assert first.content == second.content == third.content == SafetensorsFile(parse_spec(SMALL_XAVIER)).to_bytes()
+    assert comparable(first) == comparable(second) == comparable(third)
+    assert len({first.headers["x-request-id"], second.headers["x-request-id"], third.headers["x-request-id"]}) == 3
+    assert requests_counted(live, "/v1/init", "200") == before + 3
+    assert cache_counts(live) == (hits + 2, misses + 1)
+    access = [line for line in live.log_text().splitlines() if third.headers["x-request-id"] in line]
+    assert len(access) == 1 and first.headers["etag"].strip('"') in access[0]
+
+
+def test_a_repeat_with_other_negotiation_or_conditions_takes_the_full_path(live: LiveServer) -> None:
+    spec = {"shape": [32, 32], "scheme": "uniform", "seed": 8}
+    with live.client() as client:
+        file = client.post("/v1/init", json=spec)
+        again = client.post("/v1/init", json=spec)
+        as_json = client.post("/v1/init", json=spec, headers={"Accept": "application/json"})
+        by_query = client.post("/v1/init", json=spec, params={"format": "stats"})
+        url = file.headers["content-location"]
+        whole = client.get(url)
+        whole_again = client.get(url)
+        not_modified = client.get(url, headers={"If-None-Match": file.headers["etag"]})
+        ranged = client.get(url, headers={"Range": "bytes=0-9"})
+        invalid = client.post("/v1/init", json={**spec, "scheme": "nope"})
+        invalid_again = client.post("/v1/init", json={**spec, "scheme": "nope"})
+    assert file.content == again.content == whole.content == whole_again.content
+    assert as_json.headers["content-type"] == by_query.headers["content-type"] == "application/json"
+    assert as_json.json()["numel"] == 32 * 32
+    assert not_modified.status_code == 304 and not_modified.content == b""
+    assert ranged.status_code == 206 and ranged.content == file.content[:10]
+    assert invalid.status_code == invalid_again.status_code == 422
+
+
+@pytest.fixture(scope="module")
+def keyed_cache(server_factory: Callable[..., LiveServer]) -> LiveServer:
+    return server_factory(api_keys="right-key")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong-key"},
+        {"X-API-Key": "wrong-key"},
+        {"Authorization": "Basic right-key"},
+        {"Authorization": "Bearer"},
+    ],
+)
+def test_a_remembered_request_still_needs_a_valid_key(keyed_cache: LiveServer, headers: dict[str, str]) -> None:
+    spec = {"shape": [16, 16], "scheme": "normal", "seed": 1}
+    with keyed_cache.client() as client:
+        good = [
+            client.post("/v1/init", json=spec, headers={"Authorization": "Bearer right-key"}),
+            client.post("/v1/init", json=spec, headers={"authorization": "bearer  right-key"}),
+            client.post("/v1/init", json=spec, headers={"X-API-Key": "right-key"}),
+        ]
+        refused = client.post("/v1/init", json=spec, headers=headers)
+    assert [response.status_code for response in good] == [200, 200, 200]
+    assert good[0].content == good[1].content == good[2].content
+    assert refused.status_code == 401 and refused.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    ("authorization", "x_api_key", "expected"),
+    [
+        ("Bearer k1", None, "k1"),
+        ("bearer   k1  ", None, "k1"),
+        ("Basic k1", "k2", "k2"),
+        ("Bearer", "k2", "k2"),
+        ("Bearer ", None, None),
+        (None, "", None),
+        (None, None, None),
+    ],
+)
+def test_presented_key_reads_headers_as_the_fastapi_dependencies_do(
+    authorization: str | None, x_api_key: str | None, expected: str | None
+) -> None:
+    async def fastapi_reading() -> str | None:
+        raw = [(b"authorization", authorization.encode())] if authorization is not None else []
+        raw += [(b"x-api-key", x_api_key.encode())] if x_api_key is not None else []
+        request = Request({"type": "http", "method": "GET", "path": "/", "headers": raw, "query_string": b""})
+        bearer = await HTTPBearer(auto_error=False)(request)
+        header = await APIKeyHeader(name="X-API-Key", auto_error=False)(request)
+        return bearer.credentials if bearer is not None else header
+
+    assert presented_key(authorization, x_api_key) == expected == anyio.run(fastapi_reading)
+
+
+def test_remembered_requests_are_bounded() -> None:
+    memo = RepeatMemo(max_entries=3)
+    keys = [("POST", "/v1/init", b"", b"application/json", b"", str(i).encode()) for i in range(5)]
+    answer = Answer(key("a"), [], None, None)
+    for request_key in keys:
+        memo.put(request_key, answer)
+    assert len(memo) == 3 and memo.get(keys[0]) is None and memo.get(keys[4]) is answer

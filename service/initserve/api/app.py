@@ -16,6 +16,7 @@ from initserve.api.limits import BodySizeLimitMiddleware, GenerationLimiter
 from initserve.api.metrics import Metrics, RequestMetricsMiddleware
 from initserve.api.openapi import install_openapi
 from initserve.api.problems import install_problem_handlers
+from initserve.api.repeats import RepeatMemo, RepeatMiddleware
 from initserve.api.response_cache import ResponseCache
 from initserve.api.routes import ROUTERS
 from initserve.api.settings import Settings
@@ -73,6 +74,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "Range", "If-None-Match", "If-Range"],
             expose_headers=EXPOSED,
         )
+    app.add_middleware(
+        RepeatMiddleware, cache=cache, metrics=metrics, api_keys=settings.api_key_values, memo=RepeatMemo()
+    )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     app.add_middleware(AccessLogMiddleware)  # outermost: every response carries the request id

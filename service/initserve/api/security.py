@@ -33,6 +33,17 @@ def key_matches(presented: str, configured: tuple[bytes, ...]) -> bool:
     return found
 
 
+def presented_key(authorization: str | None, x_api_key: str | None) -> str | None:
+    """The key a request presents, read as the FastAPI security dependencies below read it:
+    ``Authorization: Bearer <key>`` (scheme case-insensitive, key stripped) first, else ``X-API-Key``."""
+    if authorization:
+        scheme, _, credentials = authorization.partition(" ")
+        credentials = credentials.strip()
+        if scheme and credentials and scheme.lower() == "bearer":
+            return credentials
+    return x_api_key or None
+
+
 async def require_api_key(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],

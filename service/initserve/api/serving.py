@@ -32,6 +32,7 @@ from initserve.api.http_cache import (
 from initserve.api.limits import GenerationLimiter, GenerationSlot
 from initserve.api.metrics import Metrics
 from initserve.api.problems import ProblemError
+from initserve.api.repeats import STATE_CACHE_KEY
 from initserve.api.response_cache import CacheKey, ResponseCache
 from initserve.api.settings import Settings
 from initserve.api.streaming import ByteSource, GeneratedFileResponse, Segment
@@ -121,11 +122,14 @@ async def serve_target(request: Request, target: Target, *, conditional: bool, s
         headers.update({"Content-Type": plan.content_type, "Content-Length": str(plan.content_length)})
     head = request.method == "HEAD"
     settings: Settings = request.app.state.settings
-    if not head and cached is not None:
-        request.app.state.metrics.cache_hits.inc()
-        return Response(_assemble(cached, segments), status_code=status, headers=headers)
-    if not head and length <= settings.response_cache_entry_bytes:
-        data = await _small_file(request, target, key)
+    if not head and (cached is not None or length <= settings.response_cache_entry_bytes):
+        if cached is not None:
+            request.app.state.metrics.cache_hits.inc()
+            data = cached
+        else:
+            data = await _small_file(request, target, key)
+        if status == 200:  # the whole file: the repeat middleware may answer this very request from the cache
+            request.scope.setdefault("state", {})[STATE_CACHE_KEY] = key
         return Response(_assemble(data, segments), status_code=status, headers=headers)
     return GeneratedFileResponse(
         target.file,
