@@ -21,7 +21,15 @@ from .fault_proxy import FaultProxy
 
 
 def blobs(cache_dir: Path) -> list[Path]:
-    return sorted((cache_dir / "blobs").iterdir())
+    return sorted((cache_dir / "v2" / "blobs").iterdir())
+
+
+def tree_hash(data: bytes) -> str:
+    """The cache's documented blob name, computed here independently of the client's code:
+    SHA-256 over the concatenated raw SHA-256 digests of 64 MiB leaves (one empty leaf if empty)."""
+    leaf = 64 * 1024 * 1024
+    pieces = [data[i : i + leaf] for i in range(0, len(data), leaf)] or [b""]
+    return hashlib.sha256(b"".join(hashlib.sha256(p).digest() for p in pieces)).hexdigest()
 
 
 def test_second_fetch_makes_no_http_request(
@@ -41,7 +49,7 @@ def test_second_fetch_makes_no_http_request(
     assert second.tobytes() == first.tobytes() == torch_second.numpy().tobytes()
     assert (isolated_env / "CACHEDIR.TAG").read_text().startswith("Signature: 8a477f597d28d172789f06886806bc55")
     (blob,) = blobs(isolated_env)
-    assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name
+    assert tree_hash(blob.read_bytes()) == blob.name
 
 
 def test_same_spec_spelled_differently_is_stored_once(server: Server, isolated_env: Path) -> None:
@@ -50,7 +58,7 @@ def test_same_spec_spelled_differently_is_stored_once(server: Server, isolated_e
         b = client.tensor([32, 16], "normal", seed=2, params={"mean": 0.0, "std": 1.0}, dtype="float32")
     assert a.tobytes() == b.tobytes()
     assert len(blobs(isolated_env)) == 1
-    assert len(list((isolated_env / "index" / "requests").iterdir())) == 2
+    assert len(list((isolated_env / "v2" / "index" / "requests").iterdir())) == 2
 
 
 def test_flipped_byte_is_detected_and_refetched(server: Server, isolated_env: Path) -> None:
@@ -66,7 +74,7 @@ def test_flipped_byte_is_detected_and_refetched(server: Server, isolated_env: Pa
     assert server.request_count("GET", "tensors") == before + 1, "a corrupted blob must be fetched again"
     assert again.tobytes() == good.tobytes()
     (blob,) = blobs(isolated_env)
-    assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name
+    assert tree_hash(blob.read_bytes()) == blob.name
 
 
 def test_offline_serves_from_cache_and_fails_clearly_without(server: Server, isolated_env: Path) -> None:
@@ -137,8 +145,8 @@ def test_four_processes_fetch_a_256_mib_tensor_once(server: Server, tmp_path: Pa
     assert server.request_count("GET", "tensors") - before == 1, "the file lock makes the others wait and reuse"
     (blob,) = blobs(cache_dir)
     assert blob.stat().st_size > 256 << 20
-    assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name
-    assert list((cache_dir / "tmp").iterdir()) == []
+    assert tree_hash(blob.read_bytes()) == blob.name
+    assert list((cache_dir / "v2" / "tmp").iterdir()) == []
     entry, _ = Cache(cache_dir).entries()[0]
     assert entry.tensors == {"weight": {"dtype": "F32", "shape": [64, 1 << 20]}}
     # and the arrays are the server's: compare with the sha256 the server computes of the tensor bytes
@@ -158,7 +166,7 @@ def test_cache_maintenance(server: Server, isolated_env: Path) -> None:
     report = cache.verify_all()
     assert report.corrupted == [victim.name] and len(report.ok) == 1
     assert len(cache.entries()) == 1, "index entries of a deleted blob go too"
-    (isolated_env / "tmp" / "stale.partial").write_bytes(b"x" * 10)
+    (isolated_env / "v2" / "tmp" / "stale.partial").write_bytes(b"x" * 10)
     assert cache.prune(everything=True) > 0
     assert cache.entries() == [] and blobs(isolated_env) == []
     assert json.loads(json.dumps([e.to_json() for e, _ in cache.entries()])) == []

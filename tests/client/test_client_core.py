@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import io
 import itertools
 import json
 import struct
@@ -28,6 +29,8 @@ from initserve_client import (
     SafetensorsFormatError,
     ServiceUnavailableError,
 )
+from initserve_client import _download as download
+from initserve_client import _treehash as treehash
 from initserve_client._cache import Cache, CacheEntry
 from initserve_client._config import DEFAULT_BASE_URL, resolve_config
 from initserve_client._download import BodyWriter, MemorySink, parse_content_range, plan_ranges
@@ -36,6 +39,7 @@ from initserve_client._retry import is_retryable_exception, parse_retry_after
 from initserve_client._safetensors import parse
 from initserve_client._specs import bundle_body, init_body, request_key
 from initserve_client._torch import to_torch
+from initserve_client._treehash import tree_sha256
 
 # -- safetensors --------------------------------------------------------------------------------------
 
@@ -262,6 +266,12 @@ def test_content_range_parsing() -> None:
     assert parse_content_range("bytes */1000") is None and parse_content_range(None) is None
 
 
+def tree_hash(data: bytes, leaf: int = 64 << 20) -> str:
+    """The cache's documented blob name, computed here independently of the client's code."""
+    pieces = [data[i : i + leaf] for i in range(0, len(data), leaf)] or [b""]
+    return hashlib.sha256(b"".join(hashlib.sha256(p).digest() for p in pieces)).hexdigest()
+
+
 def test_body_writer_fills_its_slice_and_checks_the_response() -> None:
     buffer = memoryview(bytearray(10))
     writer = BodyWriter(MemorySink(buffer), 2, 8, hash_body=True)
@@ -278,13 +288,49 @@ def test_body_writer_fills_its_slice_and_checks_the_response() -> None:
     writer.write(b"def")
     writer.finish()
     assert bytes(buffer) == b"\0\0abcdef\0\0"
-    assert writer.sha256() == hashlib.sha256(b"abcdef").hexdigest()
+    assert writer.leaf_digests() == {}, "the file's only leaf is not inside this range: left to the caller"
+
+
+@pytest.mark.parametrize("size", [0, 5, (64 << 20) - 1, 64 << 20, (64 << 20) + 1, (128 << 20) + 7])
+def test_tree_hash_matches_an_independent_computation(size: int) -> None:
+    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
+    expected = tree_hash(data)
+    assert tree_sha256(data) == tree_sha256(memoryview(data), workers=1) == expected
+    assert tree_sha256(data, workers=4) == expected
+    if data:
+        flipped = bytearray(data)
+        flipped[size // 2] ^= 0x10
+        assert tree_sha256(flipped) != expected
+
+
+def test_writers_hash_their_leaves_and_the_rest_comes_from_the_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(treehash, "LEAF_SIZE", 1000)
+    monkeypatch.setattr(download, "RECEIVE_STEP", 333)
+    payload = np.random.default_rng(1).integers(0, 256, 10_007, dtype=np.uint8).tobytes()
+    buffer = memoryview(bytearray(len(payload)))
+    ranges = plan_ranges(len(payload), 3, min_part=1)
+    writers = [BodyWriter(MemorySink(buffer), a, b, hash_body=True) for a, b in ranges]
+    for writer, (a, b) in zip(writers, ranges, strict=True):
+        writer.begin(206, {"content-range": f"bytes {a}-{b - 1}/{len(payload)}"})
+        source = io.BytesIO(payload[a:b])
+        writer.receive(source.readinto)
+        writer.finish()
+    assert bytes(buffer) == payload
+    leaves = [writer.leaf_digests() or {} for writer in writers]
+    # ranges of 3336/3336/3335 bytes: leaves 3 and 6 straddle a boundary and are nobody's
+    assert sorted(i for part in leaves for i in part) == [0, 1, 2, 4, 5, 7, 8, 9, 10]
+    asked: list[list[int]] = []
+
+    def rest(missing: list[int]) -> dict[int, bytes]:
+        asked.append(missing)
+        return treehash.hash_leaves(buffer, missing)
+
+    assert treehash.assemble(len(payload), leaves, rest) == tree_hash(payload, 1000)
+    assert asked == [[3, 6]]
 
 
 def test_trailing_hash_equals_hashlib_across_restarts(monkeypatch: pytest.MonkeyPatch) -> None:
-    import initserve_client._download as download
-
-    monkeypatch.setattr(download, "HASH_BATCH", 1000)  # many background batches on a small body
+    monkeypatch.setattr(treehash, "LEAF_SIZE", 1000)  # many leaves on a small body
     payload = np.random.default_rng(1).integers(0, 256, 10_007, dtype=np.uint8).tobytes()
     writer = BodyWriter(MemorySink(memoryview(bytearray(len(payload)))), hash_body=True)
     writer.begin(200, {"content-length": str(len(payload))})
@@ -293,7 +339,33 @@ def test_trailing_hash_equals_hashlib_across_restarts(monkeypatch: pytest.Monkey
     for i in range(0, len(payload), 333):
         writer.write(payload[i : i + 333])
     writer.finish()
-    assert writer.sha256() == hashlib.sha256(payload).hexdigest()
+    digests = writer.leaf_digests()
+    assert digests is not None and sorted(digests) == list(range(11))
+    assert treehash.tree_root([digests[i] for i in range(11)]) == tree_hash(payload, 1000)
+
+
+def test_file_sink_receives_through_recycled_buffers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(treehash, "LEAF_SIZE", 4096)
+    monkeypatch.setattr(download, "RECEIVE_STEP", 1000)  # more pieces than ring buffers
+    payload = np.random.default_rng(2).integers(0, 256, 50_000, dtype=np.uint8).tobytes()
+    cache = Cache(tmp_path)
+    cache.ensure()
+    blob = cache.new_blob(len(payload))
+    writer = BodyWriter(blob, hash_body=True)
+    writer.begin(200, {"content-length": str(len(payload))})
+    first = io.BytesIO(payload[:20_000])
+    writer.receive(first.readinto)  # the body stops short: a broken stream
+    assert writer.offset == 20_000
+    with pytest.raises(IntegrityError, match="ended at byte 20000"):
+        writer.finish()
+    writer.begin(206, {"content-range": f"bytes 20000-{len(payload) - 1}/{len(payload)}"})  # resumed
+    writer.receive(io.BytesIO(payload[20_000:]).readinto)
+    writer.finish()
+    digests = writer.leaf_digests()
+    assert digests is not None
+    assert treehash.tree_root([digests[i] for i in sorted(digests)]) == tree_hash(payload, 4096)
+    assert bytes(blob.mapped()) == payload
+    blob.abort()
 
 
 def test_body_writer_allocates_from_content_length_and_detects_short_bodies() -> None:
@@ -324,10 +396,10 @@ def test_blob_writer_commits_atomically_and_reads_verify(tmp_path: Path) -> None
     writer.write_at(3, b"def")
     writer.write_at(0, b"abc")
     assert bytes(writer.mapped()) == b"abcdef"
-    sha = hashlib.sha256(b"abcdef").hexdigest()
+    sha = tree_hash(b"abcdef")
     assert not cache.blob_path(sha).exists(), "nothing is visible before commit"
     writer.commit(sha)
-    entry = CacheEntry(etag='"e1"', sha256=sha, size=6)
+    entry = CacheEntry(etag='"e1"', digest=sha, size=6)
     cache.record(entry, request_key="k1")
     assert cache.lookup_request("k1") == entry and cache.lookup_etag('"e1"') == entry
     view = cache.open_blob(entry)
@@ -335,19 +407,19 @@ def test_blob_writer_commits_atomically_and_reads_verify(tmp_path: Path) -> None
     view[0] = ord("z")  # copy-on-write: the file keeps its bytes
     assert cache.blob_path(sha).read_bytes() == b"abcdef"
     cache.blob_path(sha).write_bytes(b"abcdeX")
-    assert cache.open_blob(entry) is None, "a mismatching sha256 is discarded"
+    assert cache.open_blob(entry) is None, "a mismatching tree hash is discarded"
     assert not cache.blob_path(sha).exists() and cache.lookup_etag('"e1"') is None
     aborted = cache.new_blob(3)
     aborted.abort()
-    assert list((tmp_path / "tmp").iterdir()) == []
+    assert list((tmp_path / "v2" / "tmp").iterdir()) == []
 
 
 def test_unreadable_index_entries_are_dropped(tmp_path: Path) -> None:
     cache = Cache(tmp_path)
     cache.ensure()
-    (tmp_path / "index" / "requests" / "bad.json").write_text("{not json")
+    (tmp_path / "v2" / "index" / "requests" / "bad.json").write_text("{not json")
     assert cache.lookup_request("bad") is None
-    assert not (tmp_path / "index" / "requests" / "bad.json").exists()
+    assert not (tmp_path / "v2" / "index" / "requests" / "bad.json").exists()
 
 
 def test_lock_times_out_and_lets_the_caller_proceed(tmp_path: Path) -> None:

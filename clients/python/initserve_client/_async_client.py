@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -13,6 +14,7 @@ import numpy as np
 
 from ._base import BaseClient, Decoded
 from ._flow import Blocking, Download, DownloadPart, Flow, Send, fetch_file
+from ._rawhttp import DownloadCancel, RawTransport, download_parts
 from ._retry import RetryPolicy
 from ._safetensors import SafetensorsFile
 from ._specs import init_body
@@ -72,10 +74,14 @@ class AsyncClient(BaseClient):
             retry_policy=retry_policy,
         )
         self._http = httpx.AsyncClient(timeout=self._config.timeout)
+        # Download bodies go through the readinto transport (in a worker thread) unless a proxy applies.
+        self._raw = RawTransport()
+        self._raw_downloads = self._raw.usable_for(httpx.URL(self._config.base_url))
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def aclose(self) -> None:
         await self._http.aclose()
+        self._raw.close()
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -266,12 +272,41 @@ class AsyncClient(BaseClient):
             await asyncio.sleep(delay)
 
     async def _download(self, parts: list[DownloadPart]) -> None:
+        if self._raw_downloads:
+            await self._download_in_thread(parts)
+            return
         if len(parts) == 1:
             await self._stream_part(parts[0])
             return
         async with asyncio.TaskGroup() as group:
             for part in parts:
                 group.create_task(self._stream_part(part))
+
+    async def _download_in_thread(self, parts: list[DownloadPart]) -> None:
+        """The blocking readinto transport in a worker thread; cancelling the task stops the thread.
+
+        On cancellation the thread's sockets are shut down and the task waits for the thread to end
+        before it lets the flow clean up (the thread may still be writing into the cache's temp file).
+        """
+        cancel = DownloadCancel()
+        work = asyncio.ensure_future(
+            asyncio.to_thread(
+                download_parts,
+                self._raw,
+                parts,
+                retry=self._retry,
+                error_for=self._error_for,
+                give_up=self._give_up,
+                cancel=cancel,
+            )
+        )
+        try:
+            await asyncio.shield(work)
+        except asyncio.CancelledError:
+            cancel.set()
+            with contextlib.suppress(BaseException):
+                await work
+            raise
 
     async def _stream_part(self, part: DownloadPart) -> None:
         writer = part.writer

@@ -2,12 +2,15 @@
 
 Layout under the root (default: the platform's user cache dir, or ``INITSERVE_CACHE_DIR``)::
 
-    CACHEDIR.TAG                 so backup tools skip the cache
-    blobs/<sha256>               the file bytes, named by their sha256
-    index/requests/<key>.json    request key (route + body)  -> etag, sha256, size
-    index/etags/<etag>.json      server ETag (canonical spec) -> sha256, size, url, tensors
-    locks/<etag>.lock            one lock per ETag, so concurrent processes download once
-    tmp/<random>.partial         downloads in progress (same filesystem as blobs/, for os.replace)
+    CACHEDIR.TAG                    so backup tools skip the cache
+    v2/blobs/<digest>               the file bytes, named by their SHA-256 tree hash (see _treehash.py)
+    v2/index/requests/<key>.json    request key (route + body)  -> etag, digest, size
+    v2/index/etags/<etag>.json      server ETag (canonical spec) -> digest, size, url, tensors
+    v2/locks/<etag>.lock            one lock per ETag, so concurrent processes download once
+    v2/tmp/<random>.partial         downloads in progress (same filesystem as blobs/, for os.replace)
+
+``v2`` is the layout version: layout 1 (``blobs/<plain sha256>`` directly under the root) is never
+read; ``prune --all`` removes it.
 
 Rules: every read hashes the blob and compares with its name before any byte is used (a mismatch
 deletes the blob and its index entries, and the caller refetches); every write goes to a unique
@@ -19,7 +22,6 @@ to different temp files and the second rename replaces the first with identical 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import mmap
@@ -37,6 +39,7 @@ from typing import Any
 import filelock
 
 from ._errors import CacheError
+from ._treehash import tree_sha256
 
 __all__ = ["BlobWriter", "Cache", "CacheEntry", "EtagLock", "VerifyReport"]
 
@@ -50,6 +53,8 @@ CACHEDIR_TAG = (
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 _LOCK_LOG_INTERVAL = 10.0
+LAYOUT = "v2"
+_LEGACY_DIRS = ("blobs", "index", "locks", "tmp")  # layout 1, directly under the root
 
 
 def normalize_etag(etag: str) -> str:
@@ -65,20 +70,26 @@ class CacheEntry:
     """What the index knows about one stored file."""
 
     etag: str
-    sha256: str
+    digest: str  # SHA-256 tree hash of the file (_treehash.py): the blob's name
     size: int
     url: str | None = None
     tensors: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"etag": self.etag, "sha256": self.sha256, "size": self.size, "url": self.url, "tensors": self.tensors}
+        return {
+            "etag": self.etag,
+            "tree_sha256": self.digest,
+            "size": self.size,
+            "url": self.url,
+            "tensors": self.tensors,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CacheEntry:
-        sha = str(data["sha256"])
-        if not _HEX64.match(sha):
-            raise ValueError(f"bad sha256 {sha!r}")
-        return cls(str(data["etag"]), sha, int(data["size"]), data.get("url"), data.get("tensors"))
+        digest = str(data["tree_sha256"])
+        if not _HEX64.match(digest):
+            raise ValueError(f"bad tree_sha256 {digest!r}")
+        return cls(str(data["etag"]), digest, int(data["size"]), data.get("url"), data.get("tensors"))
 
 
 @dataclass(frozen=True)
@@ -93,7 +104,7 @@ class BlobWriter:
     def __init__(self, cache: Cache, size: int) -> None:
         self._cache = cache
         self._size = size
-        self.path = cache.root / "tmp" / f"{uuid.uuid4().hex}.partial"
+        self.path = cache.layout_dir / "tmp" / f"{uuid.uuid4().hex}.partial"
         self._seek_lock = threading.Lock()
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
         try:
@@ -107,7 +118,11 @@ class BlobWriter:
     def size(self) -> int:
         return self._size
 
-    def write_at(self, offset: int, data: bytes) -> None:
+    def direct(self) -> None:
+        """Never read straight into the file: ``pwrite`` of cached pieces beats faulting in a shared map."""
+        return None
+
+    def write_at(self, offset: int, data: bytes | memoryview) -> None:
         view = memoryview(data)
         if not hasattr(os, "pwrite"):  # Windows: no positional write; ranges share the file position
             with self._seek_lock:
@@ -130,10 +145,10 @@ class BlobWriter:
             os.close(self._fd)
             self._fd = -1
 
-    def commit(self, sha256: str) -> Path:
-        """Atomically move the file to ``blobs/<sha256>``."""
+    def commit(self, digest: str) -> Path:
+        """Atomically move the file to ``blobs/<digest>``."""
         self._close()
-        target = self._cache.blob_path(sha256)
+        target = self._cache.blob_path(digest)
         os.replace(self.path, target)
         return target
 
@@ -181,12 +196,13 @@ class Cache:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self.layout_dir = self.root / LAYOUT
 
     # -- layout -------------------------------------------------------------------------------------
     def ensure(self) -> None:
         try:
             for sub in ("blobs", "index/requests", "index/etags", "locks", "tmp"):
-                (self.root / sub).mkdir(parents=True, exist_ok=True)
+                (self.layout_dir / sub).mkdir(parents=True, exist_ok=True)
             tag = self.root / "CACHEDIR.TAG"
             if not tag.exists():
                 self._write_atomic(tag, CACHEDIR_TAG.encode())
@@ -196,14 +212,14 @@ class Cache:
                 "INITSERVE_CACHE_DIR, or pass cache=False"
             ) from exc
 
-    def blob_path(self, sha256: str) -> Path:
-        return self.root / "blobs" / sha256
+    def blob_path(self, digest: str) -> Path:
+        return self.layout_dir / "blobs" / digest
 
     def _request_path(self, key: str) -> Path:
-        return self.root / "index" / "requests" / f"{key}.json"
+        return self.layout_dir / "index" / "requests" / f"{key}.json"
 
     def _etag_path(self, etag: str) -> Path:
-        return self.root / "index" / "etags" / f"{normalize_etag(etag)}.json"
+        return self.layout_dir / "index" / "etags" / f"{normalize_etag(etag)}.json"
 
     def _write_atomic(self, path: Path, data: bytes) -> None:
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
@@ -238,7 +254,7 @@ class Cache:
             self._write_atomic(self._request_path(request_key), data)
 
     def forget(self, entry: CacheEntry, *, request_key: str | None = None) -> None:
-        self.blob_path(entry.sha256).unlink(missing_ok=True)
+        self.blob_path(entry.digest).unlink(missing_ok=True)
         self._etag_path(entry.etag).unlink(missing_ok=True)
         if request_key is not None:
             self._request_path(request_key).unlink(missing_ok=True)
@@ -247,10 +263,11 @@ class Cache:
     def open_blob(self, entry: CacheEntry, *, verify: bool = True) -> memoryview | None:
         """Memory-map a blob copy-on-write (zero copy; writes to arrays never reach the file).
 
-        With ``verify`` (always, for reads of stored data) the sha256 of the mapped bytes is compared
-        with the name first; a mismatch or wrong size deletes the blob and returns ``None``.
+        With ``verify`` (always, for reads of stored data) the tree hash of the mapped bytes (its
+        leaves hashed on up to two threads) is compared with the name first; a mismatch or wrong size
+        deletes the blob and returns ``None``.
         """
-        path = self.blob_path(entry.sha256)
+        path = self.blob_path(entry.digest)
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         except FileNotFoundError:
@@ -265,8 +282,8 @@ class Cache:
         finally:
             os.close(fd)
         view = memoryview(mapped)
-        if verify and hashlib.sha256(view).hexdigest() != entry.sha256:
-            log.warning("cached blob %s failed its sha256 check; discarding and refetching", path)
+        if verify and tree_sha256(view) != entry.digest:
+            log.warning("cached blob %s failed its SHA-256 tree hash check; discarding and refetching", path)
             view.release()
             mapped.close()
             self.forget(entry)
@@ -285,13 +302,13 @@ class Cache:
         return BlobWriter(self, size)
 
     def lock(self, etag: str, timeout: float) -> EtagLock:
-        return EtagLock(self.root / "locks" / f"{normalize_etag(etag)}.lock", timeout)
+        return EtagLock(self.layout_dir / "locks" / f"{normalize_etag(etag)}.lock", timeout)
 
     # -- maintenance (CLI `cache ls|verify|prune`) ---------------------------------------------------
     def entries(self) -> list[tuple[CacheEntry, float]]:
         """Every ETag entry with its last-use time, newest first."""
         out = []
-        for path in sorted((self.root / "index" / "etags").glob("*.json")):
+        for path in sorted((self.layout_dir / "index" / "etags").glob("*.json")):
             entry = self._read_entry(path)
             if entry is not None:
                 with contextlib.suppress(FileNotFoundError):
@@ -300,14 +317,10 @@ class Cache:
         return out
 
     def verify_all(self) -> VerifyReport:
-        """Hash every blob; corrupted ones (and their index entries) are deleted."""
+        """Tree-hash every blob (the rule reads use); corrupted ones (and their index entries) are deleted."""
         ok, bad = [], []
-        for path in sorted((self.root / "blobs").glob("*")):
-            digest = hashlib.sha256()
-            with open(path, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 22), b""):
-                    digest.update(chunk)
-            if digest.hexdigest() == path.name:
+        for path in sorted((self.layout_dir / "blobs").glob("*")):
+            if _file_tree_sha256(path) == path.name:
                 ok.append(path.name)
             else:
                 bad.append(path.name)
@@ -318,9 +331,9 @@ class Cache:
     def _drop_dangling(self) -> int:
         dropped = 0
         for sub in ("requests", "etags"):
-            for path in (self.root / "index" / sub).glob("*.json"):
+            for path in (self.layout_dir / "index" / sub).glob("*.json"):
                 entry = self._read_entry(path)
-                if entry is None or not self.blob_path(entry.sha256).exists():
+                if entry is None or not self.blob_path(entry.digest).exists():
                     path.unlink(missing_ok=True)
                     dropped += 1
         return dropped
@@ -329,21 +342,23 @@ class Cache:
         """Remove entries unused for ``older_than`` seconds (or all), orphans and stale temp files.
 
         Returns the number of bytes freed. Temp files and orphan blobs younger than an hour are kept:
-        they may belong to a download running right now.
+        they may belong to a download running right now. ``everything`` also removes layout 1.
         """
         now = time.time()
         freed = 0
+        if everything:
+            freed += self._remove_legacy()
         if older_than is not None or everything:
             for entry, last_used in self.entries():
                 if everything or now - last_used > (older_than or 0.0):
-                    path = self.blob_path(entry.sha256)
+                    path = self.blob_path(entry.digest)
                     with contextlib.suppress(FileNotFoundError):
                         freed += path.stat().st_size
                     self.forget(entry)
         self._drop_dangling()
-        referenced = {e.sha256 for e, _ in self.entries()}
+        referenced = {e.digest for e, _ in self.entries()}
         for sub in ("blobs", "tmp"):
-            for path in (self.root / sub).glob("*"):
+            for path in (self.layout_dir / sub).glob("*"):
                 try:
                     stat = path.stat()
                 except FileNotFoundError:
@@ -355,6 +370,36 @@ class Cache:
         return freed
 
     def iter_blob_sizes(self) -> Iterator[int]:
-        for path in (self.root / "blobs").glob("*"):
+        for path in (self.layout_dir / "blobs").glob("*"):
             with contextlib.suppress(FileNotFoundError):
                 yield path.stat().st_size
+
+    def legacy_size(self) -> int:
+        """Bytes held by an older cache layout under the root (never read; ``prune --all`` removes it)."""
+        total = 0
+        for name in _LEGACY_DIRS:
+            for path in (self.root / name).rglob("*"):
+                with contextlib.suppress(FileNotFoundError):
+                    if path.is_file():
+                        total += path.stat().st_size
+        return total
+
+    def _remove_legacy(self) -> int:
+        freed = self.legacy_size()
+        for name in _LEGACY_DIRS:
+            shutil.rmtree(self.root / name, ignore_errors=True)
+        return freed
+
+
+def _file_tree_sha256(path: Path) -> str:
+    """Tree hash of a file on disk, through a read-only mapping (no copy into Python objects)."""
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size == 0:
+            return tree_sha256(b"")
+        with mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_READ) as mapped:
+            view = memoryview(mapped)
+            try:
+                return tree_sha256(view)
+            finally:
+                view.release()

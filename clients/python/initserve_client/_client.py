@@ -14,6 +14,7 @@ import numpy as np
 
 from ._base import BaseClient, Decoded
 from ._flow import Blocking, Download, DownloadPart, Flow, Send, fetch_file
+from ._rawhttp import RawTransport, download_parts
 from ._retry import RetryPolicy
 from ._safetensors import SafetensorsFile
 from ._specs import init_body
@@ -73,10 +74,14 @@ class Client(BaseClient):
             retry_policy=retry_policy,
         )
         self._http = httpx.Client(timeout=self._config.timeout)
+        # Download bodies go through the readinto transport unless a proxy applies (then httpx).
+        self._raw = RawTransport()
+        self._raw_downloads = self._raw.usable_for(httpx.URL(self._config.base_url))
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def close(self) -> None:
         self._http.close()
+        self._raw.close()
 
     def __enter__(self) -> Client:
         return self
@@ -267,6 +272,9 @@ class Client(BaseClient):
             time.sleep(delay)
 
     def _download(self, parts: list[DownloadPart]) -> None:
+        if self._raw_downloads:
+            download_parts(self._raw, parts, retry=self._retry, error_for=self._error_for, give_up=self._give_up)
+            return
         if len(parts) == 1:
             self._stream_part(parts[0])
             return

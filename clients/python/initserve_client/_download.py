@@ -1,7 +1,7 @@
 """Download bookkeeping without I/O: byte-range plans, response checks, and the buffer writer.
 
 The clients feed raw body chunks into a :class:`BodyWriter`, which puts each one straight at its
-offset in a preallocated sink — a ``bytearray`` (no cache) or the cache's temp file, written with
+offset in a preallocated sink — a numpy buffer (no cache) or the cache's temp file, written with
 ``pwrite`` (measured 2-4× faster than faulting in a fresh shared mapping) and memory-mapped once
 complete: no list of chunks, no ``b"".join``. A broken stream resumes at ``writer.offset`` with a
 ``Range`` request when the body comes from a tensor URL.
@@ -9,17 +9,17 @@ complete: no list of chunks, no ``b"".join``. A broken stream resumes at ``write
 
 from __future__ import annotations
 
-import hashlib
+import queue
 import re
 import sys
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 from ._errors import IntegrityError, MissingDependencyError
+from ._memory import allocate_buffer
+from ._treehash import HashPipeline, LeafHasher
 
 __all__ = [
-    "BackgroundHasher",
     "BodyWriter",
     "MemorySink",
     "Progress",
@@ -79,7 +79,11 @@ def make_progress(total: int, setting: bool | None, threshold: int, desc: str) -
     return bar
 
 
-HASH_BATCH = 8 << 20
+# Bytes asked of the socket per read: large enough that Python's per-call overhead vanishes, small
+# enough that a piece is still in the CPU cache when it is hashed and written to the cache file.
+RECEIVE_STEP = 1 << 20
+# Pieces in flight between the receiving thread and the hashing thread (per writer).
+RING_BUFFERS = 4
 
 
 class Sink(Protocol):
@@ -87,76 +91,55 @@ class Sink(Protocol):
 
     @property
     def size(self) -> int: ...
-    def write_at(self, offset: int, data: bytes) -> None: ...
+    def write_at(self, offset: int, data: bytes | memoryview) -> None: ...
+    def direct(self) -> memoryview | None:
+        """The destination memory itself, when the socket may read straight into it (else ``None``)."""
+        ...
 
 
 class MemorySink:
-    """A preallocated buffer; chunks are copied straight into their slice."""
+    """A preallocated buffer: the socket reads straight into its slices."""
 
     def __init__(self, view: memoryview) -> None:
         self.view = view
+
+    @classmethod
+    def allocate(cls, size: int) -> MemorySink:
+        return cls(allocate_buffer(size))
 
     @property
     def size(self) -> int:
         return self.view.nbytes
 
-    def write_at(self, offset: int, data: bytes) -> None:
+    def write_at(self, offset: int, data: bytes | memoryview) -> None:
         self.view[offset : offset + len(data)] = data
 
+    def direct(self) -> memoryview:
+        return self.view
 
-class BackgroundHasher:
-    """sha256 of a byte stream, computed in one worker thread while the download goes on.
 
-    Chunks are batched (``HASH_BATCH`` bytes) and handed to a single worker, so batches are hashed in
-    order; hashlib releases the GIL on large updates, so hashing overlaps with receiving instead of
-    stalling the socket. The chunks are the immutable ``bytes`` the transport produced: no copy.
-    """
+class _BufferRing:
+    """A few recycled receive buffers: a piece goes back once it is written and hashed."""
 
-    def __init__(self) -> None:
-        self._sha = hashlib.sha256()
-        self._batch: list[bytes] = []
-        self._batched = 0
-        self._pool: ThreadPoolExecutor | None = None
-        self._pending: list[Future[None]] = []
+    def __init__(self, count: int, size: int) -> None:
+        self._free: queue.SimpleQueue[memoryview] = queue.SimpleQueue()
+        for _ in range(count):
+            self._free.put(memoryview(bytearray(size)))
 
-    def _update(self, chunks: list[bytes]) -> None:
-        for chunk in chunks:
-            self._sha.update(chunk)
+    def take(self) -> memoryview:
+        return self._free.get()
 
-    def _flush(self) -> None:
-        if not self._batch:
-            return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="initserve-sha256")
-        self._pending.append(self._pool.submit(self._update, self._batch))
-        self._pending = [f for f in self._pending if not f.done() or f.exception() is not None]
-        self._batch, self._batched = [], 0
-
-    def update(self, chunk: bytes) -> None:
-        self._batch.append(chunk)
-        self._batched += len(chunk)
-        if self._batched >= HASH_BATCH:
-            self._flush()
-
-    def hexdigest(self) -> str:
-        self._flush()
-        self.close()
-        return self._sha.hexdigest()
-
-    def close(self) -> None:
-        for future in self._pending:
-            future.result()
-        self._pending.clear()
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+    def give_back(self, buffer: memoryview) -> Callable[[], None]:
+        return lambda: self._free.put(buffer)
 
 
 class BodyWriter:
     """Writes the body of responses for bytes ``[start, stop)`` of a file into its :class:`Sink`.
 
     ``sink`` may be ``None`` with ``allocate`` given: the first response's ``Content-Length`` sizes a
-    memory buffer (the no-cache path learns the size only from the response).
+    memory buffer (the no-cache path learns the size only from the response). With ``hash_body`` the
+    bytes are fed, in order, to a :class:`~._treehash.LeafHasher` in a background thread;
+    :meth:`leaf_digests` gives the SHA-256 of the tree-hash leaves inside the range once it is complete.
     """
 
     def __init__(
@@ -178,9 +161,14 @@ class BodyWriter:
         self.offset = start
         self._allocate = allocate
         self._hash_body = hash_body
-        self.hasher = BackgroundHasher() if hash_body else None
+        self.pipeline: HashPipeline | None = None
+        if hash_body and sink is not None:
+            self.pipeline = HashPipeline(
+                LeafHasher(start, self.stop if self.stop is not None else sink.size, sink.size)
+            )
         self.progress = progress
         self.expected_etag = expected_etag
+        self._ring: _BufferRing | None = None
 
     @property
     def whole_file(self) -> bool:
@@ -198,9 +186,9 @@ class BodyWriter:
         if self.progress is not None and self.offset > self.start:
             self.progress.update(self.start - self.offset)
         self.offset = self.start
-        if self.hasher is not None:
-            self.hasher.close()
-            self.hasher = BackgroundHasher()
+        if self.pipeline is not None:
+            self.pipeline.drain()
+            self.pipeline.hasher.reset()
 
     def begin(self, status: int, headers: Mapping[str, str]) -> None:
         """Check a 200/206 response against what we asked for; size the buffer if needed."""
@@ -228,36 +216,86 @@ class BodyWriter:
             assert self._allocate is not None
             self.sink = self._allocate(length)
             self.stop = length
+            if self._hash_body:
+                self.pipeline = HashPipeline(LeafHasher(0, length, length))
         elif length is not None and length != self.sink.size:
             raise IntegrityError(f"Content-Length {length} differs from the expected size {self.sink.size}")
 
-    def write(self, chunk: bytes) -> None:
-        n = len(chunk)
-        end = self.offset + n
-        assert self.sink is not None and self.stop is not None
-        if end > self.stop:
-            raise IntegrityError(f"the server sent more than the {self.stop - self.start} bytes expected")
-        self.sink.write_at(self.offset, chunk)
-        self.offset = end
-        if self.hasher is not None:
-            self.hasher.update(chunk)
+    def _advance(self, n: int) -> None:
+        self.offset += n
         if self.progress is not None:
             self.progress.update(n)
+
+    def write(self, chunk: bytes) -> None:
+        """Take a chunk the caller received (the httpx path): written at its offset, hashed in order."""
+        n = len(chunk)
+        assert self.sink is not None and self.stop is not None
+        if self.offset + n > self.stop:
+            raise IntegrityError(f"the server sent more than the {self.stop - self.start} bytes expected")
+        self.sink.write_at(self.offset, chunk)
+        if self.pipeline is not None:
+            self.pipeline.submit(chunk)  # immutable bytes: no copy, nothing to recycle
+        self._advance(n)
+
+    def receive(self, readinto: Callable[[memoryview], int], check: Callable[[], None] | None = None) -> None:
+        """Read the rest of the body with ``readinto`` (fills a buffer; 0 at the end of the body).
+
+        A memory sink is filled in place (the socket writes the result's own pages); a file sink reads
+        into a few recycled buffers that are written with ``pwrite`` and hashed while still cached.
+        Stops at ``stop``: a body longer than expected is detected by the caller's next read or the
+        connection's framing, never written past the range.
+        """
+        assert self.sink is not None and self.stop is not None
+        target = self.sink.direct()
+        while self.offset < self.stop:
+            if check is not None:
+                check()
+            want = min(RECEIVE_STEP, self.stop - self.offset)
+            if target is not None:
+                piece = target[self.offset : self.offset + want]
+                n = readinto(piece)
+                if n == 0:
+                    return
+                if self.pipeline is not None:
+                    self.pipeline.submit(piece[:n])
+                self._advance(n)
+                continue
+            if self._ring is None:
+                self._ring = _BufferRing(RING_BUFFERS, RECEIVE_STEP)
+            buffer = self._ring.take()
+            release = self._ring.give_back(buffer)
+            try:
+                n = readinto(buffer[:want])
+                if n:
+                    self.sink.write_at(self.offset, buffer[:n])
+            except BaseException:
+                release()
+                raise
+            if n == 0:
+                release()
+                return
+            if self.pipeline is not None:
+                self.pipeline.submit(buffer[:n], release)
+            else:
+                release()
+            self._advance(n)
 
     def finish(self) -> None:
         if self.stop is None or self.offset != self.stop:
             raise IntegrityError(f"the body ended at byte {self.offset}, expected {self.stop}")
 
-    def sha256(self) -> str | None:
-        """sha256 of the bytes written (``hash_body`` writers), once the body is complete."""
-        if self.hasher is None:
+    def leaf_digests(self) -> dict[int, bytes] | None:
+        """SHA-256 of each tree-hash leaf written (``hash_body`` writers), once the body is complete."""
+        if self.pipeline is None:
             return None
-        digest = self.hasher.hexdigest()
-        self.hasher = None
-        return digest
+        self.pipeline.close()
+        self.pipeline.drain()
+        digests = self.pipeline.hasher.digests()
+        self.pipeline = None
+        return digests
 
     def close(self) -> None:
         """Stop background hashing (on failure paths)."""
-        if self.hasher is not None:
-            self.hasher.close()
-            self.hasher = None
+        if self.pipeline is not None:
+            self.pipeline.close()
+            self.pipeline = None

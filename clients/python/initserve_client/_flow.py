@@ -15,7 +15,6 @@ cannot drift apart between them.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from ._download import BodyWriter, MemorySink, Progress, Sink, make_progress, pl
 from ._errors import IntegrityError, OfflineError, SafetensorsFormatError
 from ._safetensors import SafetensorsFile, parse
 from ._specs import request_key
+from ._treehash import assemble, hash_leaves
 
 __all__ = ["Blocking", "Download", "DownloadPart", "FetchContext", "Flow", "Send", "fetch_file", "send_json"]
 
@@ -114,10 +114,6 @@ def _summary(file: SafetensorsFile) -> dict[str, Any]:
     return {name: {"dtype": info.dtype, "shape": list(info.shape)} for name, info in file.tensors.items()}
 
 
-def _sha256(view: memoryview) -> str:
-    return hashlib.sha256(view).hexdigest()
-
-
 def _parts(
     ctx: FetchContext,
     *,
@@ -142,12 +138,12 @@ def _parts(
 
     if url is not None and sink is not None and size is not None:
         parallel = ctx.parallel if size >= ctx.parallel_threshold else 1
+        hashed = ctx.cache is not None
         ranges = plan_ranges(size, parallel)
-        hash_inline = len(ranges) == 1 and ctx.cache is not None
         return [
             DownloadPart(
                 get,
-                BodyWriter(sink, a, b, hash_body=hash_inline, progress=progress, expected_etag=etag),
+                BodyWriter(sink, a, b, hash_body=hashed, progress=progress, expected_etag=etag),
                 resumable=True,
             )
             for a, b in ranges
@@ -171,7 +167,7 @@ def _fetch_uncached(ctx: FetchContext, path: str, body: Mapping[str, Any]) -> Fl
             (yield from send_json(ctx.build_request("POST", "/v1/resolve", json=_resolve_body(path, body))))
         )
         if resolved.url is not None:  # below the threshold _parts plans a single stream of the URL
-            buffer = MemorySink(memoryview(bytearray(resolved.content_length)))
+            buffer = MemorySink.allocate(resolved.content_length)
             progress = make_progress(resolved.content_length, ctx.progress, ctx.progress_threshold, ctx.desc)
             try:
                 yield Download(
@@ -197,7 +193,7 @@ def _fetch_uncached(ctx: FetchContext, path: str, body: Mapping[str, Any]) -> Fl
     def allocate(size: int) -> Sink:
         holder["progress"] = make_progress(size, ctx.progress, ctx.progress_threshold, ctx.desc)
         part.writer.progress = holder["progress"]
-        return MemorySink(memoryview(bytearray(size)))
+        return MemorySink.allocate(size)
 
     (part,) = _parts(
         ctx, url=None, path=path, body=body, sink=None, size=None, allocate=allocate, etag=None, progress=None
@@ -218,7 +214,7 @@ def _open(cache: Cache, entry: CacheEntry) -> Flow:
     try:
         return parse(view)
     except SafetensorsFormatError:
-        # A blob whose sha256 matches but which does not parse was stored by a broken writer: drop it.
+        # A blob whose tree hash matches but which does not parse was stored by a broken writer: drop it.
         cache.forget(entry)
         return None
 
@@ -273,8 +269,14 @@ def _download_to_cache(
             progress=progress,
         )
         yield Download(parts)
-        inline = parts[0].writer.sha256() if len(parts) == 1 else None
-        sha = inline if inline is not None else (yield Blocking(lambda: _sha256(blob.mapped())))
+
+        # Each writer hashed the leaves inside its range while receiving; leaves cut by a range
+        # boundary are hashed from the finished file. Blocking: waits for the hashing threads.
+        def tree_hash() -> str:
+            leaves = [part.writer.leaf_digests() or {} for part in parts]
+            return assemble(resolved.content_length, leaves, lambda missing: hash_leaves(blob.mapped(), missing))
+
+        sha: str = yield Blocking(tree_hash)
         blob.commit(sha)
     except BaseException:
         for part in parts:
@@ -284,7 +286,7 @@ def _download_to_cache(
     finally:
         if progress is not None:
             progress.close()
-    entry = CacheEntry(etag=resolved.etag, sha256=sha, size=resolved.content_length, url=resolved.url)
+    entry = CacheEntry(etag=resolved.etag, digest=sha, size=resolved.content_length, url=resolved.url)
     # Just hashed while writing: map it without hashing again.
     view = yield Blocking(lambda: cache.open_blob(entry, verify=False))
     if view is None:

@@ -335,7 +335,7 @@ def _register_cache(subparsers: Subparsers) -> None:
         subparsers,
         "cache",
         "inspect, verify or prune the local cache",
-        "Manage the client's content-addressed cache (blobs named by sha256; see docs/client.md).",
+        "Manage the client's content-addressed cache (blobs named by their SHA-256 tree hash; see docs/client.md).",
         CACHE_EXAMPLES,
     )
     parser.add_argument("--cache-dir", help="cache root (default: INITSERVE_CACHE_DIR or the user cache dir)")
@@ -387,11 +387,14 @@ def _cache_ls(args: argparse.Namespace) -> int:
         if len(tensors) > 3:
             names += f", … ({len(tensors)} tensors)"
         rows.append(
-            (entry.sha256[:12], _size(entry.size), time.strftime("%Y-%m-%d %H:%M", time.localtime(last_used)), names)
+            (entry.digest[:12], _size(entry.size), time.strftime("%Y-%m-%d %H:%M", time.localtime(last_used)), names)
         )
-    _echo(_table(rows, ("sha256", "size", "last used", "tensors")))
+    _echo(_table(rows, ("tree sha256", "size", "last used", "tensors")))
     total = sum(e.size for e, _ in entries)
     _echo(f"{len(entries)} entries, {_size(total)} in {cache.root}")
+    legacy = cache.legacy_size() if cache.root.exists() else 0
+    if legacy:
+        _echo(f"plus {_size(legacy)} in an older cache layout that is no longer read (`initserve cache prune --all`)")
     return 0
 
 
