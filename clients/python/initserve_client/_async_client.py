@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -288,25 +289,41 @@ class AsyncClient(BaseClient):
         On cancellation the thread's sockets are shut down and the task waits for the thread to end
         before it lets the flow clean up (the thread may still be writing into the cache's temp file).
         """
+        loop = asyncio.get_running_loop()
+        finished: asyncio.Future[None] = loop.create_future()
         cancel = DownloadCancel()
-        work = asyncio.ensure_future(
-            asyncio.to_thread(
-                download_parts,
-                self._raw,
-                parts,
-                retry=self._retry,
-                error_for=self._error_for,
-                give_up=self._give_up,
-                cancel=cancel,
-            )
-        )
+
+        def report(error: BaseException | None) -> None:
+            if finished.done():
+                return
+            if error is None:
+                finished.set_result(None)
+            else:
+                finished.set_exception(error)
+
+        def work() -> None:
+            error: BaseException | None = None
+            try:
+                download_parts(
+                    self._raw, parts, retry=self._retry, error_for=self._error_for, give_up=self._give_up, cancel=cancel
+                )
+            except BaseException as exc:  # handed to the awaiting task
+                error = exc
+            loop.call_soon_threadsafe(report, error)
+
+        thread = threading.Thread(target=work, name="initserve-download", daemon=True)
+        thread.start()
         try:
-            await asyncio.shield(work)
+            await asyncio.shield(finished)
         except asyncio.CancelledError:
             cancel.set()
             with contextlib.suppress(BaseException):
-                await work
+                await finished
             raise
+        finally:
+            if not finished.done():  # only if the loop is being torn down: do not leave the thread writing
+                cancel.set()
+            thread.join()
 
     async def _stream_part(self, part: DownloadPart) -> None:
         writer = part.writer
