@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -12,9 +13,11 @@ import httpx
 import pytest
 from fastapi import Request
 from fastapi.security import APIKeyHeader, HTTPBearer
+from initserve.api.app import create_app
 from initserve.api.repeats import Answer, RepeatMemo
 from initserve.api.response_cache import CacheKey, ResponseCache
 from initserve.api.security import presented_key
+from initserve.api.settings import Settings
 from initserve.engine import SafetensorsFile, parse_spec
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -316,3 +319,28 @@ def test_remembered_requests_are_bounded() -> None:
     for request_key in keys:
         memo.put(request_key, answer)
     assert len(memo) == 3 and memo.get(keys[0]) is None and memo.get(keys[4]) is answer
+
+
+def test_only_short_successful_small_file_requests_are_remembered() -> None:
+    """In process (the memo is not visible over HTTP: a remembered repeat and the full path answer alike)."""
+    app = create_app(Settings())
+    memo: RepeatMemo = app.state.repeat_memo
+    spec = {"shape": [8, 8], "scheme": "normal", "seed": 5}
+    headers = {"Content-Type": "application/json"}
+
+    async def scenario() -> list[tuple[int, int]]:
+        seen = []
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            for body in (
+                json.dumps(spec) + " " * 5000,  # valid, but over the 4 KiB a remembered request may take
+                json.dumps({**spec, "scheme": "nope"}),  # 422
+                json.dumps({**spec, "shape": [1024, 1024]}),  # 4 MiB: streamed, never cached
+                json.dumps(spec),  # remembered
+                json.dumps(spec),  # answered from the memo: nothing new
+            ):
+                response = await client.post("/v1/init", content=body, headers=headers)
+                seen.append((response.status_code, len(memo)))
+        return seen
+
+    assert anyio.run(scenario) == [(200, 0), (422, 0), (200, 0), (200, 1), (200, 1)]

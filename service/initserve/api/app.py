@@ -74,9 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "Range", "If-None-Match", "If-Range"],
             expose_headers=EXPOSED,
         )
-    app.add_middleware(
-        RepeatMiddleware, cache=cache, metrics=metrics, api_keys=settings.api_key_values, memo=RepeatMemo()
-    )
+    app.state.repeat_memo = memo = RepeatMemo()
+    app.add_middleware(RepeatMiddleware, cache=cache, metrics=metrics, api_keys=settings.api_key_values, memo=memo)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     app.add_middleware(AccessLogMiddleware)  # outermost: every response carries the request id

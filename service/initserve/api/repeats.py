@@ -9,7 +9,8 @@ digest — the response is byte for byte what the full path produced (the outer 
 adds ``X-Request-ID``, counts the request under its route and writes the access line).
 
 What is never answered here (it takes the full path): requests carrying ``Range``, ``If-Range``,
-``If-None-Match`` or ``Origin`` (CORS), bodies over :data:`MAX_BODY`, and, when API keys are
+``If-None-Match`` or ``Origin`` (CORS), requests whose path, query and body exceed :data:`MAX_REQUEST`
+bytes together (so the memo stays within a few MiB), and, when API keys are
 configured, requests without a valid key (the full path answers 401). Remembered requests are
 bounded (:data:`MAX_ENTRIES`, least recently used first) and an entry whose file was evicted
 from the cache is forgotten on its next use.
@@ -29,7 +30,7 @@ from initserve.api.response_cache import CacheKey, ResponseCache
 from initserve.api.security import key_matches, presented_key
 
 MAX_ENTRIES = 1024
-MAX_BODY = 4096  # specs are a few hundred bytes; bigger bodies are not worth remembering
+MAX_REQUEST = 4096  # path + query + body; specs are a few hundred bytes, bigger requests are not remembered
 PATHS = ("/v1/init", "/v1/bundle")
 TENSORS_PREFIX = "/v1/tensors/"
 STATE_CACHE_KEY = "initserve.small_file"  # set by serving when it sent a small file whole with 200
@@ -130,10 +131,11 @@ class RepeatMiddleware:
                 return
             body = message.get("body", b"")
             receive = _replay(message, receive)
-        if len(body) > MAX_BODY:
+        query: bytes = scope.get("query_string", b"")
+        if len(body) + len(query) + len(scope["path"]) > MAX_REQUEST:
             await self.app(scope, receive, send)
             return
-        key: RequestKey = (scope["method"], scope["path"], scope.get("query_string", b""), content_type, accept, body)
+        key: RequestKey = (scope["method"], scope["path"], query, content_type, accept, body)
         answer = self.memo.get(key)
         if answer is not None:
             data = self.cache.get(answer.cache_key)
