@@ -264,7 +264,7 @@ class Cache:
         """Memory-map a blob copy-on-write (zero copy; writes to arrays never reach the file).
 
         With ``verify`` (always, for reads of stored data) the tree hash of the mapped bytes (its
-        leaves hashed on up to two threads) is compared with the name first; a mismatch or wrong size
+        leaves hashed on up to four threads) is compared with the name first; a mismatch or wrong size
         deletes the blob and returns ``None``.
         """
         path = self.blob_path(entry.digest)

@@ -82,8 +82,10 @@ def make_progress(total: int, setting: bool | None, threshold: int, desc: str) -
 # Bytes asked of the socket per read: large enough that Python's per-call overhead vanishes, small
 # enough that a piece is still in the CPU cache when it is hashed and written to the cache file.
 RECEIVE_STEP = 1 << 20
-# Pieces in flight between the receiving thread and the hashing thread (per writer).
-RING_BUFFERS = 4
+# Pieces in flight between the receiving thread and the hashing thread (per writer). With 4 the two
+# threads kept waiting for each other (py-spy: 15 % of the receiver's samples in take(), 30 % of the
+# hasher's idle); 16 (16 MiB, about the L3 cache) cut a 1 GiB cold-cache fetch from ≈1.28 to ≈1.13 s.
+RING_BUFFERS = 16
 
 
 class Sink(Protocol):

@@ -50,8 +50,12 @@ def tree_root(digests: Sequence[bytes]) -> str:
 
 
 def verify_workers() -> int:
-    """Threads used to hash a cached file: at most 2 (one core is left for the caller's own work)."""
-    return max(1, min(2, os.cpu_count() or 1))
+    """Threads that hash a cached file's leaves: one per core, at most 4.
+
+    The caller is waiting for the verified bytes, so every core may help; four SHA-256 streams
+    (≈1.5 GB/s each with SHA-NI) stay well below memory bandwidth.
+    """
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def tree_sha256(data: memoryview | bytes | bytearray, *, workers: int | None = None) -> str:
