@@ -19,10 +19,10 @@ from the cache is forgotten on its next use.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from cachetools import LRUCache
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from initserve.api.metrics import Metrics
@@ -50,11 +50,11 @@ class Answer:
 
 
 class RepeatMemo:
-    """Bounded LRU from request keys to :class:`Answer` s; thread-safe."""
+    """Bounded LRU from request keys to :class:`Answer` s; thread-safe (cachetools is not, hence the lock)."""
 
     def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
         self.max_entries = max_entries
-        self._answers: OrderedDict[RequestKey, Answer] = OrderedDict()
+        self._answers: LRUCache[RequestKey, Answer] = LRUCache(maxsize=max_entries)
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -62,17 +62,11 @@ class RepeatMemo:
 
     def get(self, key: RequestKey) -> Answer | None:
         with self._lock:
-            answer = self._answers.get(key)
-            if answer is not None:
-                self._answers.move_to_end(key)
-            return answer
+            return self._answers.get(key)
 
     def put(self, key: RequestKey, answer: Answer) -> None:
         with self._lock:
             self._answers[key] = answer
-            self._answers.move_to_end(key)
-            while len(self._answers) > self.max_entries:
-                self._answers.popitem(last=False)
 
     def forget(self, key: RequestKey) -> None:
         with self._lock:

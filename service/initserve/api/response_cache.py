@@ -14,11 +14,11 @@ is what a job's ranks asking for the same layer at the same moment do.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio
+from cachetools import LRUCache
 
 CacheKey = tuple[str, str, int, str]  # (kind, digest, algorithm version, representation)
 
@@ -35,6 +35,18 @@ class Pending:
         return self.data
 
 
+class _SizedLRU(LRUCache[CacheKey, bytes]):
+    """cachetools' LRU weighed by byte length, counting the entries it evicts to make room."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        super().__init__(maxsize=budget_bytes, getsizeof=len)
+        self.evicted = 0
+
+    def popitem(self) -> tuple[CacheKey, bytes]:
+        self.evicted += 1
+        return super().popitem()
+
+
 class ResponseCache:
     """LRU of immutable file bytes keyed by :data:`CacheKey`; thread-safe, O(1) per operation.
 
@@ -46,8 +58,8 @@ class ResponseCache:
     def __init__(self, budget_bytes: int, entry_bytes: int) -> None:
         self.budget_bytes = budget_bytes
         self.entry_bytes = entry_bytes
-        self.stored_bytes = 0
-        self._entries: OrderedDict[CacheKey, bytes] = OrderedDict()
+        # cachetools is not thread-safe; every access holds the lock (reads reorder the LRU too).
+        self._entries = _SizedLRU(max(1, budget_bytes))
         self._lock = threading.Lock()
         self._pending: dict[CacheKey, Pending] = {}
         self.on_evict: Callable[[int], None] = lambda _count: None
@@ -56,6 +68,11 @@ class ResponseCache:
     @property
     def enabled(self) -> bool:
         return self.budget_bytes > 0 and self.entry_bytes > 0
+
+    @property
+    def stored_bytes(self) -> int:
+        with self._lock:
+            return int(self._entries.currsize)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -67,27 +84,17 @@ class ResponseCache:
     def get(self, key: CacheKey) -> bytes | None:
         """The stored bytes (now the most recently used entry), or None."""
         with self._lock:
-            data = self._entries.get(key)
-            if data is not None:
-                self._entries.move_to_end(key)
-            return data
+            return self._entries.get(key)
 
     def put(self, key: CacheKey, data: bytes) -> bool:
         """Keep ``data`` if :meth:`admits` its size, evicting least recently used entries to fit."""
         if not self.admits(len(data)):
             return False
-        evicted = 0
         with self._lock:
-            previous = self._entries.pop(key, None)
-            if previous is not None:
-                self.stored_bytes -= len(previous)
-            while self._entries and self.stored_bytes + len(data) > self.budget_bytes:
-                _, oldest = self._entries.popitem(last=False)
-                self.stored_bytes -= len(oldest)
-                evicted += 1
+            before = self._entries.evicted
             self._entries[key] = data
-            self.stored_bytes += len(data)
-            entries, stored = len(self._entries), self.stored_bytes
+            evicted = self._entries.evicted - before
+            entries, stored = len(self._entries), int(self._entries.currsize)
         if evicted:
             self.on_evict(evicted)
         self.on_size(entries, stored)
