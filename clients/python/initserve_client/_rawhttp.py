@@ -353,7 +353,11 @@ def download_parts(
         return
     with ThreadPoolExecutor(max_workers=len(parts), thread_name_prefix="initserve-range") as pool:
         futures = [pool.submit(run, part) for part in parts]
-        wait(futures, return_when=FIRST_EXCEPTION)
+        try:
+            wait(futures, return_when=FIRST_EXCEPTION)
+        except BaseException:  # Ctrl-C in the waiting thread: stop the workers instead of waiting for them
+            cancel.set()
+            raise
         if any(future.done() and future.exception() is not None for future in futures):
             cancel.set()
         errors = [future.exception() for future in futures]
