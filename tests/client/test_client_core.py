@@ -433,3 +433,29 @@ def test_lock_times_out_and_lets_the_caller_proceed(tmp_path: Path) -> None:
     first.release()
     assert second.acquire() is True
     second.release()
+
+
+def test_cache_verify_uses_the_tree_rule_on_every_leaf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(treehash, "LEAF_SIZE", 1000)
+    cache = Cache(tmp_path)
+    cache.ensure()
+    payload = np.random.default_rng(3).integers(0, 256, 3500, dtype=np.uint8).tobytes()
+    good, bad = tree_hash(payload, 1000), tree_hash(payload[::-1], 1000)
+    cache.blob_path(good).write_bytes(payload)
+    flipped = bytearray(payload[::-1])
+    flipped[2500] ^= 0x01  # a bit in the third of four leaves
+    cache.blob_path(bad).write_bytes(bytes(flipped))
+    report = cache.verify_all()
+    assert report.ok == [good] and report.corrupted == [bad]
+    assert not cache.blob_path(bad).exists()
+
+
+def test_result_memory_is_writable_and_holds_what_was_written() -> None:
+    from initserve_client._memory import PREFAULT_THRESHOLD, allocate_buffer
+
+    for size in (10, PREFAULT_THRESHOLD + 12345):
+        view = allocate_buffer(size)
+        assert view.nbytes == size and not view.readonly
+        pattern = np.arange(size, dtype=np.uint64).astype(np.uint8)
+        view[:] = pattern.tobytes()
+        assert np.array_equal(np.frombuffer(view, dtype=np.uint8), pattern)
