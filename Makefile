@@ -7,7 +7,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: venv install install-server serve test test-slow lint bench docs-check clean
+.PHONY: venv install install-server native serve test test-slow lint bench docs-check clean
 
 # pytest exits 5 when a selection holds no test (e.g. no slow suite yet): say so, do not fail.
 define run_pytest
@@ -20,26 +20,38 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed-server: pyproject.toml | $(BIN)/python
+# The editable install also compiles the native kernel (setup.py) into the source tree.
+NATIVE_SOURCES := setup.py $(wildcard service/initserve/engine/native/*.c service/initserve/engine/native/*.h)
+
+$(VENV)/.installed-server: pyproject.toml $(NATIVE_SOURCES) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[server]'
-	touch $@
+	touch $@ $(VENV)/.native
 
 # torch is pinned in the extras (the CPU wheel); see pyproject.toml.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $@ $(VENV)/.installed-server
+	touch $@ $(VENV)/.installed-server $(VENV)/.native
+
+# Rebuild the kernel when its sources change (e.g. after a pull). The extension is optional: without
+# a compiler the install succeeds and the numpy kernel runs (INITSERVE_KERNEL=auto says so in the log).
+$(VENV)/.native: $(NATIVE_SOURCES) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@$(BIN)/python -c "import initserve.engine._native" 2>/dev/null \
+		|| echo "warning: the native kernel did not build; the numpy kernel will run"
+	touch $@
 
 venv: $(BIN)/python
-install: $(STAMP)
-install-server: $(VENV)/.installed-server
+install: $(STAMP) $(VENV)/.native
+install-server: $(VENV)/.installed-server $(VENV)/.native
+native: $(VENV)/.native
 
-serve: $(VENV)/.installed-server
+serve: $(VENV)/.installed-server $(VENV)/.native
 	$(BIN)/initserve serve --host $(HOST) --port $(PORT)
 
-test: $(STAMP)
+test: $(STAMP) $(VENV)/.native
 	$(call run_pytest,-m "not slow")
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) $(VENV)/.native
 	$(call run_pytest,-m slow)
 
 # wildcard: a folder that holds no file yet is absent from a fresh clone.
@@ -58,4 +70,4 @@ docs-check: $(STAMP)
 	$(BIN)/python -m pytest $(wildcard tests/*/test_docs.py) tests/deploy/test_readme.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info service/initserve/engine/_native*.so

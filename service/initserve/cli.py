@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 SERVER_MODULES = ("fastapi", "uvicorn", "pydantic_settings", "prometheus_client")
 
@@ -21,10 +23,36 @@ def build_parser() -> argparse.ArgumentParser:
         description="Deterministic neural-network weight initialization as a service.",
         epilog="Run 'initserve COMMAND --help' for the options and examples of each command.",
     )
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        nargs=0,
+        help="print the version, the algorithm and the generation kernel (INITSERVE_KERNEL), then exit",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _register_service(subparsers)
     _register_client(subparsers)
     return parser
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: computed when asked (importing the engine costs time every other command saves)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        parser.exit(message=version_text(os.environ.get("INITSERVE_KERNEL", "auto").lower()) + "\n")
+
+
+def version_text(kernel_choice: str) -> str:
+    """``initserve 0.1.0 (algorithm 1, kernel native)``; the kernel the service would run."""
+    from initserve import __version__
+    from initserve.engine import ALGORITHM_VERSION, KernelUnavailable, resolve_kernel
+
+    kernel: str
+    try:
+        kernel = resolve_kernel(kernel_choice).name
+    except (KernelUnavailable, ValueError) as exc:
+        kernel = f"unavailable: {exc}"
+    return f"initserve {__version__} (algorithm {ALGORITHM_VERSION}, kernel {kernel})"
 
 
 def _register_service(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

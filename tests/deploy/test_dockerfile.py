@@ -94,7 +94,7 @@ def test_healthcheck_command_really_probes_healthz(tmp_path: Path) -> None:
     assert result.returncode != 0
 
 
-@pytest.mark.parametrize("needed", ["pyproject.toml", "README.md", "service/", "clients/"])
+@pytest.mark.parametrize("needed", ["pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "service/", "clients/"])
 def test_dockerignore_keeps_the_build_context_minimal(needed: str) -> None:
     rules = [
         r.strip() for r in (REPO / ".dockerignore").read_text().splitlines() if r.strip() and not r.startswith("#")

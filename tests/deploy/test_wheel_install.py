@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,9 @@ def test_wheel_with_server_extra_serves_healthz_from_a_fresh_venv(tmp_path: Path
     )
     try:
         wait_healthy(f"http://127.0.0.1:{port}/healthz", proc, timeout=30)
+        # The wheel carries the compiled kernel (gcc is on every build machine) and the service runs it.
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
+            assert json.load(response)["kernel"] == "native"
         # The image's HEALTHCHECK, run by the image's interpreter (the venv's), reads INITSERVE_PORT.
         probe = _healthcheck_argv()
         assert probe[0] == "python"

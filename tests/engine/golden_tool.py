@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from initserve.engine import generate, parse_spec
+from initserve.engine import KERNEL_CHOICES, Kernel, generate, parse_spec, resolve_kernel
 
 GOLDEN_FILE = Path(__file__).with_name("golden_v1.json")
 HEAD = 8
@@ -57,9 +57,9 @@ SPECS: list[dict[str, Any]] = [
 ]
 
 
-def vector(body: dict[str, Any]) -> dict[str, Any]:
+def vector(body: dict[str, Any], kernel: Kernel | None = None) -> dict[str, Any]:
     spec = parse_spec(body)
-    data = generate(spec).reshape(-1)
+    data = generate(spec, kernel=kernel).reshape(-1)
     head = [format(int(bits), f"0{2 * data.itemsize}x") for bits in data[:HEAD].view(f"<u{data.itemsize}")]
     return {"spec": body, "numel": spec.numel, "sha256": hashlib.sha256(data.tobytes()).hexdigest(), "head": head}
 
@@ -67,8 +67,10 @@ def vector(body: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--write", action="store_true", help="record the vectors (only for a new algorithm)")
+    parser.add_argument("--kernel", choices=KERNEL_CHOICES, default="auto", help="which kernel generates them")
     args = parser.parse_args(argv)
-    vectors = [vector(body) for body in SPECS]
+    kernel = resolve_kernel(args.kernel)
+    vectors = [vector(body, kernel) for body in SPECS]
     if args.write:
         GOLDEN_FILE.write_text(json.dumps(vectors, indent=1) + "\n")
         return 0

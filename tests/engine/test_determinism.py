@@ -12,7 +12,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from initserve.engine import CATALOG, SafetensorsFile, generate, iter_result_chunks, parse_spec
+from initserve.engine import CATALOG, Kernel, SafetensorsFile, generate, iter_result_chunks, parse_spec
+
+# Every test here runs once per kernel (numpy, native): see conftest.py.
+pytestmark = pytest.mark.usefixtures("each_kernel")
 
 ROOT = Path(__file__).resolve().parents[2]
 DTYPES = ("float32", "float64", "float16", "bfloat16")
@@ -104,15 +107,18 @@ def test_every_element_of_a_large_tensor_is_addressable_alone() -> None:
 # --- SIMD dispatch ----------------------------------------------------------------------------------
 _DIGEST_SCRIPT = """
 import hashlib, json, sys
-from initserve.engine import generate, parse_spec
-print(json.dumps([hashlib.sha256(generate(parse_spec(b)).tobytes()).hexdigest() for b in json.loads(sys.argv[1])]))
+from initserve.engine import generate, parse_spec, resolve_kernel
+
+kernel = resolve_kernel(sys.argv[2])
+print(json.dumps([hashlib.sha256(generate(parse_spec(b), kernel=kernel).tobytes()).hexdigest()
+                  for b in json.loads(sys.argv[1])]))
 """
 
 
-def _digests_in_subprocess(bodies: list[dict[str, Any]], env_extra: dict[str, str]) -> list[str]:
+def _digests_in_subprocess(bodies: list[dict[str, Any]], env_extra: dict[str, str], kernel: Kernel) -> list[str]:
     env = {**os.environ, **env_extra}
     result = subprocess.run(
-        [sys.executable, "-c", _DIGEST_SCRIPT, json.dumps(bodies)],
+        [sys.executable, "-c", _DIGEST_SCRIPT, json.dumps(bodies), kernel.name],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -129,7 +135,7 @@ def _dispatchable_features() -> list[str]:
     return list(__cpu_dispatch__)
 
 
-def test_restricting_simd_dispatch_to_the_baseline_changes_no_byte() -> None:
+def test_restricting_simd_dispatch_to_the_baseline_changes_no_byte(each_kernel: Kernel) -> None:
     features = _dispatchable_features()
     if not features:
         pytest.skip("this numpy build has no dispatchable SIMD levels above its baseline")
@@ -137,7 +143,7 @@ def test_restricting_simd_dispatch_to_the_baseline_changes_no_byte() -> None:
     # A large normal tensor exercises the quantile's tail branch many times.
     bodies.append({"shape": [1 << 20], "scheme": "normal", "seed": 99})
     default = [hashlib.sha256(generate(parse_spec(body)).tobytes()).hexdigest() for body in bodies]
-    restricted = _digests_in_subprocess(bodies, {"NPY_DISABLE_CPU_FEATURES": " ".join(features)})
+    restricted = _digests_in_subprocess(bodies, {"NPY_DISABLE_CPU_FEATURES": " ".join(features)}, each_kernel)
     assert restricted == default
     # The environment variable really took effect in the child (otherwise the test proves nothing).
     check = subprocess.run(

@@ -14,10 +14,13 @@ from typing import Any
 import mpmath
 import numpy as np
 import pytest
-from initserve.engine import generate, parse_spec
+from initserve.engine import Kernel, generate, parse_spec
 
 from . import reference as ref
 from .golden_tool import GOLDEN_FILE, SPECS
+
+# Every test here runs once per kernel (numpy, native): see conftest.py.
+pytestmark = pytest.mark.usefixtures("each_kernel")
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN: list[dict[str, Any]] = json.loads(GOLDEN_FILE.read_text())
@@ -35,10 +38,10 @@ def test_golden_file_covers_at_least_ten_specs_across_schemes_and_dtypes() -> No
 
 
 @pytest.mark.parametrize("hash_seed", ["0", "12345"])
-def test_fresh_process_reproduces_every_golden_vector(hash_seed: str) -> None:
+def test_fresh_process_reproduces_every_golden_vector(hash_seed: str, each_kernel: Kernel) -> None:
     env = {**os.environ, "PYTHONHASHSEED": hash_seed, "OMP_NUM_THREADS": "1"}
     output = subprocess.run(
-        [sys.executable, "-m", "tests.engine.golden_tool"],
+        [sys.executable, "-m", "tests.engine.golden_tool", "--kernel", each_kernel.name],
         cwd=ROOT,
         env=env,
         capture_output=True,

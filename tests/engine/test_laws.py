@@ -27,6 +27,9 @@ from initserve.engine import compute_stats, generate, parse_spec
 from initserve.engine.dtypes import bfloat16_bits_to_float64
 from scipy import integrate, special, stats
 
+# Every test here runs once per kernel (numpy, native): see conftest.py.
+pytestmark = pytest.mark.usefixtures("each_kernel")
+
 F64 = npt.NDArray[np.float64]
 
 TN_CORRECTION = 0.87962566103423978  # std of N(0, 1) truncated to [-2, 2] (keras/jax/TF)

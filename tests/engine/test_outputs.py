@@ -14,6 +14,9 @@ import torch
 from initserve.engine import ALGORITHM_VERSION, SafetensorsFile, compute_stats, generate, parse_bundle, parse_spec
 from initserve.engine.dtypes import bfloat16_bits_to_float64
 
+# Every test here runs once per kernel (numpy, native): see conftest.py.
+pytestmark = pytest.mark.usefixtures("each_kernel")
+
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
 def test_safetensors_file_loads_with_the_reference_library(dtype: str) -> None:

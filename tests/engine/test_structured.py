@@ -18,6 +18,9 @@ from initserve.engine import SpecError, compute_stats, generate, parse_spec
 from initserve.engine.dtypes import bfloat16_bits_to_float64
 from scipy import stats
 
+# Every test here runs once per kernel (numpy, native): see conftest.py.
+pytestmark = pytest.mark.usefixtures("each_kernel")
+
 F64 = npt.NDArray[np.float64]
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 PRECISION = {"float32": (24, -149), "float16": (11, -24), "bfloat16": (8, -133)}  # (bits, min quantum exp)

@@ -21,6 +21,9 @@ from initserve.engine import compute_stats, generate, parse_spec
 from initserve.engine.dtypes import bfloat16_bits_to_float64
 from scipy import stats
 
+# Every test here runs once per kernel (numpy, native): see conftest.py.
+pytestmark = pytest.mark.usefixtures("each_kernel")
+
 torch = pytest.importorskip("torch")
 
 F64 = npt.NDArray[np.float64]

@@ -20,7 +20,9 @@ from initserve.api.repeats import RepeatMemo, RepeatMiddleware
 from initserve.api.response_cache import ResponseCache
 from initserve.api.routes import ROUTERS
 from initserve.api.settings import Settings
+from initserve.engine import Kernel, resolve_kernel
 from initserve.engine.generate import default_threads
+from initserve.engine.kernels import native_unavailable_reason
 
 DESCRIPTION = "Deterministic neural-network weight initialization: a layer spec in, safetensors bytes out."
 EXPOSED = ["ETag", "Content-Location", "Content-Range", "Content-Length", "X-Initserve-Algorithm", "X-Request-ID"]
@@ -29,9 +31,18 @@ EXPOSED = ["ETag", "Content-Location", "Content-Range", "Content-Length", "X-Ini
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    logging.getLogger("initserve.api").info(
+    kernel: Kernel = app.state.kernel
+    logger = logging.getLogger("initserve.api")
+    if kernel.name != "native":
+        reason = native_unavailable_reason()
+        if settings.kernel == "auto" and reason is not None:
+            logger.warning(
+                "native kernel unavailable, generating with numpy (same bytes, slower)", extra={"reason": reason}
+            )
+    logger.info(
         "initserve ready",
         extra={
+            "kernel": kernel.name,
             "max_bytes": settings.max_bytes,
             "max_concurrent_generations": settings.max_concurrent_generations,
             "api_keys": len(settings.api_keys),
@@ -53,7 +64,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     app = FastAPI(title="initserve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
+    # Resolved once per process and passed to every generation (the engine holds no global switch);
+    # INITSERVE_KERNEL=native without the extension raises KernelUnavailable here, at start-up.
+    app.state.kernel = kernel = resolve_kernel(settings.kernel)
     app.state.metrics = metrics = Metrics()
+    metrics.kernel.labels(kernel.name).set(1)
     # Generation is CPU-bound: more worker threads than cores only thrash the GIL and the caches
     # (32 concurrent small requests on 2 cores ran 5x slower). Work queues here, on the event loop.
     app.state.cpu_limiter = anyio.CapacityLimiter(settings.generation_threads or default_threads())

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from initserve.api.access_log import log_config
 from initserve.api.settings import Settings
+from initserve.engine import KernelUnavailable, resolve_kernel
 
 EXAMPLES = """examples:
   initserve serve                                  # 127.0.0.1:8000
@@ -53,6 +54,11 @@ def serve(args: argparse.Namespace) -> int:
         for error in exc.errors():
             field = ".".join(str(part) for part in error["loc"])
             sys.stderr.write(f"initserve serve: INITSERVE_{field.upper()}: {error['msg']}\n")
+        return 2
+    try:  # fail here, with one clear line, rather than in every worker's app factory
+        resolve_kernel(settings.kernel)
+    except KernelUnavailable as exc:
+        sys.stderr.write(f"initserve serve: INITSERVE_KERNEL={settings.kernel}: {exc}\n")
         return 2
     uvicorn.run(
         "initserve.api.app:create_app",

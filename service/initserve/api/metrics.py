@@ -88,6 +88,13 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livesum",
         )
+        self.kernel = Gauge(
+            "initserve_kernel_info",
+            "The implementation of the generation algorithm this process runs (value 1): native or numpy.",
+            ["kernel"],
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
         self.cache_entries = Gauge(
             "initserve_response_cache_entries",
             "Files held in the response cache.",

@@ -132,6 +132,7 @@ class Resolved(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"]
+    kernel: Literal["native", "numpy"] = Field(description="The generation kernel this process runs.")
 
 
 class Readiness(BaseModel):

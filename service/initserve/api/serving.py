@@ -37,7 +37,7 @@ from initserve.api.response_cache import CacheKey, ResponseCache
 from initserve.api.settings import Settings
 from initserve.api.streaming import ByteSource, GeneratedFileResponse, Segment
 from initserve.api.targets import Target
-from initserve.engine import ALGORITHM_VERSION, Spec, compute_stats
+from initserve.engine import ALGORITHM_VERSION, Kernel, Spec, compute_stats
 
 OCTET = "application/octet-stream"
 
@@ -140,6 +140,7 @@ async def serve_target(request: Request, target: Target, *, conditional: bool, s
         slot=None if head else _acquire(request),
         on_data=partial(_count_data, request.app.state.metrics, target),
         threads=settings.generation_threads,
+        kernel=request.app.state.kernel,
         cpu_limiter=request.app.state.cpu_limiter,
     )
 
@@ -151,11 +152,11 @@ def _assemble(data: bytes, segments: list[Segment]) -> bytes:
     return b"".join(part if isinstance(part, bytes) else data[part.start : part.stop] for part in segments)
 
 
-def _render(source: ByteSource, threads: int | None) -> bytes:
+def _render(source: ByteSource, threads: int | None, kernel: Kernel) -> bytes:
     """The whole file in memory, in one call (runs in a worker thread). Each reused view is copied
     before the next is made; a small file is a header and one chunk, so this is two copies of the data
     (a zero-filled bytearray written in place then frozen to bytes cost 5x as much)."""
-    data = b"".join([bytes(view) for view in source.iter_bytes(threads=threads)])
+    data = b"".join([bytes(view) for view in source.iter_bytes(kernel=kernel, threads=threads)])
     if len(data) != source.total_length:
         raise RuntimeError(f"engine yielded {len(data)} bytes of a {source.total_length}-byte file")
     return data
@@ -187,7 +188,8 @@ async def _small_file(request: Request, target: Target, key: CacheKey) -> bytes:
             try:
                 settings: Settings = request.app.state.settings
                 data = await anyio.to_thread.run_sync(
-                    partial(_render, target.file, settings.generation_threads), limiter=request.app.state.cpu_limiter
+                    partial(_render, target.file, settings.generation_threads, request.app.state.kernel),
+                    limiter=request.app.state.cpu_limiter,
                 )
             finally:
                 slot.release()
@@ -218,7 +220,7 @@ async def _serve_stats(request: Request, target: Target, *, conditional: bool) -
         results = {}
         for spec in target.specs:
             results[spec.name] = await anyio.to_thread.run_sync(
-                partial(compute_stats, spec, threads=settings.generation_threads),
+                partial(compute_stats, spec, kernel=request.app.state.kernel, threads=settings.generation_threads),
                 limiter=request.app.state.cpu_limiter,
             )
             metrics.generated_elements.labels(spec.scheme).inc(int(spec.numel))

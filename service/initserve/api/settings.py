@@ -45,6 +45,11 @@ class Settings(BaseSettings):
         ge=1,
         description="Threads per generation, and how many generation steps run at once; unset: all cores.",
     )
+    kernel: Literal["auto", "native", "numpy"] = Field(
+        default="auto",
+        description="Generation kernel: `native` (compiled C, the fast path), `numpy` (the reference), or "
+        "`auto` (native when built, else numpy with a warning). Both give the same bytes.",
+    )
     response_cache_bytes: int = Field(
         default=64 << 20,
         ge=0,
@@ -72,7 +77,7 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "kernel", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value

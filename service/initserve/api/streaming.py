@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from initserve.api.http_cache import ByteRange
 from initserve.api.limits import GenerationSlot
+from initserve.engine import Kernel
 
 
 class ByteSource(Protocol):
@@ -31,7 +32,7 @@ class ByteSource(Protocol):
     def total_length(self) -> int: ...
 
     def iter_bytes(
-        self, start: int = 0, stop: int | None = None, *, threads: int | None = None
+        self, start: int = 0, stop: int | None = None, *, kernel: Kernel | None = None, threads: int | None = None
     ) -> Iterator[memoryview]: ...
 
 
@@ -73,6 +74,7 @@ class GeneratedFileResponse(Response):
         slot: GenerationSlot | None = None,
         on_data: DataCallback | None = None,
         threads: int | None = None,
+        kernel: Kernel | None = None,
         cpu_limiter: anyio.CapacityLimiter | None = None,
     ) -> None:
         self.source = source
@@ -82,6 +84,7 @@ class GeneratedFileResponse(Response):
         self.slot = slot
         self.on_data = on_data or (lambda _start, _stop: None)
         self.threads = threads
+        self.kernel = kernel
         self.cpu_limiter = cpu_limiter
         self.background = None
         self.body = b""
@@ -115,7 +118,7 @@ class GeneratedFileResponse(Response):
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _stream_range(self, send: Send, span: ByteRange) -> None:
-        iterator = self.source.iter_bytes(span.start, span.stop, threads=self.threads)
+        iterator = self.source.iter_bytes(span.start, span.stop, kernel=self.kernel, threads=self.threads)
         position = span.start
         try:
             while True:

@@ -1,4 +1,4 @@
-"""The initserve engine: spec → tensor, statistics and safetensors bytes. Pure: numpy only.
+"""The initserve engine: spec → tensor, statistics and safetensors bytes. Pure: numpy and its own C kernel.
 
 Determinism contract (docs/determinism.md): the bytes depend only on the canonical spec and the
 algorithm version — never on numpy version, SIMD level, thread count, block size or slicing.
@@ -8,6 +8,7 @@ from .catalog import CATALOG, catalog, scheme_info
 from .dtypes import DTYPES
 from .errors import FieldError, SpecError, SpecTooLarge, format_loc
 from .generate import generate, iter_result_chunks
+from .kernels import KERNEL_CHOICES, Kernel, KernelUnavailable, default_kernel, resolve_kernel
 from .safetensors import SafetensorsFile
 from .spec import (
     ALGORITHM_VERSION,
@@ -24,9 +25,12 @@ __all__ = [
     "ALGORITHM_VERSION",
     "CATALOG",
     "DTYPES",
+    "KERNEL_CHOICES",
     "SUPPORTED_ALGORITHMS",
     "BundleSpec",
     "FieldError",
+    "Kernel",
+    "KernelUnavailable",
     "SafetensorsFile",
     "Spec",
     "SpecError",
@@ -34,10 +38,12 @@ __all__ = [
     "catalog",
     "check_size",
     "compute_stats",
+    "default_kernel",
     "format_loc",
     "generate",
     "iter_result_chunks",
     "parse_bundle",
     "parse_spec",
+    "resolve_kernel",
     "scheme_info",
 ]

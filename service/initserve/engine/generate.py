@@ -2,7 +2,8 @@
 
 Element ``i`` of the full tensor depends only on (key, i) for elementwise schemes, so the work is
 split into fixed blocks handed to a thread pool; block size and thread count change the speed,
-never the bytes. Whole-tensor schemes (orthogonal, sparse) compute the full tensor once per call.
+never the bytes. The native kernel releases the GIL for a whole block, so the pool's threads run on
+all cores. Whole-tensor schemes (orthogonal, sparse) compute the full tensor once per call.
 """
 
 from __future__ import annotations
@@ -17,12 +18,11 @@ import numpy as np
 import numpy.typing as npt
 
 from .dtypes import cast_into
-from .rng import WordStream
+from .kernels import Filler, Kernel, default_kernel
 from .samplers import WholeSampler, is_elementwise
 from .spec import Spec
 
 Array = npt.NDArray[np.generic]
-SUBCHUNK = 1 << 16  # elements per inner step: amortises per-call overhead, temporaries stay in L2
 DEFAULT_BLOCK = 1 << 20  # elements per parallel task / streamed chunk
 
 
@@ -33,56 +33,36 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def fill_full_range(spec: Spec, start: int, out: Array) -> None:
-    """Write elements ``start .. start+len(out)`` of the *full* flat tensor into ``out`` (storage dtype)."""
-    elementwise = spec.built.sampler
-    assert is_elementwise(elementwise), "whole-tensor schemes have no random access"
-    count = out.shape[0]
-    words = WordStream(spec.key, start) if elementwise.uses_words else None
-    dtype = spec.dtype_info
-    for offset in range(0, count, SUBCHUNK):
-        n = min(SUBCHUNK, count - offset)
-        chunk_words = words.next(n) if words is not None else None
-        cast_into(elementwise.values(chunk_words, start + offset, n), out[offset : offset + n], dtype)
-
-
 class ResultWriter:
-    """Fills ranges of a spec's *result* (after slicing) into caller buffers."""
+    """Fills ranges of a spec's *result* (after slicing) into caller buffers, with one kernel.
 
-    def __init__(self, spec: Spec) -> None:
+    Elementwise schemes: one prepared kernel call per buffer, which walks the slice's runs by
+    arithmetic (``Spec.run_layout``), so memory is O(1) per request whatever the number of runs, and
+    a column slice costs one call per block, not one per row. Whole-tensor schemes compute the
+    whole tensor once per writer.
+    """
+
+    def __init__(self, spec: Spec, kernel: Kernel | None = None) -> None:
         self.spec = spec
-        self._runs = list(spec.runs()) if spec.slice is not None else None
-        self._run_offsets: list[int] = []
-        if self._runs is not None:
-            total = 0
-            for _, count in self._runs:
-                self._run_offsets.append(total)
-                total += count
+        self.kernel = kernel if kernel is not None else default_kernel()
+        sampler = spec.built.sampler
+        self._fill: Filler | None = None
+        if is_elementwise(sampler):
+            self._fill = self.kernel.prepare(sampler, spec.key, spec.dtype_info, spec.run_layout)
         self._whole: Array | None = None
 
     def fill(self, start: int, out: Array) -> None:
         """Write result elements ``start .. start+len(out)`` into ``out``."""
-        if not is_elementwise(self.spec.built.sampler):
-            whole = self._whole_result()
-            out[...] = whole[start : start + out.shape[0]]
+        if self._fill is not None:
+            self._fill(start, out)
             return
-        if self._runs is None:
-            fill_full_range(self.spec, start, out)
-            return
-        position, end = start, start + out.shape[0]
-        index = int(np.searchsorted(self._run_offsets, start, side="right")) - 1
-        while position < end:
-            run_start, run_count = self._runs[index]
-            inside = position - self._run_offsets[index]
-            n = min(run_count - inside, end - position)
-            fill_full_range(self.spec, run_start + inside, out[position - start : position - start + n])
-            position += n
-            index += 1
+        whole = self._whole_result()
+        out[...] = whole[start : start + out.shape[0]]
 
     def _whole_result(self) -> Array:
         if self._whole is None:
             sampler = cast(WholeSampler, self.spec.built.sampler)
-            values = sampler.whole(self.spec.key).reshape(self.spec.shape)
+            values = sampler.whole(self.spec.key, self.kernel).reshape(self.spec.shape)
             if self.spec.slice is not None:
                 values = values[tuple(slice(a, b) for a, b in self.spec.slice)]
             flat = np.ascontiguousarray(values).reshape(-1)
@@ -92,10 +72,15 @@ class ResultWriter:
         return self._whole
 
 
-def generate(spec: Spec, *, threads: int | None = None, block: int = DEFAULT_BLOCK) -> Array:
-    """The whole result as an array of the storage dtype (bfloat16 as uint16 bit patterns)."""
+def generate(
+    spec: Spec, *, kernel: Kernel | None = None, threads: int | None = None, block: int = DEFAULT_BLOCK
+) -> Array:
+    """The whole result as an array of the storage dtype (bfloat16 as uint16 bit patterns).
+
+    ``kernel``: which implementation of algorithm 1 (kernels.resolve_kernel; None: default_kernel()).
+    """
     out = np.empty(spec.numel, dtype=spec.dtype_info.storage)
-    writer = ResultWriter(spec)
+    writer = ResultWriter(spec, kernel)
     blocks = [(start, min(block, spec.numel - start)) for start in range(0, spec.numel, block)]
     workers = threads or default_threads()
     if workers == 1 or len(blocks) <= 1 or not is_elementwise(spec.built.sampler):
@@ -113,6 +98,7 @@ def iter_result_chunks(
     start: int = 0,
     stop: int | None = None,
     *,
+    kernel: Kernel | None = None,
     threads: int | None = None,
     block: int = DEFAULT_BLOCK,
 ) -> Iterator[Array]:
@@ -124,7 +110,7 @@ def iter_result_chunks(
     stop = spec.numel if stop is None else stop
     if stop <= start:
         return
-    writer = ResultWriter(spec)
+    writer = ResultWriter(spec, kernel)
     blocks = -(-(stop - start) // block)
     if blocks == 1 or not is_elementwise(spec.built.sampler):
         # One block (small tensors, most requests) or a whole-tensor scheme: a thread pool would

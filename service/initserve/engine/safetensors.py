@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .generate import DEFAULT_BLOCK, iter_result_chunks
+from .kernels import Kernel
 from .spec import ALGORITHM_VERSION, BundleSpec, Spec
 
 ALIGNMENT = 8
@@ -64,6 +65,7 @@ class SafetensorsFile:
         start: int = 0,
         stop: int | None = None,
         *,
+        kernel: Kernel | None = None,
         threads: int | None = None,
         block: int = DEFAULT_BLOCK,
     ) -> Iterator[memoryview]:
@@ -83,12 +85,12 @@ class SafetensorsFile:
             first, last = (lo - begin) // itemsize, -(-(hi - begin) // itemsize)
             skip = (lo - begin) - first * itemsize  # bytes to drop from the first element
             remaining = hi - lo
-            for chunk in iter_result_chunks(entry.spec, first, last, threads=threads, block=block):
+            for chunk in iter_result_chunks(entry.spec, first, last, kernel=kernel, threads=threads, block=block):
                 view = chunk.data.cast("B")[skip : skip + remaining]
                 skip = 0
                 remaining -= len(view)
                 yield view
 
-    def to_bytes(self, *, threads: int | None = None) -> bytes:
+    def to_bytes(self, *, kernel: Kernel | None = None, threads: int | None = None) -> bytes:
         """The whole file in memory (small files and tests; stream with iter_bytes otherwise)."""
-        return b"".join(bytes(view) for view in self.iter_bytes(threads=threads))
+        return b"".join(bytes(view) for view in self.iter_bytes(kernel=kernel, threads=threads))

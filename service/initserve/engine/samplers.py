@@ -10,13 +10,18 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
-from typing import Protocol, TypeGuard
+from typing import TYPE_CHECKING, Protocol, TypeGuard
 
 import numpy as np
 import numpy.typing as npt
 
-from .rng import STREAM_SPARSE_MASK, STREAM_VALUES, WordStream, raw_words
+from .dtypes import DTYPES
+from .layout import RunLayout
+from .rng import STREAM_SPARSE_MASK
 from .special import QuantileWorkspace, normal_cdf, normal_quantile_into, truncated_normal_moments
+
+if TYPE_CHECKING:  # the kernels module imports this one
+    from .kernels import Kernel
 
 F64 = npt.NDArray[np.float64]
 U64 = npt.NDArray[np.uint64]
@@ -54,7 +59,9 @@ class ElementwiseSampler(Protocol):
 
 
 class WholeSampler(Protocol):
-    def whole(self, key: int) -> F64: ...
+    """``whole(key, kernel)``: the whole tensor, flat, in float64; random bits through ``kernel``."""
+
+    def whole(self, key: int, kernel: Kernel) -> F64: ...
 
     def moments(self) -> Moments: ...
 
@@ -264,16 +271,12 @@ def _indicator_moments(ones: int, numel: int, value: float) -> Moments:
 
 
 STANDARD_NORMAL = TruncatedNormal(0.0, 1.0)
-DRAW_CHUNK = 1 << 16
 
 
-def draw(sampler: ElementwiseSampler, key: int, count: int, stream: int = STREAM_VALUES) -> F64:
-    """Elements 0 .. count-1 of ``sampler`` in float64, computed chunk by chunk (bounded scratch)."""
+def draw(sampler: ElementwiseSampler, key: int, count: int, kernel: Kernel) -> F64:
+    """Elements 0 .. count-1 of ``sampler`` in float64 (stream 0), computed by ``kernel``."""
     result = np.empty(count, dtype=np.float64)
-    words = WordStream(key, 0, stream)
-    for offset in range(0, count, DRAW_CHUNK):
-        n = min(DRAW_CHUNK, count - offset)
-        result[offset : offset + n] = sampler.values(words.next(n), offset, n)
+    kernel.prepare(sampler, key, DTYPES["float64"], RunLayout(0, count, (), ()))(0, result)
     return result
 
 
@@ -291,8 +294,8 @@ class Orthogonal:
     cols: int
     gain: float
 
-    def whole(self, key: int) -> F64:
-        matrix = draw(STANDARD_NORMAL, key, self.rows * self.cols).reshape(self.rows, self.cols)
+    def whole(self, key: int, kernel: Kernel) -> F64:
+        matrix = draw(STANDARD_NORMAL, key, self.rows * self.cols, kernel).reshape(self.rows, self.cols)
         wide = self.rows < self.cols
         if wide:
             matrix = matrix.T
@@ -326,11 +329,11 @@ class Sparse:
     axis: int
     normal: TruncatedNormal
 
-    def whole(self, key: int) -> F64:
+    def whole(self, key: int, kernel: Kernel) -> F64:
         numel = self.shape[0] * self.shape[1]
-        values = draw(self.normal, key, numel).reshape(self.shape)
+        values = draw(self.normal, key, numel, kernel).reshape(self.shape)
         if self.zeros:
-            mask_keys = raw_words(key, 0, numel, STREAM_SPARSE_MASK).reshape(self.shape)
+            mask_keys = kernel.words(key, 0, numel, STREAM_SPARSE_MASK).reshape(self.shape)
             order = np.argsort(mask_keys, axis=self.axis, kind="stable")
             chosen = np.take(order, np.arange(self.zeros), axis=self.axis)
             np.put_along_axis(values, chosen, 0.0, axis=self.axis)
@@ -357,7 +360,6 @@ __all__ = [
     "TruncatedNormal",
     "Uniform",
     "WholeSampler",
-    "WordStream",
     "is_elementwise",
     "uniform_01",
     "uniform_open",

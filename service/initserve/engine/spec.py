@@ -20,6 +20,7 @@ from .catalog import CATALOG, COMPUTED_DEFAULTS, Built, Layer, Scheme
 from .dtypes import DTYPES, DType
 from .errors import FieldError, Loc, SpecError, SpecTooLarge
 from .fans import LAYOUTS
+from .layout import RunLayout
 from .params import ParamValue, validate_params
 from .rng import derive_key
 
@@ -109,28 +110,22 @@ class Spec:
     def built(self) -> Built:
         return self.scheme_entry.build(self.layer)
 
-    def runs(self) -> Iterator[tuple[int, int]]:
-        """(start, count) runs of flat full-tensor indices that make up the result, in C order."""
+    @cached_property
+    def run_layout(self) -> RunLayout:
+        """Where the result's elements lie in the full tensor, as arithmetic (nothing enumerated)."""
         if self.slice is None:
-            yield 0, self.full_numel
-            return
+            return RunLayout(0, self.full_numel, (), ())
         sliced = len(self.slice)
-        inner = math.prod(self.shape[sliced:])
-        strides = [math.prod(self.shape[axis + 1 :]) for axis in range(sliced)]
+        strides = tuple(math.prod(self.shape[axis + 1 :]) for axis in range(sliced))
         last_start, last_stop = self.slice[-1]
-        count = (last_stop - last_start) * inner
-        if count == 0:
-            return
-        yield from _runs(self.slice[:-1], strides, last_start * strides[-1], count)
+        run_length = (last_stop - last_start) * math.prod(self.shape[sliced:])
+        base = sum(start * stride for (start, _), stride in zip(self.slice, strides, strict=True))
+        extents = tuple(stop - start for start, stop in self.slice[:-1])
+        return RunLayout(base, run_length, extents, strides[:-1])
 
-
-def _runs(outer: tuple[tuple[int, int], ...], strides: list[int], offset: int, count: int) -> Iterator[tuple[int, int]]:
-    if not outer:
-        yield offset, count
-        return
-    (start, stop), rest = outer[0], outer[1:]
-    for index in range(start, stop):
-        yield from _runs(rest, strides[1:], offset + index * strides[0], count)
+    def runs(self) -> Iterator[tuple[int, int]]:
+        """(start, count) runs of flat full-tensor indices that make up the result, in C order (lazily)."""
+        return self.run_layout.runs_from(0, self.numel)
 
 
 @dataclass(frozen=True)

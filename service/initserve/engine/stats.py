@@ -14,6 +14,7 @@ import numpy as np
 
 from .dtypes import to_float64
 from .generate import iter_result_chunks
+from .kernels import Kernel
 from .samplers import Moments
 from .spec import ALGORITHM_VERSION, Spec
 
@@ -31,7 +32,7 @@ def histogram_range(moments: Moments) -> tuple[float, float]:
     return low, high
 
 
-def compute_stats(spec: Spec, *, threads: int | None = None) -> dict[str, Any]:
+def compute_stats(spec: Spec, *, kernel: Kernel | None = None, threads: int | None = None) -> dict[str, Any]:
     """numel, shape, dtype, mean, std, min, max, zeros fraction, histogram, fans, gain, expected
     moments, sha256 of the tensor bytes, algorithm, canonical spec."""
     dtype = spec.dtype_info
@@ -44,7 +45,7 @@ def compute_stats(spec: Spec, *, threads: int | None = None) -> dict[str, Any]:
     count, mean, m2 = 0, 0.0, 0.0
     minimum, maximum = math.inf, -math.inf
     digest = hashlib.sha256()
-    for chunk in iter_result_chunks(spec, threads=threads, block=STATS_CHUNK):
+    for chunk in iter_result_chunks(spec, kernel=kernel, threads=threads, block=STATS_CHUNK):
         digest.update(chunk.data.cast("B"))
         values = to_float64(chunk, dtype)
         n = values.size

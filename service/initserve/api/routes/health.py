@@ -20,9 +20,9 @@ _metrics_auth = Depends(api_key_if("protect_metrics"))
 
 
 @router.get("/healthz", responses=problems(401), dependencies=[_health_auth])
-async def healthz() -> Health:
-    """Liveness: the process answers."""
-    return Health(status="ok")
+async def healthz(request: Request) -> Health:
+    """Liveness: the process answers; names the generation kernel it runs (native or numpy)."""
+    return Health(status="ok", kernel=request.app.state.kernel.name)
 
 
 @router.get("/readyz", responses=problems(401), dependencies=[_health_auth])

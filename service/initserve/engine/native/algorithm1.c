@@ -1,0 +1,302 @@
+/* Algorithm 1 (docs/determinism.md): the element transform, tile by tile.
+ *
+ * Every element is computed with the scalar operation sequence the document writes, in binary64,
+ * in that order. The build turns floating-point contraction off (no fused multiply-add) and never
+ * uses -ffast-math, so the compiler may vectorise the loops below (lanes are independent elements)
+ * but may not reassociate, fuse or approximate anything: the bytes are those of the numpy engine.
+ *
+ * A tile of TILE elements goes: Philox words -> p -> central AS 241 branch for every lane (a
+ * branch-free loop the compiler can vectorise) -> the tail branch for the lanes with |q| > 0.425
+ * (scalar, ~15% of lanes) -> affine step and clamps -> cast into the caller's buffer. */
+#include "algorithm1.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "casts.h"
+#include "philox.h"
+
+#define TILE 512
+
+/* ---- section 5: words -> uniforms (exact) ---------------------------------------------------- */
+static const double TWO_POW_M53 = 1.0 / 9007199254740992.0; /* 2^-53 */
+
+/* (w >> 11) * 2^-53 */
+static inline double uniform_01(uint64_t w) { return (double)(int64_t)(w >> 11) * TWO_POW_M53; }
+
+/* ((w >> 11) | 1) * 2^-53 */
+static inline double uniform_open(uint64_t w) { return (double)(int64_t)((w >> 11) | 1u) * TWO_POW_M53; }
+
+/* ---- section 6.1: ln x for 0 < x <= 1 from exact operations ---------------------------------- */
+static const double SQRT_HALF = 0.70710678118654752440;
+static const double LN2_HI = 6.93147180369123816490e-01;
+static const double LN2_LO = 1.90821492927058770002e-10;
+
+static double log_exact_ops(double x)
+{
+    int e;
+    double m = frexp(x, &e); /* exact: x = m * 2^e, m in [0.5, 1) */
+    if (m < SQRT_HALF) {
+        m = m * 2.0;
+        e = e - 1;
+    }
+    const double s = (m - 1.0) / (m + 1.0);
+    const double z = s * s;
+    /* c_k = 1/(2k+1) for k = 11 .. 1, each a correctly rounded quotient */
+    double p = z * (1.0 / 23.0) + 1.0 / 21.0;
+    p = p * z + 1.0 / 19.0;
+    p = p * z + 1.0 / 17.0;
+    p = p * z + 1.0 / 15.0;
+    p = p * z + 1.0 / 13.0;
+    p = p * z + 1.0 / 11.0;
+    p = p * z + 1.0 / 9.0;
+    p = p * z + 1.0 / 7.0;
+    p = p * z + 1.0 / 5.0;
+    p = p * z + 1.0 / 3.0;
+    p = p * z + 1.0;
+    const double two_s_p = (s * p) * 2.0;
+    const double ed = (double)e;
+    const double low_part = ed * LN2_LO + two_s_p;
+    return ed * LN2_HI + low_part;
+}
+
+/* ---- section 6.2: AS 241 ----------------------------------------------------------------------- */
+static const double A[8] = {3.3871328727963666080e0, 1.3314166789178437745e2, 1.9715909503065514427e3,
+                            1.3731693765509461125e4, 4.5921953931549871457e4, 6.7265770927008700853e4,
+                            3.3430575583588128105e4, 2.5090809287301226727e3};
+static const double B[8] = {1.0,
+                            4.2313330701600911252e1,
+                            6.8718700749205790830e2,
+                            5.3941960214247511077e3,
+                            2.1213794301586595867e4,
+                            3.9307895800092710610e4,
+                            2.8729085735721942674e4,
+                            5.2264952788528545610e3};
+static const double C[8] = {1.42343711074968357734e0, 4.63033784615654529590e0, 5.76949722146069140550e0,
+                            3.64784832476320460504e0, 1.27045825245236838258e0, 2.41780725177450611770e-1,
+                            2.27238449892691845833e-2, 7.74545014278341407640e-4};
+static const double D[8] = {1.0,
+                            2.05319162663775882187e0,
+                            1.67638483018380384940e0,
+                            6.89767334985100004550e-1,
+                            1.48103976427480074590e-1,
+                            1.51986665636164571966e-2,
+                            5.47593808499534494600e-4,
+                            1.05075007164441684324e-9};
+static const double E[8] = {6.65790464350110377720e0, 5.46378491116411436990e0, 1.78482653991729133580e0,
+                            2.96560571828504891230e-1, 2.65321895265761230930e-2, 1.24266094738807843860e-3,
+                            2.71155556874348757815e-5, 2.01033439929228813265e-7};
+static const double F[8] = {1.0,
+                            5.99832206555887937690e-1,
+                            1.36929880922735805310e-1,
+                            1.48753612908506148525e-2,
+                            7.86869131145613259100e-4,
+                            1.84631831751005468180e-5,
+                            1.42151175831644588870e-7,
+                            2.04426310338993978564e-15};
+
+/* H(c, r): acc = c7*r; for k = 6..1: acc = (acc + c_k)*r; result = acc + c0 */
+static inline double horner(const double c[8], double r)
+{
+    double acc = c[7] * r;
+    acc = (acc + c[6]) * r;
+    acc = (acc + c[5]) * r;
+    acc = (acc + c[4]) * r;
+    acc = (acc + c[3]) * r;
+    acc = (acc + c[2]) * r;
+    acc = (acc + c[1]) * r;
+    return acc + c[0];
+}
+
+/* the tail branch for |q| > 0.425 */
+static double quantile_tail(double p, double q)
+{
+    const double t = q < 0.0 ? p : 1.0 - p;
+    const double r = sqrt(-log_exact_ops(t));
+    double z;
+    if (r > 5.0) {
+        const double s = r - 5.0;
+        z = horner(E, s) / horner(F, s);
+    } else {
+        const double s = r - 1.6;
+        z = horner(C, s) / horner(D, s);
+    }
+    return q < 0.0 ? -z : z;
+}
+
+/* clamp with numpy's np.clip semantics (an equal bound keeps x, so signed zeros pass through) */
+static inline double clamp(double x, double lo, double hi)
+{
+    x = x < lo ? lo : x;
+    return x > hi ? hi : x;
+}
+
+/* ---- words ------------------------------------------------------------------------------------- */
+/* words of elements first .. first+count-1 of the program's stream; out holds count + 3 words */
+static void element_words(const is_program *program, uint64_t first, size_t count, uint64_t *out)
+{
+    uint64_t block = first >> 2;
+    const size_t skip = (size_t)(first & 3u);
+    uint64_t words[4];
+    size_t produced = 0;
+    if (skip) {
+        philox4x64_10(block++, program->stream, program->k0, program->k1, words);
+        for (size_t j = skip; j < 4 && produced < count; j++)
+            out[produced++] = words[j];
+    }
+    while (produced < count) {
+        philox4x64_10(block++, program->stream, program->k0, program->k1, out + produced);
+        produced += 4; /* may write up to 3 words past count: out has room */
+    }
+}
+
+/* ---- section 7: values of one tile ------------------------------------------------------------- */
+static void normal_values(const is_program *pr, const uint64_t *words, size_t n, double *x)
+{
+    double p[TILE];
+    double q[TILE];
+    for (size_t i = 0; i < n; i++) {
+        double u = uniform_open(words[i]);
+        if (pr->truncated)
+            u = clamp(u * pr->p_width + pr->p_low, 0x1p-1074, 1.0 - 0x1p-53);
+        p[i] = u;
+    }
+    /* central branch for every lane: z = (q * H(A, r)) / H(B, r), r = 0.180625 - q*q */
+    for (size_t i = 0; i < n; i++) {
+        const double qi = p[i] - 0.5;
+        const double r = 0.180625 - qi * qi;
+        q[i] = qi;
+        x[i] = (qi * horner(A, r)) / horner(B, r);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (fabs(q[i]) > 0.425)
+            x[i] = quantile_tail(p[i], q[i]);
+    if (pr->truncated) {
+        for (size_t i = 0; i < n; i++) {
+            double z = clamp(x[i], pr->alpha, pr->beta);
+            if (pr->mirrored)
+                z = -z;
+            x[i] = clamp(z * pr->std + pr->mean, pr->lo, pr->hi);
+        }
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            double z = pr->mirrored ? -x[i] : x[i];
+            x[i] = z * pr->std + pr->mean;
+        }
+    }
+}
+
+static void tile_values(const is_program *pr, const uint64_t *words, size_t n, double *x)
+{
+    switch (pr->kind) {
+    case IS_CONSTANT:
+        for (size_t i = 0; i < n; i++)
+            x[i] = pr->value;
+        break;
+    case IS_UNIFORM:
+        for (size_t i = 0; i < n; i++)
+            x[i] = pr->low + pr->width * uniform_01(words[i]);
+        break;
+    default:
+        normal_values(pr, words, n, x);
+        break;
+    }
+}
+
+/* ---- section 9: casts (little-endian storage; the caller checks the byte order) ----------------- */
+static void store(int dtype, const double *x, size_t n, unsigned char *out)
+{
+    switch (dtype) {
+    case IS_F64:
+        memcpy(out, x, n * sizeof(double));
+        break;
+    case IS_F32: {
+        float *o = (float *)(void *)out;
+        for (size_t i = 0; i < n; i++)
+            o[i] = (float)x[i];
+        break;
+    }
+    case IS_F16: {
+        uint16_t *o = (uint16_t *)(void *)out;
+        for (size_t i = 0; i < n; i++)
+            o[i] = is_to_float16(x[i]);
+        break;
+    }
+    default: {
+        uint16_t *o = (uint16_t *)(void *)out;
+        for (size_t i = 0; i < n; i++)
+            o[i] = is_to_bfloat16(x[i]);
+        break;
+    }
+    }
+}
+
+size_t is_itemsize(int dtype)
+{
+    switch (dtype) {
+    case IS_F64:
+    case IS_U64:
+        return 8;
+    case IS_F32:
+        return 4;
+    default:
+        return 2;
+    }
+}
+
+void is_fill_range(const is_program *program, uint64_t first, size_t count, void *out)
+{
+    uint64_t words[TILE + 4];
+    double values[TILE];
+    unsigned char *cursor = (unsigned char *)out;
+    const size_t itemsize = is_itemsize(program->dtype);
+    const int needs_words = program->kind != IS_CONSTANT;
+    while (count > 0) {
+        const size_t n = count < TILE ? count : TILE;
+        if (needs_words)
+            element_words(program, first, n, words);
+        if (program->kind == IS_WORDS) {
+            memcpy(cursor, words, n * sizeof(uint64_t));
+        } else {
+            tile_values(program, words, n, values);
+            store(program->dtype, values, n, cursor);
+        }
+        cursor += n * itemsize;
+        first += n;
+        count -= n;
+    }
+}
+
+void is_fill_result(const is_program *program, const is_layout *layout, uint64_t start, size_t count, void *out)
+{
+    unsigned char *cursor = (unsigned char *)out;
+    const size_t itemsize = is_itemsize(program->dtype);
+    if (layout->rank == 0) {
+        is_fill_range(program, layout->base + start, count, out);
+        return;
+    }
+    /* the run that holds result element `start`, and the offset inside it */
+    uint64_t run = start / layout->run_length;
+    uint64_t inside = start % layout->run_length;
+    uint64_t coord[IS_MAX_RANK];
+    for (int d = layout->rank - 1; d >= 0; d--) {
+        coord[d] = run % layout->extents[d];
+        run /= layout->extents[d];
+    }
+    while (count > 0) {
+        uint64_t first = layout->base + inside;
+        for (int d = 0; d < layout->rank; d++)
+            first += coord[d] * layout->strides[d];
+        const uint64_t left = layout->run_length - inside;
+        const size_t n = left < (uint64_t)count ? (size_t)left : count;
+        is_fill_range(program, first, n, cursor);
+        cursor += n * itemsize;
+        count -= n;
+        inside = 0;
+        for (int d = layout->rank - 1; d >= 0; d--) { /* next run: odometer, last dimension fastest */
+            if (++coord[d] < layout->extents[d])
+                break;
+            coord[d] = 0;
+        }
+    }
+}

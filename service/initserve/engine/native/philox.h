@@ -1,0 +1,60 @@
+/* Philox4x64-10 (Salmon et al., SC 2011): the block function of docs/determinism.md section 4.
+ *
+ * Only integer operations: the result cannot depend on the compiler's floating-point settings.
+ * The 64x64 -> 128-bit product uses the compiler's 128-bit integer where there is one, MSVC's
+ * _umul128 on x64, and a portable 32-bit split otherwise (all three give the same exact product). */
+#ifndef INITSERVE_PHILOX_H
+#define INITSERVE_PHILOX_H
+
+#include <stdint.h>
+
+#if defined(_MSC_VER) && defined(_M_X64) && !defined(__clang__)
+#include <intrin.h>
+#endif
+
+#define PHILOX_M0 UINT64_C(0xD2E7470EE14C6C93)
+#define PHILOX_M1 UINT64_C(0xCA5A826395121157)
+#define PHILOX_W0 UINT64_C(0x9E3779B97F4A7C15)
+#define PHILOX_W1 UINT64_C(0xBB67AE8584CAA73B)
+
+static inline uint64_t philox_mulhilo(uint64_t a, uint64_t b, uint64_t *hi)
+{
+#if defined(__SIZEOF_INT128__)
+    unsigned __int128 product = (unsigned __int128)a * b;
+    *hi = (uint64_t)(product >> 64);
+    return (uint64_t)product;
+#elif defined(_MSC_VER) && defined(_M_X64) && !defined(__clang__)
+    return _umul128(a, b, hi);
+#else
+    uint64_t a_lo = a & 0xFFFFFFFFu, a_hi = a >> 32, b_lo = b & 0xFFFFFFFFu, b_hi = b >> 32;
+    uint64_t lo_lo = a_lo * b_lo, hi_lo = a_hi * b_lo, lo_hi = a_lo * b_hi, hi_hi = a_hi * b_hi;
+    uint64_t middle = (lo_lo >> 32) + (hi_lo & 0xFFFFFFFFu) + lo_hi;
+    *hi = hi_hi + (hi_lo >> 32) + (middle >> 32);
+    return (middle << 32) | (lo_lo & 0xFFFFFFFFu);
+#endif
+}
+
+/* out = Philox4x64-10(counter (c0, c1, 0, 0), key (k0, k1)). */
+static inline void philox4x64_10(uint64_t c0, uint64_t c1, uint64_t k0, uint64_t k1, uint64_t out[4])
+{
+    uint64_t c2 = 0, c3 = 0;
+    for (int round = 0; round < 10; round++) {
+        uint64_t hi0, hi1, lo0, lo1;
+        if (round > 0) {
+            k0 += PHILOX_W0;
+            k1 += PHILOX_W1;
+        }
+        lo0 = philox_mulhilo(PHILOX_M0, c0, &hi0);
+        lo1 = philox_mulhilo(PHILOX_M1, c2, &hi1);
+        c0 = hi1 ^ c1 ^ k0;
+        c1 = lo1;
+        c2 = hi0 ^ c3 ^ k1;
+        c3 = lo0;
+    }
+    out[0] = c0;
+    out[1] = c1;
+    out[2] = c2;
+    out[3] = c3;
+}
+
+#endif
