@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 from initserve.engine import generate, parse_spec
-from initserve.engine.generate import DEFAULT_BLOCK, SUBCHUNK, ResultWriter, default_threads
+from initserve.engine.generate import DEFAULT_BLOCK, ResultWriter, default_threads
+from initserve.engine.kernels import SUBCHUNK
 from initserve.engine.rng import WordStream, derive_key
 
 from benchmarks.context import Context
