@@ -4,6 +4,9 @@
 >>> with Client() as client:                                    # doctest: +SKIP
 ...     w = client.tensor([256, 128], "kaiming_uniform", seed=42)
 
+:class:`LocalClient` has the same methods and generates in-process with the engine the server runs
+(bit-identical; numpy only); :func:`init_module` accepts either and fills sharded models rank by rank.
+
 torch helpers (:func:`init_module`, :func:`to_torch`) import torch lazily: the package itself needs
 only httpx and numpy.
 """
@@ -36,6 +39,7 @@ from ._errors import (
     TooLargeError,
     TransportError,
 )
+from ._local import LocalClient
 from ._policies import InitRule, PatternPolicy, Policy, SchemePolicy, TorchDefaultPolicy
 from ._retry import RetryPolicy
 from ._specs import tensor_spec
@@ -60,6 +64,7 @@ __all__ = [
     "InitserveError",
     "IntegrityError",
     "InvalidSpecError",
+    "LocalClient",
     "MissingDependencyError",
     "NotFoundError",
     "OfflineError",

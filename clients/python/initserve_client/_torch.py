@@ -7,14 +7,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._distributed import TensorParallel, layout_of, local_tensor, materialize
 from ._errors import InitserveError, MissingDependencyError
 from ._policies import InitRule, Policy, as_policy, plan_module
+from ._shards import Box, ShardLayout
 
 if TYPE_CHECKING:
     import torch
 
     from ._async_client import AsyncClient
     from ._client import Client
+    from ._local import LocalClient
 
 __all__ = ["ainit_module", "init_module", "to_torch"]
 
@@ -42,33 +45,92 @@ def to_torch(array: np.ndarray[Any, Any], st_dtype: str, *, device: str | torch.
     return tensor if device is None else tensor.to(device)
 
 
-def _apply(
-    params: Mapping[str, torch.Tensor],
-    plan: Mapping[str, tuple[dict[str, Any], InitRule]],
-    values: Mapping[str, torch.Tensor],
-) -> None:
-    th = _torch()
-    with th.no_grad():
-        for name, (_, rule) in plan.items():
-            param, value = params[name], values[name]
-            if tuple(value.shape) != tuple(param.shape) or value.dtype != param.dtype:
-                raise InitserveError(
-                    f"{name}: server returned {value.dtype}{list(value.shape)}, "
-                    f"parameter is {param.dtype}{list(param.shape)}"
-                )
-            param.copy_(value)
-            if rule.zero_row is not None:
-                param[rule.zero_row].zero_()
+class _Filling:
+    """The requests that fill a module and where each answer goes.
+
+    A parameter this process holds whole is one bundle entry; a sharded one (DTensor, Megatron) is
+    one entry per box of its local elements (:meth:`ShardLayout.boxes`). A bundle names each tensor
+    once, so boxes are sent in rounds: round ``k`` carries box ``k`` of every parameter that has one.
+    """
+
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        plan: Mapping[str, tuple[dict[str, Any], InitRule]],
+        tensor_parallel: TensorParallel | None,
+    ) -> None:
+        params = dict(module.named_parameters())
+        self.rules = {name: rule for name, (_, rule) in plan.items()}
+        self.locals = {name: local_tensor(params[name]) for name in plan}
+        self.layouts: dict[str, ShardLayout | None] = {}
+        self.rounds: list[dict[str, dict[str, Any]]] = []
+        self.boxes: list[dict[str, Box | None]] = []
+        for name, (spec, _) in plan.items():
+            layout = layout_of(name, params[name], tensor_parallel)
+            self.layouts[name] = layout
+            if layout is None:
+                self._add(0, name, spec, None)
+                continue
+            spec = {**spec, "shape": list(layout.global_shape)}  # the scheme's scalars follow the global shape
+            for k, box in enumerate(layout.boxes()):
+                box_slice = box.spec_slice(layout.global_shape)
+                self._add(k, name, spec if box_slice is None else {**spec, "slice": box_slice}, box)
+
+    def _add(self, k: int, name: str, spec: dict[str, Any], box: Box | None) -> None:
+        while len(self.rounds) <= k:
+            self.rounds.append({})
+            self.boxes.append({})
+        self.rounds[k][name] = spec
+        self.boxes[k][name] = box
+
+    def apply(self, k: int, values: Mapping[str, torch.Tensor]) -> None:
+        th = _torch()
+        with th.no_grad():
+            for name, box in self.boxes[k].items():
+                target = self.locals[name] if box is None else self.locals[name][box.local_index()]
+                value = values[name]
+                if tuple(value.shape) != tuple(target.shape) or value.dtype != target.dtype:
+                    raise InitserveError(
+                        f"{name}: server returned {value.dtype}{list(value.shape)}, "
+                        f"parameter {'block' if box is not None else 'is'} {target.dtype}{list(target.shape)}"
+                    )
+                target.copy_(value)
+
+    def finish(self) -> None:
+        """Rows a rule zeroes afterwards (``padding_idx``), wherever this rank holds them."""
+        th = _torch()
+        with th.no_grad():
+            for name, rule in self.rules.items():
+                if rule.zero_row is None:
+                    continue
+                layout, local = self.layouts[name], self.locals[name]
+                rows = [rule.zero_row] if layout is None else list(layout.local_positions(0, rule.zero_row))
+                for row in rows:
+                    local[row].zero_()
+
+
+def _prepare(
+    module: torch.nn.Module,
+    policy: Policy | str | Mapping[str, Any] | None,
+    device: str | torch.device | None,
+    tensor_parallel: TensorParallel | None,
+) -> _Filling:
+    materialize(module, device)
+    return _Filling(module, plan_module(module, as_policy(policy)), tensor_parallel)
 
 
 def init_module(
     module: torch.nn.Module,
     *,
-    client: Client,
+    client: Client | LocalClient,
     seed: int,
     policy: Policy | str | Mapping[str, Any] | None = None,
+    device: str | torch.device | None = None,
+    tp_rank: int | None = None,
+    tp_size: int | None = None,
+    tp_group: Any = None,
 ) -> torch.nn.Module:
-    """Fill ``module``'s parameters in place from one ``/v1/bundle`` request; returns ``module``.
+    """Fill ``module``'s parameters in place from bundle requests; returns ``module``.
 
     Each parameter is the tensor named by its parameter name (``"0.weight"``, ``"encoder.fc.bias"``):
     the same ``seed`` gives the same module on any machine, and adding a layer leaves every other
@@ -78,11 +140,28 @@ def init_module(
     ``policy``: ``None``/``"torch"`` (each layer's torch default distribution), a scheme name (that
     scheme for every weight of ≥ 2 dims, zero biases), a ``{fnmatch pattern: spec}`` mapping, or a
     :class:`~initserve_client.Policy`.
+
+    Sharded parameters (docs/sharding.md) get exactly their elements of the global tensor, so the
+    model is the same at any world size: a DTensor (FSDP2 ``fully_shard``, ``distribute_tensor``;
+    ``Shard``, ``_StridedShard``, ``Replicate`` on any mesh) is filled through ``to_local()``; a
+    parameter with Megatron's ``tensor_model_parallel``/``partition_dim``/``partition_stride``
+    attributes is this rank's partition of the global tensor (``partition_dim`` times ``tp_size``).
+    Each rank requests only its own elements and nothing is communicated.
+
+    ``device``: where parameters on the meta device are materialised (``Module.to_empty``) before
+    they are filled; without it a meta parameter raises :class:`InitserveError`.
+    ``tp_rank``/``tp_size`` (or ``tp_group``): the Megatron tensor-parallel rank; by default
+    Megatron's ``parallel_state`` if initialised, else torch.distributed's default group.
+
+    Raises:
+        InitserveError: a parameter no rule covers, a meta parameter without ``device``, a placement
+            that holds no values (``Partial``), or a Megatron parameter whose rank is unknown.
     """
-    plan = plan_module(module, as_policy(policy))
-    if plan:
-        values = client.bundle_torch({name: spec for name, (spec, _) in plan.items()}, seed=seed)
-        _apply(dict(module.named_parameters()), plan, values)
+    tensor_parallel = _tensor_parallel(module, tp_rank, tp_size, tp_group)
+    filling = _prepare(module, policy, device, tensor_parallel)
+    for k, specs in enumerate(filling.rounds):
+        filling.apply(k, client.bundle_torch(specs, seed=seed))
+    filling.finish()
     return module
 
 
@@ -92,10 +171,23 @@ async def ainit_module(
     client: AsyncClient,
     seed: int,
     policy: Policy | str | Mapping[str, Any] | None = None,
+    device: str | torch.device | None = None,
+    tp_rank: int | None = None,
+    tp_size: int | None = None,
+    tp_group: Any = None,
 ) -> torch.nn.Module:
     """:func:`init_module` with an :class:`~initserve_client.AsyncClient`."""
-    plan = plan_module(module, as_policy(policy))
-    if plan:
-        values = await client.bundle_torch({name: spec for name, (spec, _) in plan.items()}, seed=seed)
-        _apply(dict(module.named_parameters()), plan, values)
+    tensor_parallel = _tensor_parallel(module, tp_rank, tp_size, tp_group)
+    filling = _prepare(module, policy, device, tensor_parallel)
+    for k, specs in enumerate(filling.rounds):
+        filling.apply(k, await client.bundle_torch(specs, seed=seed))
+    filling.finish()
     return module
+
+
+def _tensor_parallel(module: torch.nn.Module, rank: int | None, size: int | None, group: Any) -> TensorParallel | None:
+    # Only a module with Megatron attributes needs the rank; others never look at torch.distributed.
+    explicit = rank is not None or size is not None or group is not None
+    if not explicit and not any(getattr(p, "tensor_model_parallel", False) for p in module.parameters()):
+        return None
+    return TensorParallel.resolve(rank, size, group)

@@ -1,0 +1,221 @@
+"""``LocalClient``: :class:`Client`'s methods, generated in this process by the engine the server runs.
+
+The engine (``initserve.engine``: numpy and the package's own kernel, no web framework) ships in the
+same distribution as the client, so a local result is the server's result byte for byte: the same
+spec parser, the same generator, the same safetensors writer. No request, no cache, no server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._errors import InvalidSpecError, TooLargeError
+from ._safetensors import SafetensorsFile, numpy_dtype, parse
+from ._specs import bundle_body, init_body
+
+if TYPE_CHECKING:
+    import torch as pt
+    from initserve.engine import BundleSpec, Spec
+
+__all__ = ["LocalClient"]
+
+LOCAL_URL = "local:"
+
+
+class LocalClient:
+    """Generate deterministic initializations in-process; bit-identical to an initserve server.
+
+    Args:
+        threads: threads the engine uses per tensor (default: every core this process may use). Ranks
+            sharing a machine each run their own LocalClient: give each ``cores // ranks``.
+
+    Use it where every process needs its own weights and a server would only relay them (each rank of
+    a large job computes its shard), offline, or to check a fetched tensor. Use :class:`Client` to
+    share one generation between processes and machines (the service, its HTTP caches and the disk
+    cache hold each file once) and where the engine's CPU time should not be spent on the caller.
+
+    Invalid specs raise :class:`InvalidSpecError` with the server's field errors and messages.
+
+    Example::
+
+        local = LocalClient()
+        w = local.tensor([256, 128], "kaiming_uniform", seed=42, name="fc.weight")
+    """
+
+    def __init__(self, *, threads: int | None = None) -> None:
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be ≥ 1, got {threads}")
+        self.threads = threads
+
+    # -- lifecycle (nothing to release; kept so LocalClient drops in where a Client is used) ----------
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> LocalClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- public API (the same signatures as Client) ---------------------------------------------------
+    def tensor(
+        self,
+        shape: Sequence[int],
+        scheme: str,
+        *,
+        seed: int | None = None,
+        params: Mapping[str, Any] | None = None,
+        dtype: str | None = None,
+        layout: str | None = None,
+        name: str | None = None,
+        slice: Sequence[Sequence[int]] | None = None,
+    ) -> np.ndarray[Any, Any]:
+        """One tensor as a numpy array (bfloat16 needs ml_dtypes)."""
+        body = init_body(shape, scheme, seed=seed, params=params, dtype=dtype, layout=layout, name=name, slice=slice)
+        array, st_dtype = self._generate(_parse(body))
+        return array.view(numpy_dtype(st_dtype))
+
+    def torch(
+        self,
+        shape: Sequence[int],
+        scheme: str,
+        *,
+        seed: int | None = None,
+        params: Mapping[str, Any] | None = None,
+        dtype: str | None = None,
+        layout: str | None = None,
+        name: str | None = None,
+        slice: Sequence[Sequence[int]] | None = None,
+        device: str | pt.device | None = None,
+    ) -> pt.Tensor:
+        """One tensor as a ``torch.Tensor`` of the exact dtype (bfloat16 without ml_dtypes)."""
+        from ._torch import to_torch
+
+        body = init_body(shape, scheme, seed=seed, params=params, dtype=dtype, layout=layout, name=name, slice=slice)
+        return to_torch(*self._generate(_parse(body)), device=device)
+
+    def bundle(
+        self,
+        tensors: Mapping[str, Mapping[str, Any]],
+        *,
+        seed: int | None = None,
+        dtype: str | None = None,
+        layout: str | None = None,
+    ) -> dict[str, np.ndarray[Any, Any]]:
+        """Many named tensors; each equals ``tensor()`` of its spec with that name (as ``/v1/bundle``)."""
+        generated = self._bundle(bundle_body(tensors, seed=seed, dtype=dtype, layout=layout))
+        return {name: array.view(numpy_dtype(st_dtype)) for name, (array, st_dtype) in generated.items()}
+
+    def bundle_torch(
+        self,
+        tensors: Mapping[str, Mapping[str, Any]],
+        *,
+        seed: int | None = None,
+        dtype: str | None = None,
+        layout: str | None = None,
+        device: str | pt.device | None = None,
+    ) -> dict[str, pt.Tensor]:
+        """:meth:`bundle` as torch tensors."""
+        from ._torch import to_torch
+
+        generated = self._bundle(bundle_body(tensors, seed=seed, dtype=dtype, layout=layout))
+        return {name: to_torch(array, st_dtype, device=device) for name, (array, st_dtype) in generated.items()}
+
+    def stats(
+        self,
+        shape: Sequence[int],
+        scheme: str,
+        *,
+        seed: int | None = None,
+        params: Mapping[str, Any] | None = None,
+        dtype: str | None = None,
+        layout: str | None = None,
+        name: str | None = None,
+        slice: Sequence[Sequence[int]] | None = None,
+    ) -> dict[str, Any]:
+        """The statistics the server's ``?format=stats`` answers (computed without holding the tensor)."""
+        body = init_body(shape, scheme, seed=seed, params=params, dtype=dtype, layout=layout, name=name, slice=slice)
+        return self.stats_of(body)
+
+    def stats_of(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """:meth:`stats` for a ready-made spec mapping."""
+        from initserve.engine import Spec, compute_stats
+
+        parsed = _parse(spec)
+        if not isinstance(parsed, Spec):
+            raise ValueError("stats describe one tensor; got a bundle (a mapping with 'tensors')")
+        result: dict[str, Any] = compute_stats(parsed, threads=self.threads)
+        return result
+
+    def safetensors(self, spec: Mapping[str, Any]) -> SafetensorsFile:
+        """The file the server would send for a spec, or a bundle (a mapping with ``tensors``), parsed.
+
+        ``.buffer`` holds its bytes (identical to the server's); ``.array(name)`` gives writable views."""
+        from initserve.engine import SafetensorsFile as EngineFile
+
+        engine_file = EngineFile(_parse(spec))
+        buffer = bytearray(engine_file.total_length)
+        offset = 0
+        for view in engine_file.iter_bytes(threads=self.threads):
+            buffer[offset : offset + len(view)] = view
+            offset += len(view)
+        return parse(buffer)
+
+    # -- generation -----------------------------------------------------------------------------------
+    def _generate(self, spec: Spec | BundleSpec) -> tuple[np.ndarray[Any, Any], str]:
+        """The result in the engine's storage dtype (bfloat16 as uint16 bits) and its safetensors dtype:
+        the bytes the server sends for this tensor, written straight into one array."""
+        from initserve.engine import Spec, generate
+
+        assert isinstance(spec, Spec)
+        return generate(spec, threads=self.threads), spec.dtype_info.safetensors
+
+    def _bundle(self, body: Mapping[str, Any]) -> dict[str, tuple[np.ndarray[Any, Any], str]]:
+        from initserve.engine import BundleSpec
+
+        bundle = _parse(body)
+        assert isinstance(bundle, BundleSpec)
+        return {spec.name: self._generate(spec) for spec in bundle.tensors}
+
+    def schemes(self) -> list[dict[str, Any]]:
+        """The scheme catalog (what ``GET /v1/schemes`` lists)."""
+        from initserve.engine import catalog
+
+        return list(catalog())
+
+    def scheme(self, name: str) -> dict[str, Any]:
+        """One catalog entry; ``KeyError`` naming the known schemes if there is none."""
+        from initserve.engine import catalog, scheme_info
+
+        try:
+            return dict(scheme_info(name))
+        except KeyError:
+            known = ", ".join(entry["name"] for entry in catalog())
+            raise KeyError(f"unknown scheme {name!r}; known: {known}") from None
+
+
+def _parse(body: Mapping[str, Any]) -> Spec | BundleSpec:
+    """The engine's canonical spec; its errors as the client's typed errors, worded as the server words
+    them (locations under ``body``, as the request body a server would have been sent)."""
+    from initserve.engine import SpecError, SpecTooLarge, format_loc, parse_bundle, parse_spec
+
+    try:
+        return parse_bundle(body) if "tensors" in body else parse_spec(body)
+    except SpecError as exc:
+        errors = [{"loc": ["body", *error.loc], "msg": error.msg} for error in exc.errors]
+        rendered = []
+        for error in exc.errors:
+            path = format_loc(error.loc) or "body"
+            rendered.append(error.msg if error.msg.startswith(path) else f"{path}: {error.msg}")
+        detail = "; ".join(rendered[:5]) or str(exc)
+        too_large = isinstance(exc, SpecTooLarge)
+        status, slug = (413, "too-large") if too_large else (422, "invalid-spec")
+        problem = {"type": f"urn:initserve:problem:{slug}", "status": status, "detail": detail, "errors": errors}
+        kind = TooLargeError if too_large else InvalidSpecError
+        raise kind(status, problem, method="LOCAL", url=LOCAL_URL) from None

@@ -1,0 +1,145 @@
+"""LocalClient: Client's methods, generated in-process, byte-identical to a real server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from initserve_client import Client, InvalidSpecError, LocalClient, init_module
+from torch import nn
+
+from tests.live_server import LiveServer as Server
+
+
+def example(scheme: dict[str, Any]) -> tuple[list[int], dict[str, Any]]:
+    """A shape and params every scheme accepts, from its catalog entry (rank bounds, required params)."""
+    name = scheme["name"]
+    shape = {"dirac": [4, 2, 3], "eye": [5, 7]}.get(name, [13, 7])
+    params = {"constant": {"value": 0.375}, "sparse": {"sparsity": 0.3}}.get(name, {})
+    required = [p["name"] for p in scheme["params"] if p.get("required")]
+    assert set(required) <= set(params), f"give {name} an example for {required}"
+    return shape, params
+
+
+@pytest.fixture(scope="module")
+def bitwise_schemes() -> list[dict[str, Any]]:
+    return [entry for entry in LocalClient().schemes() if entry["reproducibility"] == "bitwise"]
+
+
+def test_catalog_is_the_servers(server: Server) -> None:
+    with Client(base_url=server.url, cache=False) as client:
+        assert LocalClient().schemes() == client.schemes()
+        assert LocalClient().scheme("kaiming_normal") == client.scheme("kaiming_normal")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16", "float64"])
+def test_every_bitwise_scheme_is_byte_identical_to_the_server(
+    server: Server, bitwise_schemes: list[dict[str, Any]], dtype: str
+) -> None:
+    local = LocalClient()
+    with Client(base_url=server.url, cache=False) as client:
+        for entry in bitwise_schemes:
+            shape, params = example(entry)
+            for layout, cut in (("torch", None), ("keras", [[2, 9], [1, 5]])):
+                if entry["name"] in ("dirac", "eye", "sparse") and cut is not None:
+                    cut = [[1, 3]]
+                spec = {"shape": shape, "scheme": entry["name"], "params": params, "seed": 2**64 - 1, "name": "w.0"}
+                spec |= {"dtype": dtype, "layout": layout} | ({"slice": cut} if cut else {})
+                what = f"{entry['name']} {dtype} {layout} slice={cut}"
+                assert bytes(local.safetensors(spec).buffer) == bytes(client.safetensors(spec).buffer), what
+                kwargs = {k: v for k, v in spec.items() if k not in ("shape", "scheme")}
+                ours = local.torch(shape, entry["name"], **kwargs)
+                theirs = client.torch(shape, entry["name"], **kwargs)
+                assert ours.dtype == theirs.dtype and ours.shape == theirs.shape, what
+                assert ours.view(torch.uint8).numpy().tobytes() == theirs.view(torch.uint8).numpy().tobytes(), what
+                assert local.stats(shape, entry["name"], **kwargs) == client.stats(shape, entry["name"], **kwargs), what
+
+
+def test_numpy_arrays_and_bundles_match(server: Server) -> None:
+    tensors = {
+        "emb.weight": {"shape": [100, 16], "scheme": "normal", "params": {"std": 0.02}},
+        "fc.weight": {"shape": [16, 32], "scheme": "kaiming_uniform", "slice": [[4, 12]]},
+        "fc.bias": {"shape": [16], "scheme": "zeros", "dtype": "bfloat16"},
+    }
+    local = LocalClient()
+    with Client(base_url=server.url, cache=False) as client:
+        ours, theirs = local.bundle(tensors, seed=11), client.bundle(tensors, seed=11)
+        assert ours.keys() == theirs.keys()
+        for name in ours:
+            assert ours[name].dtype == theirs[name].dtype and ours[name].tobytes() == theirs[name].tobytes(), name
+        bundle_spec = {"seed": 11, "tensors": tensors}
+        assert bytes(local.safetensors(bundle_spec).buffer) == bytes(client.safetensors(bundle_spec).buffer)
+        w = local.tensor([64, 32], "xavier_uniform", seed=1, name="x")
+        assert isinstance(w, np.ndarray) and w.flags.writeable
+        assert w.tobytes() == client.tensor([64, 32], "xavier_uniform", seed=1, name="x").tobytes()
+
+
+def test_init_module_gives_the_same_module_with_either_client(server: Server) -> None:
+    def block() -> nn.Module:
+        return nn.Sequential(nn.Embedding(30, 8, padding_idx=0), nn.TransformerEncoderLayer(8, 2, 16), nn.Linear(8, 3))
+
+    via_local, via_server = block(), block()
+    init_module(via_local, client=LocalClient(), seed=5)
+    with Client(base_url=server.url, cache=False) as client:
+        init_module(via_server, client=client, seed=5)
+    for (name, a), (_, b) in zip(via_local.named_parameters(), via_server.named_parameters(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_invalid_spec_errors_read_like_the_servers(server: Server) -> None:
+    local = LocalClient()
+    with Client(base_url=server.url, cache=False) as client:
+        for shape, scheme, params in (
+            ([4, -3], "normal", None),
+            ([4], "kaiming_unifrom", None),
+            ([4], "uniform", {"low": 1, "high": 0}),
+        ):
+            with pytest.raises(InvalidSpecError) as ours:
+                local.tensor(shape, scheme, params=params)
+            with pytest.raises(InvalidSpecError) as theirs:
+                client.tensor(shape, scheme, params=params)
+            assert ours.value.errors == theirs.value.errors
+            assert ours.value.detail == theirs.value.detail
+
+
+def test_threads_never_change_bytes() -> None:
+    one, many = LocalClient(threads=1), LocalClient(threads=3)
+    spec = ([1 << 11, 1 << 10], "kaiming_normal")
+    assert one.tensor(*spec, seed=3).tobytes() == many.tensor(*spec, seed=3).tobytes()
+    with pytest.raises(ValueError, match="threads must be ≥ 1"):
+        LocalClient(threads=0)
+
+
+def test_client_and_local_generation_import_without_the_server_extra() -> None:
+    """The engine needs numpy only: with every server-extra package unimportable, the client imports,
+    LocalClient generates and init_module fills a model; initserve.api is never imported."""
+    code = textwrap.dedent(
+        """
+        import sys
+        BLOCKED = ("fastapi", "starlette", "uvicorn", "pydantic", "pydantic_settings", "prometheus_client",
+                   "pythonjsonlogger", "cachetools")
+
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in BLOCKED:
+                    raise ImportError(f"blocked for this test: {name}")
+                return None
+
+        sys.meta_path.insert(0, Block())
+        import torch
+        from initserve_client import LocalClient, init_module
+        local = LocalClient()
+        assert local.tensor([3, 4], "kaiming_uniform", seed=1).shape == (3, 4)
+        init_module(torch.nn.Linear(4, 2), client=local, seed=0)
+        assert not [m for m in sys.modules if m.split(".")[0] in BLOCKED], "a server package was imported"
+        assert "initserve.api" not in sys.modules
+        print("ok")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr

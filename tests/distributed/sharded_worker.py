@@ -1,0 +1,148 @@
+"""One torchrun rank: build every sharded scenario, fill it with init_module, gather, report sha256s.
+
+Run as ``torchrun --nproc_per_node=K sharded_worker.py --out DIR [--url URL] [--memory]``. The
+filling itself never communicates; only the checks gather (``full_tensor()``). Writes
+``DIR/rank<r>.json``: sha256 of every gathered parameter, of every Megatron local shard, and the
+memory figures of the big tensor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import json
+import os
+import sys
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor import DTensor
+from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: tests.distributed.*
+
+from initserve_client import Client, LocalClient, init_module
+
+from tests.distributed import scenarios as sc
+
+
+def sha256(tensor: torch.Tensor) -> str:
+    return hashlib.sha256(tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy()).hexdigest()
+
+
+def dtensor_params(table: dict[str, Any], mesh: Any) -> sc.Params:
+    """Parameters as DTensors with only the local shard allocated (torch computes its shape)."""
+    tensors = {}
+    for name, (shape, dtype, codes) in table.items():
+        placements = sc.placements(codes)
+        local_shape, _ = compute_local_shape_and_global_offset(shape, mesh, placements)
+        local = torch.full(local_shape, float("nan"), dtype=dtype)
+        stride = tuple(int(s) for s in torch.empty(shape, device="meta").stride())
+        tensors[name] = DTensor.from_local(local, mesh, placements, run_check=False, shape=shape, stride=stride)
+    return sc.Params(tensors)
+
+
+def gathered(module: torch.nn.Module, prefix: str) -> dict[str, str]:
+    out = {}
+    for name, param in module.named_parameters():
+        full = param.full_tensor() if isinstance(param, DTensor) else param
+        out[f"{prefix}/{name}"] = sha256(full)
+    return out
+
+
+def vm_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def memory_figures(client: Any, mesh: Any) -> dict[str, Any]:
+    """Peak extra memory of filling the big tensor's shard: numpy allocations (tracemalloc) and the
+    process's resident peak (VmHWM, reset through /proc/self/clear_refs)."""
+    name, shape, dtype, codes = sc.BIG
+    module = dtensor_params({name: (shape, dtype, codes)}, mesh)
+    with torch.no_grad():
+        local = getattr(module, name).to_local()
+        local.zero_()  # the shard's own storage is resident before measuring
+    init_module(sc.Params({"warm": torch.empty(3, 3)}), client=client, seed=sc.SEED, policy="kaiming_uniform")
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak resident size to the current one
+    rss_before = vm_kib("VmRSS")
+    tracemalloc.start()
+    init_module(module, client=client, seed=sc.SEED, policy=sc.POLICY)
+    _, traced_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    rss_peak = vm_kib("VmHWM")
+    return {
+        "shard_bytes": local.numel() * local.element_size(),
+        "full_bytes": torch.empty(shape, dtype=dtype, device="meta").numel() * local.element_size(),
+        "traced_peak_bytes": traced_peak,
+        "rss_extra_bytes": (rss_peak - rss_before) * 1024,
+        "sha256": gathered(module, "big"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--url", default=None, help="an initserve server (default: LocalClient)")
+    parser.add_argument("--memory", action="store_true")
+    args = parser.parse_args()
+
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    torch.set_num_threads(1)
+    client: Any = Client(base_url=args.url, cache=False) if args.url else LocalClient(threads=1)
+    report: dict[str, Any] = {"rank": rank, "world_size": world, "full": {}, "megatron_local": {}}
+    mesh = init_device_mesh("cpu", (world,))
+
+    module = dtensor_params(sc.ONE_D, mesh)
+    init_module(module, client=client, seed=sc.SEED, policy=sc.POLICY)
+    report["full"].update(gathered(module, "1d"))
+
+    if world == 4:
+        mesh2 = init_device_mesh("cpu", (2, 2))
+        module = dtensor_params(sc.TWO_D, mesh2)
+        init_module(module, client=client, seed=sc.SEED, policy=sc.POLICY)
+        report["full"].update(gathered(module, "2d"))
+
+    # FSDP2 on a model built on the meta device: no rank ever holds a whole parameter.
+    with torch.device("meta"):
+        block = sc.Block()
+    fully_shard(block.layer, mesh=mesh)
+    fully_shard(block, mesh=mesh)
+    init_module(block, client=client, seed=sc.SEED, device="cpu")
+    report["fsdp_placements"] = str(block.emb.weight.placements)
+    report["fsdp_local_numel"] = sum(p.to_local().numel() for p in block.parameters())
+    report["full"].update(gathered(block, "fsdp"))
+
+    if world == 4:  # HSDP: replicate across the first mesh dimension, shard across the second
+        with torch.device("meta"):
+            block = sc.Block()
+        fully_shard(block, mesh=init_device_mesh("cpu", (2, 2), mesh_dim_names=("replicate", "shard")))
+        init_module(block, client=client, seed=sc.SEED, device="cpu")
+        report["hsdp_placements"] = str(block.emb.weight.placements)
+        report["full"].update(gathered(block, "hsdp"))
+
+    megatron = sc.megatron_module(rank, world)
+    init_module(megatron, client=client, seed=sc.SEED, policy=sc.MEGATRON_POLICY)  # tp rank from torch.distributed
+    report["megatron_local"] = {name: sha256(p) for name, p in megatron.named_parameters()}
+
+    if args.memory:
+        report["memory"] = memory_figures(client, mesh)
+
+    (args.out / f"rank{rank}.json").write_text(json.dumps(report, indent=1))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    main()

@@ -1,0 +1,146 @@
+"""Sharded init under real torch.distributed (gloo on CPU, torchrun): the same model at world sizes
+1, 2, 3 and 4, on 1-D and 2×2 meshes, each rank filling only its shard.
+
+Every gathered ``full_tensor()`` must have the sha256 of the unsharded model initialised in this
+process; every Megatron rank must hold exactly the split Megatron's CPU initialisation would give it
+from that unsharded master weight; the big tensor's fill must cost each rank O(its shard) memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from initserve_client import Client, LocalClient, init_module
+
+from tests.distributed import scenarios as sc
+from tests.live_server import LiveServer, free_port, start_server, stop_server
+
+pytestmark = pytest.mark.slow
+
+WORKER = Path(__file__).with_name("sharded_worker.py")
+MiB = 1 << 20
+
+
+def sha256(tensor: torch.Tensor) -> str:
+    return hashlib.sha256(tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy()).hexdigest()
+
+
+def run_torchrun(world_size: int, out: Path, *extra: str) -> list[dict[str, Any]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INITSERVE_")}
+    env["OMP_NUM_THREADS"] = "1"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={world_size}",
+        "--master_addr=127.0.0.1",
+        f"--master_port={free_port()}",
+        str(WORKER),
+        "--out",
+        str(out),
+        *extra,
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"torchrun failed:\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}"
+    return [json.loads((out / f"rank{rank}.json").read_text()) for rank in range(world_size)]
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict[str, str]:
+    """sha256 of every parameter of the unsharded models, initialised in this one process."""
+    client = LocalClient()
+    shas: dict[str, str] = {}
+    for prefix, module, policy in (
+        ("1d", sc.whole_params(sc.ONE_D), sc.POLICY),
+        ("2d", sc.whole_params(sc.TWO_D), sc.POLICY),
+        ("fsdp", sc.Block(), None),
+        ("big", sc.Params({sc.BIG[0]: torch.empty(sc.BIG[1], dtype=sc.BIG[2])}), sc.POLICY),
+    ):
+        init_module(module, client=client, seed=sc.SEED, policy=policy)
+        shas.update({f"{prefix}/{name}": sha256(p) for name, p in module.named_parameters()})
+    shas.update({key.replace("fsdp/", "hsdp/"): value for key, value in shas.items() if key.startswith("fsdp/")})
+    return shas
+
+
+def megatron_expected(world_size: int) -> list[dict[str, str]]:
+    """Each rank's local sha256 as Megatron's CPU path would split the unsharded master weights."""
+    master = sc.megatron_whole(world_size)
+    init_module(master, client=LocalClient(), seed=sc.SEED, policy=sc.MEGATRON_POLICY)
+    table = sc.megatron_table(world_size)
+    expected = []
+    for rank in range(world_size):
+        shas = {}
+        for name, param in master.named_parameters():
+            _, dim, stride = table[name]
+            local = param if dim is None else sc.megatron_expected_local(param, dim, stride, rank, world_size)
+            shas[name] = sha256(local)
+        expected.append(shas)
+    return expected
+
+
+def check_reports(reports: list[dict[str, Any]], reference: dict[str, str], world_size: int) -> None:
+    gathered = reports[0]["full"]
+    expected_keys = {k for k in reference if k.startswith(("1d/", "fsdp/"))}
+    if world_size == 4:
+        expected_keys |= {k for k in reference if k.startswith(("2d/", "hsdp/"))}
+    assert expected_keys <= set(gathered), sorted(expected_keys - set(gathered))
+    wrong = {k: gathered[k] for k in expected_keys if gathered[k] != reference[k]}
+    assert not wrong, f"gathered tensors differ from the unsharded model at world size {world_size}: {sorted(wrong)}"
+    for report in reports[1:]:
+        assert report["full"] == gathered  # every rank gathers the same model
+    assert reports[0]["fsdp_placements"] == "(Shard(dim=0),)"
+    block_numel = sum(p.numel() for p in sc.Block().parameters())
+    assert sum(r["fsdp_local_numel"] for r in reports) == block_numel  # FSDP2 really sharded it
+    if world_size == 4:
+        assert reports[0]["hsdp_placements"] == "(Replicate(), Shard(dim=0))"
+    expected_local = megatron_expected(world_size)
+    for rank, report in enumerate(reports):
+        assert report["megatron_local"] == expected_local[rank], f"Megatron rank {rank} of {world_size}"
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4])
+def test_same_model_at_every_world_size(world_size: int, reference: dict[str, str], tmp_path: Path) -> None:
+    reports = run_torchrun(world_size, tmp_path, "--memory")
+    check_reports(reports, reference, world_size)
+    for report in reports:
+        memory = report["memory"]
+        assert memory["sha256"] == {"big/big": reference["big/big"]}
+        shard, full = memory["shard_bytes"], memory["full_bytes"]
+        columns = sc.BIG[1][1]  # Shard(1): torch.chunk of the columns
+        assert shard in {full // columns * (columns // world_size), full // columns * -(-columns // world_size)}
+        # O(shard): the generated block and a little working memory, never the whole tensor.
+        traced_bound = shard * 1.1 + 2 * MiB
+        resident_bound = shard * 1.25 + 4 * MiB
+        assert memory["traced_peak_bytes"] <= traced_bound, memory
+        assert memory["rss_extra_bytes"] <= resident_bound, memory
+        if world_size > 1:
+            assert resident_bound < full  # the bound tells a shard from the whole tensor
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    live: LiveServer = start_server(tmp_path_factory.mktemp("sharded-server"))
+    yield live
+    stop_server(live)
+
+
+def test_ranks_fetch_their_shards_from_a_server(server: LiveServer, reference: dict[str, str], tmp_path: Path) -> None:
+    """The HTTP client on every rank: each asks the server for its own slices only."""
+    before = server.request_count("POST", "/v1/bundle", "200")
+    reports = run_torchrun(3, tmp_path, "--url", server.url)
+    check_reports(reports, reference, 3)
+    assert server.request_count("POST", "/v1/bundle", "200") > before
+    with Client(base_url=server.url, cache=False) as client:  # the server's unsharded model is the local one
+        module = sc.whole_params(sc.ONE_D)
+        init_module(module, client=client, seed=sc.SEED, policy=sc.POLICY)
+        assert {f"1d/{n}": sha256(p) for n, p in module.named_parameters()} == {
+            k: v for k, v in reference.items() if k.startswith("1d/")
+        }
