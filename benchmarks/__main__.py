@@ -19,10 +19,11 @@ from benchmarks.machine import describe
 from benchmarks.model import Row
 from benchmarks.report import print_table, write_markdown
 from benchmarks.rows.client import fresh_fetch_row, warm_fetch_row
+from benchmarks.rows.shards import shard_rows
 from benchmarks.rows.small import small_request_rows
 from benchmarks.rows.streaming import nginx_row, range_row, rss_row
 
-ALL = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9")
+ALL = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B11")
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 # Families in run order; each yields the rows of the keys it was given.
@@ -34,6 +35,7 @@ FAMILIES: list[tuple[frozenset[str], Callable[[Context, set[str]], list[Row]]]] 
     (frozenset({"B7"}), lambda ctx, _keys: small_request_rows(ctx)),
     (frozenset({"B8"}), lambda ctx, _keys: [range_row(ctx)]),
     (frozenset({"B9"}), lambda ctx, _keys: [rss_row(ctx)]),
+    (frozenset({"B11"}), lambda ctx, _keys: shard_rows(ctx)),
 ]
 
 

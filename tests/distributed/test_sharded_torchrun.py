@@ -36,6 +36,9 @@ def sha256(tensor: torch.Tensor) -> str:
 def run_torchrun(world_size: int, out: Path, *extra: str) -> list[dict[str, Any]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("INITSERVE_")}
     env["OMP_NUM_THREADS"] = "1"
+    # Large blocks always from fresh mmap, so the resident peak sees every one (glibc's adaptive
+    # threshold would serve them from memory freed by earlier scenarios, already resident).
+    env["MALLOC_MMAP_THRESHOLD_"] = "131072"
     command = [
         sys.executable,
         "-m",
