@@ -15,6 +15,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from initserve.api.problems import PROBLEM_MEDIA_TYPE, problem_response
+
 ACCESS_LOGGER = "initserve.access"
 _SANE_ID = re.compile(r"[\x21-\x7e]{1,128}")
 
@@ -52,6 +54,21 @@ def request_id_from(scope: Scope) -> str:
     return f"{random.getrandbits(128):032x}"
 
 
+def _internal_error(request_id: str, path: str) -> bytes:
+    detail = f"internal error; request id {request_id}"
+    return bytes(problem_response(500, "internal-error", detail, instance=path).body)
+
+
+def internal_error_start(request_id: str, path: str) -> Message:
+    body = _internal_error(request_id, path)
+    headers = [(b"content-type", PROBLEM_MEDIA_TYPE.encode()), (b"content-length", str(len(body)).encode())]
+    return {"type": "http.response.start", "status": 500, "headers": headers}
+
+
+def internal_error_body(request_id: str, path: str) -> Message:
+    return {"type": "http.response.body", "body": _internal_error(request_id, path)}
+
+
 class AccessLogMiddleware:
     """Assigns the request id, echoes it, and logs method, path, status, bytes and duration."""
 
@@ -82,6 +99,16 @@ class AccessLogMiddleware:
 
         try:
             await self.app(scope, receive, tagged_send)
+        except Exception:
+            # A bug. Answered here rather than by Starlette's outermost error middleware, so that the 500
+            # carries the request id and the access line counts the bytes really sent.
+            logging.getLogger("initserve.api").exception(
+                "unhandled error", extra={"request_id": request_id, "path": scope.get("path")}
+            )
+            if status:
+                raise  # the head is out: only closing the connection can tell the client
+            await tagged_send(internal_error_start(request_id, scope.get("path", "")))
+            await tagged_send(internal_error_body(request_id, scope.get("path", "")))
         finally:
             if self.logger.isEnabledFor(logging.INFO):
                 self._log(scope, request_id, status, sent, started)

@@ -9,6 +9,7 @@ import sys
 from pydantic import ValidationError
 
 from initserve.api.access_log import log_config
+from initserve.api.protocol import GuardedHttpToolsProtocol
 from initserve.api.settings import Settings
 from initserve.engine import KernelUnavailable, resolve_kernel
 
@@ -67,8 +68,9 @@ def serve(args: argparse.Namespace) -> int:
         port=settings.port,
         workers=settings.workers,
         loop="uvloop",
-        http="httptools",
+        http=GuardedHttpToolsProtocol,  # httptools with head limits and a head timeout (api/protocol.py)
         timeout_keep_alive=settings.timeout_keep_alive,
+        timeout_graceful_shutdown=settings.graceful_shutdown_timeout,
         log_config=log_config(settings.log_level),
         access_log=False,
         server_header=False,

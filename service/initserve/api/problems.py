@@ -9,6 +9,7 @@ bodies. Nothing internal (tracebacks, exception text) ever reaches a client.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -36,6 +37,9 @@ TITLES: dict[str, str] = {
     "not-acceptable": "Not acceptable",
     "too-large": "Too large",
     "range-not-satisfiable": "Range not satisfiable",
+    "headers-too-large": "Request header fields too large",
+    "uri-too-long": "URI too long",
+    "request-timeout": "Request timeout",
     "unsupported-media-type": "Unsupported media type",
     "rate-limited": "Too many requests",
     "saturated": "Service saturated",
@@ -114,9 +118,18 @@ def problem_response(
         instance=instance,
         errors=[FieldProblem(loc=list(loc), msg=msg) for loc, msg in errors],
     )
-    return JSONResponse(
+    return ProblemResponse(
         body.model_dump(), status_code=status, headers=dict(headers or {}), media_type=PROBLEM_MEDIA_TYPE
     )
+
+
+class ProblemResponse(JSONResponse):
+    """JSON that survives any string a client sent: a lone surrogate (``"\\ud800"`` is valid JSON, and
+    ends up in ``loc`` or in a message) is written as its JSON escape instead of failing to encode."""
+
+    def render(self, content: Any) -> bytes:
+        text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return text.encode("utf-8", "backslashreplace")
 
 
 def field_path(loc: Loc) -> str:
@@ -197,8 +210,31 @@ async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(422, "invalid-spec", detail, instance=request.url.path, errors=errors)
 
 
+# FastAPI answers a body that json.loads rejects with anything but JSONDecodeError (bytes that are not
+# UTF-8 — a gzip body, say —, an integer over 4,300 digits, nesting past the recursion limit) with this
+# plain 400; the cause is kept in __cause__.
+_FASTAPI_BODY_ERROR = "There was an error parsing the body"
+
+
+def _body_parse_problem(request: Request, cause: BaseException | None) -> JSONResponse:
+    if isinstance(cause, UnicodeDecodeError):
+        reason = f"body is not UTF-8 (byte 0x{cause.object[cause.start]:02x} at offset {cause.start})"
+        if request.headers.get("content-encoding"):
+            reason += "; Content-Encoding is not supported: send plain JSON"
+    elif isinstance(cause, RecursionError):
+        reason = "body is nested too deeply"
+    elif isinstance(cause, ValueError) and "digits" in str(cause):
+        reason = "body holds an integer of more than 4,300 digits"
+    else:
+        reason = "body cannot be parsed"
+    msg = f"body is not valid JSON: {reason}"
+    return problem_response(400, "malformed-json", msg, instance=request.url.path, errors=[(("body",), msg)])
+
+
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == _FASTAPI_BODY_ERROR:
+        return _body_parse_problem(request, exc.__cause__)
     slug = _SLUG_BY_STATUS.get(exc.status_code, "bad-request" if exc.status_code < 500 else "internal-error")
     detail = exc.detail if isinstance(exc.detail, str) else TITLES.get(slug, "error")
     if exc.status_code == 404 and detail == "Not Found":

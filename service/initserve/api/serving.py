@@ -12,6 +12,7 @@ before (or are being made by an identical request). Larger files stream chunk by
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -35,11 +36,14 @@ from initserve.api.problems import ProblemError
 from initserve.api.repeats import STATE_CACHE_KEY
 from initserve.api.response_cache import CacheKey, ResponseCache
 from initserve.api.settings import Settings
-from initserve.api.streaming import ByteSource, GeneratedFileResponse, Segment
+from initserve.api.streaming import ByteSource, GeneratedFileResponse, Segment, until_disconnect
 from initserve.api.targets import Target
-from initserve.engine import ALGORITHM_VERSION, Kernel, Spec, compute_stats
+from initserve.engine import ALGORITHM_VERSION, Kernel, Spec
+from initserve.engine.samplers import is_elementwise
+from initserve.engine.stats import StatsRun
 
 OCTET = "application/octet-stream"
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before the answer
 
 
 def _json_safe(value: Any) -> Any:
@@ -142,7 +146,32 @@ async def serve_target(request: Request, target: Target, *, conditional: bool, s
         threads=settings.generation_threads,
         kernel=request.app.state.kernel,
         cpu_limiter=request.app.state.cpu_limiter,
+        cheap_gap=_whole_tensor_gaps(target) if len(segments) > 1 else None,
     )
+
+
+def _whole_tensor_gaps(target: Target) -> Callable[[int, int], bool] | None:
+    """For a file holding whole-tensor schemes (orthogonal, sparse: each computed whole for any range):
+    whether file bytes [a, b) lie in the header or in such tensors' data, so that reading them in passing
+    costs no extra generation. None when the file has no whole-tensor scheme."""
+    whole_names = {spec.name for spec in target.specs if not is_elementwise(spec.built.sampler)}
+    if not whole_names:
+        return None
+    free = [(0, int(target.file.data_start))] + [
+        (extent.start, extent.stop) for extent in target.extents if extent.name in whole_names
+    ]
+    free.sort()
+
+    def cheap(start: int, stop: int) -> bool:
+        position = start
+        for low, high in free:
+            if low <= position < high:
+                position = high
+            if position >= stop:
+                return True
+        return position >= stop
+
+    return cheap
 
 
 def _assemble(data: bytes, segments: list[Segment]) -> bytes:
@@ -219,12 +248,39 @@ async def _serve_stats(request: Request, target: Target, *, conditional: bool) -
     try:
         results = {}
         for spec in target.specs:
-            results[spec.name] = await anyio.to_thread.run_sync(
-                partial(compute_stats, spec, kernel=request.app.state.kernel, threads=settings.generation_threads),
-                limiter=request.app.state.cpu_limiter,
-            )
+            result = await _stats_of(request, spec, settings.generation_threads)
+            if result is None:  # the client went away: nobody reads this (logged as nginx's 499)
+                return Response(status_code=CLIENT_CLOSED_REQUEST)
+            results[spec.name] = result
             metrics.generated_elements.labels(spec.scheme).inc(int(spec.numel))
     finally:
         slot.release()
     body = results[target.specs[0].name] if isinstance(target.value, Spec) else {"tensors": results}
     return JSONResponse(_json_safe(body), headers=headers)
+
+
+async def _stats_of(request: Request, spec: Spec, threads: int | None) -> dict[str, Any] | None:
+    """compute_stats, one chunk per worker step like a stream: the CPU token is given back between
+    chunks (an admitted small request is not stuck behind a big stats run), and a client that goes
+    away stops the run at the next chunk (its slot is freed at once): then the answer is None."""
+    limiter = request.app.state.cpu_limiter
+    run = await anyio.to_thread.run_sync(
+        partial(StatsRun, spec, kernel=request.app.state.kernel, threads=threads), limiter=limiter
+    )
+    gone = False
+    try:
+        async with anyio.create_task_group() as group:
+
+            async def watch() -> None:
+                nonlocal gone
+                await until_disconnect(request.receive)
+                gone = True
+                group.cancel_scope.cancel()
+
+            group.start_soon(watch)
+            while await anyio.to_thread.run_sync(run.step, limiter=limiter):
+                pass
+            group.cancel_scope.cancel()
+    finally:
+        await anyio.to_thread.run_sync(run.close, limiter=limiter)
+    return None if gone else run.result()

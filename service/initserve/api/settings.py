@@ -70,6 +70,25 @@ class Settings(BaseSettings):
         description="Seconds an idle keep-alive connection stays open (above typical proxy idle timeouts).",
     )
 
+    max_headers: int = Field(default=100, ge=8, description="Most header fields in a request head; beyond: 431.")
+    max_header_bytes: int = Field(
+        default=32 << 10, ge=1024, description="Largest total size of a request's header fields; beyond: 431."
+    )
+    max_url_bytes: int = Field(
+        default=16 << 10,
+        ge=1024,
+        le=65000,
+        description="Longest request target (path and query); beyond: 414. Must exceed max_token_length.",
+    )
+    header_timeout: int = Field(
+        default=10, ge=1, description="Seconds a request head may take from its first byte; beyond: 408."
+    )
+    graceful_shutdown_timeout: int = Field(
+        default=10,
+        ge=0,
+        description="Seconds SIGTERM waits for responses in flight before cancelling them and exiting.",
+    )
+
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:

@@ -48,7 +48,7 @@ def _next_copy(iterator: Iterator[memoryview]) -> bytes | None:
     return bytes(view)
 
 
-async def _until_disconnect(receive: Receive) -> None:
+async def until_disconnect(receive: Receive) -> None:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
@@ -58,7 +58,9 @@ async def _until_disconnect(receive: Receive) -> None:
 class GeneratedFileResponse(Response):
     """Sends ``segments`` in order: literal bytes as they are, :class:`ByteRange` s generated.
 
-    ``send_body=False`` (HEAD) sends the headers only and generates nothing. ``slot`` is
+    ``send_body=False`` (HEAD) sends the headers only and generates nothing. ``cheap_gap(a, b)`` says
+    whether bytes [a, b) cost nothing extra to generate (header, or a whole-tensor scheme's data):
+    ranges separated only by such gaps are read in one pass. ``slot`` is
     released when the response ends, however it ends. ``on_data(start, stop)`` is told each
     file range that was sent, for metrics.
     """
@@ -76,6 +78,7 @@ class GeneratedFileResponse(Response):
         threads: int | None = None,
         kernel: Kernel | None = None,
         cpu_limiter: anyio.CapacityLimiter | None = None,
+        cheap_gap: Callable[[int, int], bool] | None = None,
     ) -> None:
         self.source = source
         self.status_code = status_code
@@ -86,6 +89,7 @@ class GeneratedFileResponse(Response):
         self.threads = threads
         self.kernel = kernel
         self.cpu_limiter = cpu_limiter
+        self.cheap_gap = cheap_gap
         self.background = None
         self.body = b""
         self.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
@@ -103,19 +107,71 @@ class GeneratedFileResponse(Response):
                     group.cancel_scope.cancel()
 
                 group.start_soon(stream_then_stop)
-                await _until_disconnect(receive)
+                await until_disconnect(receive)
                 group.cancel_scope.cancel()
         finally:
             if self.slot is not None:
                 self.slot.release()
 
     async def _stream(self, send: Send) -> None:
-        for segment in self.segments:
+        segments, index = self.segments, 0
+        while index < len(segments):
+            segment = segments[index]
             if isinstance(segment, bytes):
                 await send({"type": "http.response.body", "body": segment, "more_body": True})
-            else:
+                index += 1
+                continue
+            # Ranges separated only by bytes a whole-tensor scheme computes anyway are read in one pass:
+            # one QR per request, not one per range (64 ranges of an orthogonal tensor were 64 QRs).
+            end = index
+            while (
+                self.cheap_gap is not None
+                and end + 2 < len(segments)
+                and isinstance(segments[end + 1], bytes)
+                and isinstance(segments[end + 2], ByteRange)
+                and self.cheap_gap(segments[end].stop, segments[end + 2].start)  # type: ignore[union-attr]
+            ):
+                end += 2
+            if end == index:
                 await self._stream_range(send, segment)
+            else:
+                await self._stream_joined(send, segments[index : end + 1])
+            index = end + 1
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _stream_joined(self, send: Send, group: Sequence[Segment]) -> None:
+        """Ranges and the literal parts between them, from one pass over [first.start, last.stop)."""
+        spans = [part for part in group if isinstance(part, ByteRange)]
+        literals = [part for part in group if isinstance(part, bytes)]
+        iterator = self.source.iter_bytes(spans[0].start, spans[-1].stop, kernel=self.kernel, threads=self.threads)
+        position, current = spans[0].start, 0
+        try:
+            while current < len(spans):
+                chunk = await anyio.to_thread.run_sync(_next_copy, iterator, limiter=self.cpu_limiter)
+                if chunk is None:
+                    break
+                begin, finish = position, position + len(chunk)
+                position = finish
+                view = memoryview(chunk)
+                while current < len(spans):
+                    span = spans[current]
+                    low, high = max(begin, span.start), min(finish, span.stop)
+                    if low < high:
+                        await send(
+                            {"type": "http.response.body", "body": view[low - begin : high - begin], "more_body": True}
+                        )
+                        self.on_data(low, high)
+                    if span.stop > finish:
+                        break
+                    current += 1
+                    if current < len(spans):
+                        await send({"type": "http.response.body", "body": literals[current - 1], "more_body": True})
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+        if current != len(spans):
+            raise RuntimeError(f"engine stopped at byte {position} of ranges ending at {spans[-1].stop}")
 
     async def _stream_range(self, send: Send, span: ByteRange) -> None:
         iterator = self.source.iter_bytes(span.start, span.stop, kernel=self.kernel, threads=self.threads)

@@ -2,7 +2,8 @@
 
 ``token = kind + "." + base64url(canonical_json)`` without padding; ``kind`` is ``t`` for a
 single-tensor spec and ``b`` for a bundle. Decoding is strict (alphabet, padding, UTF-8, a JSON
-object) and every failure is an :class:`InvalidToken` — a client error, never a 500.
+object) and every failure is an :class:`InvalidToken` — a client error, never a 500, whatever the
+bytes (integers beyond Python's 4,300-digit limit and deep nesting included).
 """
 
 from __future__ import annotations
@@ -51,8 +52,11 @@ def decode_token(token: str, max_length: int) -> tuple[Kind, dict[str, Any]]:
         raise InvalidToken("token payload is not base64url-encoded UTF-8") from exc
     try:
         value = json.loads(text, parse_constant=_reject_constant)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise InvalidToken("token payload is not valid JSON") from exc
+    except RecursionError as exc:
+        raise InvalidToken("token payload is nested too deeply") from exc
+    except ValueError as exc:  # JSONDecodeError, and the plain ValueError of an integer over 4,300 digits
+        reason = "not valid JSON: an integer has more than 4,300 digits" if "digits" in str(exc) else "not valid JSON"
+        raise InvalidToken(f"token payload is {reason}") from exc
     if not isinstance(value, dict):
         raise InvalidToken("token payload must be a JSON object")
     return ("t" if kind == "t" else "b"), value

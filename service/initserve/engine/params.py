@@ -67,17 +67,26 @@ class Param:
                     return None, f"must be an integer, got {value!r}"
                 value = int(value)
         else:
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:  # an integer beyond float64's range (JSON allows 1 followed by 400 zeros)
+                return None, f"must be a finite number within float64's range (±1.8e308), got {_brief(value)}"
             if not math.isfinite(value):
                 return None, f"must be finite, got {value!r}"
         if self.minimum is not None:
             if self.exclusive_minimum and not value > self.minimum:
-                return None, f"must be > {_num(self.minimum)}, got {value!r}"
+                return None, f"must be > {_num(self.minimum)}, got {_brief(value)}"
             if not self.exclusive_minimum and value < self.minimum:
-                return None, f"must be ≥ {_num(self.minimum)}, got {value!r}"
+                return None, f"must be ≥ {_num(self.minimum)}, got {_brief(value)}"
         if self.maximum is not None and value > self.maximum:
-            return None, f"must be ≤ {_num(self.maximum)}, got {value!r}"
+            return None, f"must be ≤ {_num(self.maximum)}, got {_brief(value)}"
         return value, None
+
+
+def _brief(value: float) -> str:
+    """repr, except that an integer of more than 20 digits is described by its length."""
+    text = repr(value)
+    return f"an integer of {len(text.lstrip('-'))} digits" if isinstance(value, int) and len(text) > 21 else text
 
 
 def _num(x: float) -> str:
@@ -94,12 +103,15 @@ def _show(value: object) -> str:
     return type(value).__name__
 
 
+FAN_MAX = 1 << 62  # no tensor has more elements (see spec.MAX_ELEMENTS), so no fan is larger
+
 FAN_OVERRIDES = (
     Param(
         "fan_in",
         "int",
         default_rule="from shape and layout",
         minimum=1,
+        maximum=FAN_MAX,
         doc="explicit fan_in (e.g. for a 1-D bias); overrides the fan computed from the shape",
     ),
     Param(
@@ -107,6 +119,7 @@ FAN_OVERRIDES = (
         "int",
         default_rule="from shape and layout",
         minimum=1,
+        maximum=FAN_MAX,
         doc="explicit fan_out; overrides the fan computed from the shape",
     ),
 )

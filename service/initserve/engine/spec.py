@@ -17,6 +17,7 @@ from functools import cached_property
 from typing import Any
 
 from .catalog import CATALOG, COMPUTED_DEFAULTS, Built, Layer, Scheme
+from .derived import check_derived, culprit
 from .dtypes import DTYPES, DType
 from .errors import FieldError, Loc, SpecError, SpecTooLarge
 from .fans import LAYOUTS
@@ -211,6 +212,15 @@ def parse_spec(
         errors += [FieldError((*loc, *error.loc), error.msg) for error in param_errors]
         if not param_errors and scheme.name in COMPUTED_DEFAULTS:
             computed = COMPUTED_DEFAULTS[scheme.name](params)
+            for key, value in computed.items():  # e.g. mean + 2·std can overflow to ±inf
+                if key not in params and not math.isfinite(float(value)):
+                    errors.append(
+                        FieldError(
+                            (*loc, *culprit(raw_params, params)),
+                            f"the computed default params.{key} is {value!r}; it must be finite "
+                            f"(give params.{key} explicitly or use smaller params)",
+                        )
+                    )
             params = {**computed, **params}
     slice_ = _parse_slice(merged.get("slice"), shape, loc, errors) if shape is not None else None
     if errors:
@@ -232,10 +242,27 @@ def parse_spec(
         layer = Layer(shape, layout, params)
     spec = Spec(shape, scheme.name, tuple(sorted(params.items())), seed, dtype, layout, name, slice_)
     if math.prod(shape) > 0:
-        checks = scheme.check(layer) if scheme.check else []
-        if checks:
-            raise SpecError([FieldError((*loc, *error.loc), error.msg) for error in checks])
-        _check_magnitude(spec.built, dtype, loc)  # builds once; the cached build is the one generation uses
+        try:
+            checks = scheme.check(layer) if scheme.check else []
+            if checks:
+                raise SpecError([FieldError((*loc, *error.loc), error.msg) for error in checks])
+            built = spec.built  # builds once; the cached build is the one generation uses
+        except (ArithmeticError, ValueError) as exc:
+            if isinstance(exc, SpecError):
+                raise
+            # Python's float arithmetic raises instead of overflowing quietly in a few places (x**2, int→float).
+            where = (*loc, *culprit(raw_params, params))
+            if isinstance(exc, ZeroDivisionError):
+                rule = "a derived std, bound or fan is 0 (a division by zero); it must be > 0"
+            elif isinstance(exc, OverflowError):
+                rule = "a derived scalar (gain, std or bound) overflows float64; use a smaller magnitude"
+            else:
+                rule = f"the scheme's arithmetic fails on these params: {exc}"
+            raise SpecError([FieldError(where, rule)]) from exc
+        derived = check_derived(built.sampler, built.gain, raw_params, params, loc)
+        if derived:
+            raise SpecError(derived)
+        _check_magnitude(built, dtype, loc)
     return spec
 
 

@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from .dtypes import to_float64
 from .generate import iter_result_chunks
@@ -32,57 +33,108 @@ def histogram_range(moments: Moments) -> tuple[float, float]:
     return low, high
 
 
+def histogram_edges(low: float, high: float) -> npt.NDArray[np.float64]:
+    """HISTOGRAM_BINS + 1 finite, non-decreasing edges over [low, high] (clamped to float64's range).
+
+    ``linspace`` when ``high − low`` is finite; otherwise (a window of ±6σ past 1e308) each edge is
+    the convex combination (1 − t)·low + t·high, which cannot overflow."""
+    top = float(np.finfo(np.float64).max)
+    low, high = min(max(low, -top), top), min(max(high, -top), top)
+    if math.isfinite(high - low):
+        return np.linspace(low, high, HISTOGRAM_BINS + 1)
+    t = np.arange(HISTOGRAM_BINS + 1, dtype=np.float64) / HISTOGRAM_BINS
+    edges: npt.NDArray[np.float64] = np.maximum.accumulate(low * (1.0 - t) + high * t)
+    return edges
+
+
+class StatsRun:
+    """The statistics of a spec's result, computed a chunk per :meth:`step` so that a caller can stop
+    between chunks (a client that went away) and let other work run in between.
+
+    ``while run.step(): ...`` then :meth:`result`; :func:`compute_stats` does exactly that.
+    """
+
+    def __init__(self, spec: Spec, *, kernel: Kernel | None = None, threads: int | None = None) -> None:
+        self.spec = spec
+        self.empty = spec.numel == 0
+        self.moments = None if self.empty else spec.built.sampler.moments()
+        self.low, self.high = histogram_range(self.moments) if self.moments is not None else (0.0, 1.0)
+        self.edges = histogram_edges(self.low, self.high)
+        self.counts = np.zeros(HISTOGRAM_BINS, dtype=np.int64)
+        self.below = self.above = self.zeros = 0
+        self.count, self.mean, self.m2 = 0, 0.0, 0.0
+        self.minimum, self.maximum = math.inf, -math.inf
+        self.digest = hashlib.sha256()
+        self._chunks = iter_result_chunks(spec, kernel=kernel, threads=threads, block=STATS_CHUNK)
+
+    def step(self) -> bool:
+        """Fold the next chunk (STATS_CHUNK elements) in; False once every chunk is in."""
+        chunk = next(self._chunks, None)
+        if chunk is None:
+            return False
+        self.digest.update(chunk.data.cast("B"))
+        values = to_float64(chunk, self.spec.dtype_info)
+        n = values.size
+        with np.errstate(over="ignore", invalid="ignore"):  # figures beyond float64 become null, not errors
+            chunk_mean = float(values.mean())
+            chunk_m2 = float(np.square(values - chunk_mean).sum())
+        delta = chunk_mean - self.mean
+        total = self.count + n
+        self.mean += delta * n / total
+        self.m2 += chunk_m2 + delta * delta * self.count * n / total
+        self.count = total
+        self.minimum, self.maximum = min(self.minimum, float(values.min())), max(self.maximum, float(values.max()))
+        self.zeros += int(np.count_nonzero(values == 0.0))
+        self.below += int(np.count_nonzero(values < self.low))
+        self.above += int(np.count_nonzero(values > self.high))
+        self.counts += np.histogram(values, bins=self.edges)[0]
+        return True
+
+    def close(self) -> None:
+        """Stop early: release the chunk generator's threads and buffers."""
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+
+    def result(self) -> dict[str, Any]:
+        spec, empty, moments = self.spec, self.empty, self.moments
+        fan_in, fan_out = _fans(spec)
+        return {
+            "numel": spec.numel,
+            "shape": list(spec.result_shape),
+            "dtype": spec.dtype,
+            "mean": None if empty else self.mean,
+            "std": None if empty else math.sqrt(self.m2 / self.count),
+            "min": None if empty else self.minimum,
+            "max": None if empty else self.maximum,
+            "zeros_fraction": None if empty else self.zeros / self.count,
+            "histogram": {
+                "edges": self.edges.tolist(),
+                "counts": self.counts.tolist(),
+                "below": self.below,
+                "above": self.above,
+            },
+            "fan_in": fan_in,
+            "fan_out": fan_out,
+            "gain": None if empty else spec.built.gain,
+            "expected": None
+            if moments is None
+            else {"mean": moments.mean, "std": moments.std, "low": moments.low, "high": moments.high},
+            "sha256": self.digest.hexdigest(),
+            "algorithm": ALGORITHM_VERSION,
+            "reproducibility": spec.scheme_entry.reproducibility,
+            "spec": spec.canonical(),
+        }
+
+
 def compute_stats(spec: Spec, *, kernel: Kernel | None = None, threads: int | None = None) -> dict[str, Any]:
     """numel, shape, dtype, mean, std, min, max, zeros fraction, histogram, fans, gain, expected
-    moments, sha256 of the tensor bytes, algorithm, canonical spec."""
-    dtype = spec.dtype_info
-    empty = spec.numel == 0
-    moments = None if empty else spec.built.sampler.moments()
-    low, high = histogram_range(moments) if moments is not None else (0.0, 1.0)
-    edges = np.linspace(low, high, HISTOGRAM_BINS + 1)
-    counts = np.zeros(HISTOGRAM_BINS, dtype=np.int64)
-    below = above = zeros = 0
-    count, mean, m2 = 0, 0.0, 0.0
-    minimum, maximum = math.inf, -math.inf
-    digest = hashlib.sha256()
-    for chunk in iter_result_chunks(spec, kernel=kernel, threads=threads, block=STATS_CHUNK):
-        digest.update(chunk.data.cast("B"))
-        values = to_float64(chunk, dtype)
-        n = values.size
-        chunk_mean = float(values.mean())
-        chunk_m2 = float(np.square(values - chunk_mean).sum())
-        delta = chunk_mean - mean
-        total = count + n
-        mean += delta * n / total
-        m2 += chunk_m2 + delta * delta * count * n / total
-        count = total
-        minimum, maximum = min(minimum, float(values.min())), max(maximum, float(values.max()))
-        zeros += int(np.count_nonzero(values == 0.0))
-        below += int(np.count_nonzero(values < low))
-        above += int(np.count_nonzero(values > high))
-        counts += np.histogram(values, bins=edges)[0]
-    fan_in, fan_out = _fans(spec)
-    return {
-        "numel": spec.numel,
-        "shape": list(spec.result_shape),
-        "dtype": spec.dtype,
-        "mean": None if empty else mean,
-        "std": None if empty else math.sqrt(m2 / count),
-        "min": None if empty else minimum,
-        "max": None if empty else maximum,
-        "zeros_fraction": None if empty else zeros / count,
-        "histogram": {"edges": edges.tolist(), "counts": counts.tolist(), "below": below, "above": above},
-        "fan_in": fan_in,
-        "fan_out": fan_out,
-        "gain": None if empty else spec.built.gain,
-        "expected": None
-        if moments is None
-        else {"mean": moments.mean, "std": moments.std, "low": moments.low, "high": moments.high},
-        "sha256": digest.hexdigest(),
-        "algorithm": ALGORITHM_VERSION,
-        "reproducibility": spec.scheme_entry.reproducibility,
-        "spec": spec.canonical(),
-    }
+    moments, sha256 of the tensor bytes, algorithm, canonical spec. Figures beyond float64 are inf or
+    NaN here (the HTTP layer writes them as null)."""
+    run = StatsRun(spec, kernel=kernel, threads=threads)
+    while run.step():
+        pass
+    return run.result()
 
 
 def _fans(spec: Spec) -> tuple[int | None, int | None]:
