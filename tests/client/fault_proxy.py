@@ -4,8 +4,11 @@ Per accepted connection, in order: the first ``drop_first`` are closed without a
 client sees a dropped connection); the next ``reject_first`` get the request read and a
 ``503`` (or ``status``) with ``Retry-After`` and ``Connection: close``; the rest are piped to the
 upstream server byte for byte — except that, while ``cuts`` remain, a connection that has sent
-``cut_after`` bytes back is closed mid-body (a broken stream). It counts connections, rejected
-requests and bytes sent back, and records when each connection arrived (to measure how long a
+``cut_after`` bytes back is closed mid-body (a broken stream), and, while ``flips`` remain, the bit
+``0x01`` of byte ``flip_at`` of a connection's answer (head included) is flipped in passing (data
+corrupted in transit; a connection whose answer is shorter is left alone) — and with ``flip_every``
+also bytes ``flip_at + k·flip_every`` (every response of a kept-alive connection is hit). It counts
+connections, rejected requests and bytes sent back, and records when each connection arrived (to measure how long a
 client waited between attempts).
 """
 
@@ -29,6 +32,9 @@ class FaultProxy:
         retry_after: str | None = "1",
         cut_after: int | None = None,
         cuts: int = 0,
+        flip_at: int | None = None,
+        flips: int = 0,
+        flip_every: int | None = None,
     ) -> None:
         self.upstream_port = upstream_port
         self.drop_first = drop_first
@@ -37,6 +43,10 @@ class FaultProxy:
         self.retry_after = retry_after
         self.cut_after = cut_after
         self.cuts_left = cuts
+        self.flip_at = flip_at
+        self.flips_left = flips
+        self.flip_every = flip_every
+        self.flipped = 0
         self.connections = 0
         self.rejected = 0
         self.bytes_to_client = 0
@@ -137,6 +147,21 @@ class FaultProxy:
         writer.write(("\r\n".join(headers) + "\r\n\r\n").encode() + body)
         await writer.drain()
 
+    def _flip(self, data: bytes, sent: int) -> bytes:
+        """``data`` (bytes [sent, sent + len) of a connection's answer) with the planned bits flipped."""
+        assert self.flip_at is not None
+        corrupted = bytearray(data)
+        position = self.flip_at
+        while position < sent + len(data) and self.flips_left > 0:
+            if position >= sent:
+                corrupted[position - sent] ^= 0x01
+                self.flips_left -= 1
+                self.flipped += 1
+            if self.flip_every is None:
+                break
+            position += self.flip_every
+        return bytes(corrupted)
+
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
 
@@ -157,6 +182,8 @@ class FaultProxy:
                         dst.transport.abort()
                         up_writer.transport.abort()
                         return
+                    if count and self.flip_at is not None and self.flips_left > 0:
+                        data = self._flip(data, sent)
                     sent += len(data)
                     if count:
                         self.bytes_to_client += len(data)

@@ -242,7 +242,17 @@ class Cache:
             return None
 
     def lookup_request(self, key: str) -> CacheEntry | None:
-        return self._read_entry(self._request_path(key))
+        """The entry recorded for request ``key``; None if absent or recorded for another request."""
+        path = self._request_path(key)
+        try:
+            stored = json.loads(path.read_bytes()).get("request_key")
+        except (OSError, ValueError, AttributeError):
+            stored = None
+        if stored is not None and stored != key:
+            log.warning("cache index entry %s was written for another request; discarding", path)
+            path.unlink(missing_ok=True)
+            return None
+        return self._read_entry(path)
 
     def lookup_etag(self, etag: str) -> CacheEntry | None:
         return self._read_entry(self._etag_path(etag))
@@ -251,7 +261,12 @@ class Cache:
         data = json.dumps(entry.to_json(), sort_keys=True).encode()
         self._write_atomic(self._etag_path(entry.etag), data)
         if request_key is not None:
-            self._write_atomic(self._request_path(request_key), data)
+            keyed = json.dumps({**entry.to_json(), "request_key": request_key}, sort_keys=True).encode()
+            self._write_atomic(self._request_path(request_key), keyed)
+
+    def forget_request(self, key: str) -> None:
+        """Drop one request index entry (it pointed at a file that is not the request's answer)."""
+        self._request_path(key).unlink(missing_ok=True)
 
     def forget(self, entry: CacheEntry, *, request_key: str | None = None) -> None:
         self.blob_path(entry.digest).unlink(missing_ok=True)

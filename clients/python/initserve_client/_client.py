@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 
 from ._base import BaseClient, Decoded
-from ._flow import Blocking, Download, DownloadPart, Flow, Send, fetch_file
+from ._flow import Blocking, Download, DownloadPart, Flow, Send, authoritative_tree_sha256, fetch_file
 from ._rawhttp import RawTransport, download_parts
 from ._retry import RetryPolicy
 from ._safetensors import SafetensorsFile
@@ -218,6 +218,12 @@ class Client(BaseClient):
     def resolve(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """``POST /v1/resolve``: URL, ETag and size of a spec (or ``{"bundle": ...}``), without generating it."""
         result: dict[str, Any] = self._drive(self._resolve_flow(body))
+        return result
+
+    def tree_sha256(self, url: str, size: int) -> str:
+        """The server's SHA-256 tree hash of the ``size``-byte file at tensor ``url`` (``?format=digest``):
+        what the cache names a verified blob by. Raises :class:`IntegrityError` if the answer is malformed."""
+        result: str = self._drive(authoritative_tree_sha256(self._context(url), url=url, path=url, body={}, size=size))
         return result
 
     def schemes(self) -> list[dict[str, Any]]:

@@ -170,6 +170,7 @@ class BodyWriter:
             )
         self.progress = progress
         self.expected_etag = expected_etag
+        self.repr_digest: str | None = None  # the server's RFC 9530 Repr-Digest of the whole file, if it sent one
         self._ring: _BufferRing | None = None
 
     @property
@@ -197,6 +198,7 @@ class BodyWriter:
         etag = headers.get("etag")
         if self.expected_etag is not None and etag is not None and etag.strip() != self.expected_etag:
             raise IntegrityError(f"the server's ETag changed from {self.expected_etag} to {etag} during the download")
+        self.repr_digest = headers.get("repr-digest") or self.repr_digest
         length_header = headers.get("content-length")
         length = int(length_header) if length_header is not None and length_header.isdigit() else None
         if status == 206:

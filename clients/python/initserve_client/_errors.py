@@ -16,6 +16,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "CacheError",
+    "CorruptedDownloadError",
     "FieldError",
     "InitserveError",
     "IntegrityError",
@@ -49,6 +50,10 @@ class SafetensorsFormatError(InitserveError, ValueError):
 
 class IntegrityError(InitserveError):
     """Downloaded or cached bytes do not match their expected size or sha256."""
+
+
+class CorruptedDownloadError(IntegrityError):
+    """The bytes received do not match the server's authoritative digest (changed in transit)."""
 
 
 class CacheError(InitserveError):

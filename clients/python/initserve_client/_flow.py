@@ -14,8 +14,14 @@ cannot drift apart between them.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
+import errno
+import hashlib
 import json
+import logging
+import re
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,10 +30,12 @@ import httpx
 
 from ._cache import Cache, CacheEntry
 from ._download import BodyWriter, MemorySink, Progress, Sink, make_progress, plan_ranges
-from ._errors import IntegrityError, OfflineError, SafetensorsFormatError
+from ._errors import CacheError, CorruptedDownloadError, IntegrityError, OfflineError, SafetensorsFormatError
 from ._safetensors import SafetensorsFile, parse
 from ._specs import request_key
-from ._treehash import assemble, hash_leaves
+from ._treehash import LEAF_SIZE, assemble, hash_leaves, tree_sha256
+
+log = logging.getLogger("initserve_client")
 
 __all__ = ["Blocking", "Download", "DownloadPart", "FetchContext", "Flow", "Send", "fetch_file", "send_json"]
 
@@ -152,6 +160,76 @@ def _parts(
     return [DownloadPart(post, writer, resumable=False)]
 
 
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_REPR_SHA256 = re.compile(r"(?:^|,)\s*sha-256=:([A-Za-z0-9+/=]+):")
+DOWNLOAD_ATTEMPTS = 2  # a body that fails its digest is fetched once more before giving up
+
+
+def parse_repr_digest(value: str | None) -> bytes | None:
+    """The raw SHA-256 of an RFC 9530 ``Repr-Digest`` field (``sha-256=:<base64>:``), or None."""
+    match = _REPR_SHA256.search(value or "")
+    if match is None:
+        return None
+    try:
+        raw = base64.b64decode(match.group(1), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw if len(raw) == 32 else None
+
+
+def authoritative_tree_sha256(
+    ctx: FetchContext,
+    *,
+    url: str | None,
+    path: str,
+    body: Mapping[str, Any],
+    size: int,
+    writers: list[BodyWriter] | None = None,
+) -> Flow:
+    """The server's SHA-256 tree hash of the file (the cache's content hash; see _treehash.py).
+
+    A file of one leaf came with ``Repr-Digest`` = SHA-256 of its bytes when the server held it whole
+    before sending (small files): its tree hash is SHA-256 of that digest, no request needed. Otherwise
+    the server is asked for ``?format=digest`` of the tensor URL (or of the POST, for a file without one).
+    """
+    if size <= LEAF_SIZE:
+        for writer in writers or []:
+            raw = parse_repr_digest(writer.repr_digest)
+            if raw is not None:
+                return hashlib.sha256(raw).hexdigest()
+    if url is not None:
+        request = ctx.build_request("GET", url, params={"format": "digest"})
+    else:
+        request = ctx.build_request("POST", path, params={"format": "digest"}, json=dict(body))
+    answer = yield from send_json(request)
+    value = answer.get("tree_sha256") if isinstance(answer, dict) else None
+    length = answer.get("content_length") if isinstance(answer, dict) else None
+    if not isinstance(value, str) or not _HEX64.match(value) or not isinstance(length, int):
+        raise IntegrityError(f"malformed ?format=digest answer for {url or path}: {str(answer)[:200]}")
+    if length != size:
+        raise CorruptedDownloadError(f"the server's file at {url or path} has {length} bytes; {size} are held")
+    return value
+
+
+def _check_against(received: str, expected: str, where: str) -> None:
+    if received != expected:
+        raise CorruptedDownloadError(
+            f"the bytes received for {where} have tree hash {received}, but the server's digest is {expected}: "
+            "they were changed in transit (a proxy, a middlebox or the network); nothing was returned or cached"
+        )
+
+
+def _cache_os_error(cache: Cache, exc: OSError) -> CacheError:
+    """A cache write that failed, as a CacheError that says what to do."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        advice = "the disk is full: free space, point INITSERVE_CACHE_DIR at a larger disk, or pass cache=False"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        advice = "it is not writable: fix its permissions, point INITSERVE_CACHE_DIR elsewhere, or pass cache=False"
+    else:
+        advice = "point INITSERVE_CACHE_DIR elsewhere, or pass cache=False"
+    return CacheError(f"cannot write to the cache at {cache.root} ({exc.strerror or exc}); {advice}")
+
+
 def fetch_file(ctx: FetchContext, path: str, body: Mapping[str, Any]) -> Flow:
     """Return a parsed :class:`SafetensorsFile` for ``POST path body``, through the cache when enabled."""
     if ctx.cache is None:
@@ -162,6 +240,25 @@ def fetch_file(ctx: FetchContext, path: str, body: Mapping[str, Any]) -> Flow:
 
 
 def _fetch_uncached(ctx: FetchContext, path: str, body: Mapping[str, Any]) -> Flow:
+    """Download into memory and check the bytes against the server's digest before parsing them."""
+    for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+        view, url, writers = yield from _download_uncached(ctx, path, body)
+        received: str = yield Blocking(tree_sha256, (view,))
+        expected = yield from authoritative_tree_sha256(
+            ctx, url=url, path=path, body=body, size=view.nbytes, writers=writers
+        )
+        try:
+            _check_against(received, expected, url or path)
+        except CorruptedDownloadError:
+            if attempt == DOWNLOAD_ATTEMPTS:
+                raise
+            continue
+        return parse(view)
+    raise AssertionError("unreachable")
+
+
+def _download_uncached(ctx: FetchContext, path: str, body: Mapping[str, Any]) -> Flow:
+    """(the file's bytes, its tensor URL or None, the writers that received it)."""
     if ctx.parallel > 1:
         resolved = Resolved.from_json(
             (yield from send_json(ctx.build_request("POST", "/v1/resolve", json=_resolve_body(path, body))))
@@ -169,24 +266,23 @@ def _fetch_uncached(ctx: FetchContext, path: str, body: Mapping[str, Any]) -> Fl
         if resolved.url is not None:  # below the threshold _parts plans a single stream of the URL
             buffer = MemorySink.allocate(resolved.content_length)
             progress = make_progress(resolved.content_length, ctx.progress, ctx.progress_threshold, ctx.desc)
+            parts = _parts(
+                ctx,
+                url=resolved.url,
+                path=path,
+                body=body,
+                sink=buffer,
+                size=resolved.content_length,
+                allocate=None,
+                etag=resolved.etag,
+                progress=progress,
+            )
             try:
-                yield Download(
-                    _parts(
-                        ctx,
-                        url=resolved.url,
-                        path=path,
-                        body=body,
-                        sink=buffer,
-                        size=resolved.content_length,
-                        allocate=None,
-                        etag=resolved.etag,
-                        progress=progress,
-                    )
-                )
+                yield Download(parts)
             finally:
                 if progress is not None:
                     progress.close()
-            return parse(buffer.view)
+            return buffer.view, resolved.url, [part.writer for part in parts]
 
     holder: dict[str, Progress | None] = {"progress": None}
 
@@ -204,27 +300,85 @@ def _fetch_uncached(ctx: FetchContext, path: str, body: Mapping[str, Any]) -> Fl
         if holder["progress"] is not None:
             holder["progress"].close()
     assert isinstance(part.writer.sink, MemorySink)
-    return parse(part.writer.sink.view)
+    return part.writer.sink.view, None, [part.writer]
 
 
-def _open(cache: Cache, entry: CacheEntry) -> Flow:
+def _open(cache: Cache, entry: CacheEntry, path: str, body: Mapping[str, Any], key: str | None = None) -> Flow:
+    """The cached file of ``entry`` if it is intact and is what ``path``/``body`` asks for, else None
+    (a request index entry that names another file is dropped; the caller fetches again)."""
     view: memoryview | None = yield Blocking(cache.open_blob, (entry,))
     if view is None:
         return None
     try:
-        return parse(view)
+        file = parse(view)
     except SafetensorsFormatError:
         # A blob whose tree hash matches but which does not parse was stored by a broken writer: drop it.
         cache.forget(entry)
         return None
+    problem = mismatch(path, body, file)
+    if problem is not None:
+        log.warning("cache entry for %s does not match the request (%s); fetching again", path, problem)
+        if key is not None:
+            cache.forget_request(key)
+        return None
+    return file
+
+
+_DTYPE_CODES = {"float32": "F32", "float64": "F64", "float16": "F16", "bfloat16": "BF16"}
+
+
+def _expected(spec: Mapping[str, Any], defaults: Mapping[str, Any]) -> tuple[str | None, Any]:
+    """(safetensors dtype code, result shape) a spec asks for; None/[] where the client cannot tell."""
+    dtype = spec.get("dtype", defaults.get("dtype", "float32"))
+    shape = spec.get("shape")
+    if isinstance(shape, list) and isinstance(spec.get("slice"), list):
+        cut = [stop - start for start, stop in spec["slice"] if isinstance(start, int) and isinstance(stop, int)]
+        shape = cut + shape[len(cut) :]
+    return _DTYPE_CODES.get(str(dtype)), shape
+
+
+def mismatch(path: str, body: Mapping[str, Any], file: SafetensorsFile) -> str | None:
+    """Why ``file`` is not the answer to ``path``/``body`` (tensor names, dtypes, shapes, seed), or None."""
+    if path == "/v1/bundle":
+        tensors = body.get("tensors")
+        wanted = dict(tensors) if isinstance(tensors, Mapping) else {}
+        defaults: Mapping[str, Any] = body
+    else:
+        wanted = {str(body.get("name", "weight")): body}
+        defaults = {}
+    if set(wanted) != set(file.tensors):
+        return f"tensors {sorted(file.tensors)}, asked for {sorted(wanted)}"
+    for name, spec in wanted.items():
+        info = file.tensors[name]
+        dtype, shape = _expected(spec if isinstance(spec, Mapping) else {}, defaults)
+        if dtype is not None and info.dtype != dtype:
+            return f"{name} is {info.dtype}, asked for {dtype}"
+        if isinstance(shape, list) and list(info.shape) != shape:
+            return f"{name} has shape {list(info.shape)}, asked for {shape}"
+    stored = file.metadata.get("initserve.spec")
+    if stored is not None and "seed" in body:
+        try:
+            seed = json.loads(stored).get("seed")
+        except ValueError:
+            return "its metadata holds no readable spec"
+        if seed != body["seed"]:
+            return f"seed {seed}, asked for {body['seed']}"
+    return None
 
 
 def _fetch_cached(ctx: FetchContext, cache: Cache, path: str, body: Mapping[str, Any]) -> Flow:
+    try:
+        return (yield from _fetch_cached_unchecked(ctx, cache, path, body))
+    except OSError as exc:  # only the cache's own files raise OSError here (transport errors are httpx's)
+        raise _cache_os_error(cache, exc) from exc
+
+
+def _fetch_cached_unchecked(ctx: FetchContext, cache: Cache, path: str, body: Mapping[str, Any]) -> Flow:
     key = request_key(path, body)
     yield Blocking(cache.ensure)
     entry = cache.lookup_request(key)
     if entry is not None:
-        hit = yield from _open(cache, entry)
+        hit = yield from _open(cache, entry, path, body, key)
         if hit is not None:
             return hit
     if ctx.offline:
@@ -241,11 +395,17 @@ def _fetch_cached(ctx: FetchContext, cache: Cache, path: str, body: Mapping[str,
         # After the lock: another process may have stored it while we waited.
         entry = cache.lookup_etag(resolved.etag)
         if entry is not None:
-            hit = yield from _open(cache, entry)
+            hit = yield from _open(cache, entry, path, body)
             if hit is not None:
                 cache.record(entry, request_key=key)
                 return hit
-        return (yield from _download_to_cache(ctx, cache, key, path, body, resolved))
+        for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+            try:
+                return (yield from _download_to_cache(ctx, cache, key, path, body, resolved))
+            except CorruptedDownloadError:
+                if attempt == DOWNLOAD_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
     finally:
         lock.release()
 
@@ -277,6 +437,15 @@ def _download_to_cache(
             return assemble(resolved.content_length, leaves, lambda missing: hash_leaves(blob.mapped(), missing))
 
         sha: str = yield Blocking(tree_hash)
+        expected = yield from authoritative_tree_sha256(
+            ctx,
+            url=resolved.url,
+            path=path,
+            body=body,
+            size=resolved.content_length,
+            writers=[part.writer for part in parts],
+        )
+        _check_against(sha, expected, resolved.url or path)  # a bad body is aborted below, never committed
         blob.commit(sha)
     except BaseException:
         for part in parts:
@@ -296,5 +465,8 @@ def _download_to_cache(
     except SafetensorsFormatError:
         cache.forget(entry)  # never index a file that does not parse
         raise
+    problem = mismatch(path, body, file)
+    if problem is not None:
+        raise IntegrityError(f"the server answered {path} with another file ({problem})")
     cache.record(dataclasses.replace(entry, tensors=_summary(file)), request_key=key)
     return file

@@ -138,7 +138,9 @@ class RawResponse:
         self._response = response
         self.request = request
         self.status_code = response.status
-        self.headers = httpx.Headers(response.getheaders())
+        # http.client decodes header bytes as latin-1; hand httpx the bytes back, or a non-ASCII value
+        # (a proxy's "Retry-After: ²") fails to re-encode.
+        self.headers = httpx.Headers([(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.getheaders()])
         self._reusable = False
 
     @property

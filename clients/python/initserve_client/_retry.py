@@ -37,8 +37,8 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if value is None:
         return None
     text = value.strip()
-    if text.isdigit():
-        return float(text)
+    if text.isdigit():  # str.isdigit is also true for "²" or "٣": only ASCII digits are delta-seconds
+        return float(text) if text.isascii() else None
     try:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):

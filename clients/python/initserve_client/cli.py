@@ -18,7 +18,7 @@ import numpy as np
 from ._cache import Cache
 from ._client import Client
 from ._config import default_cache_dir
-from ._errors import InitserveError
+from ._errors import CorruptedDownloadError, InitserveError
 from ._specs import init_body
 
 __all__ = ["register"]
@@ -51,6 +51,7 @@ SCHEMES_EXAMPLES = """examples:
 CACHE_EXAMPLES = """examples:
   initserve cache ls
   initserve cache verify             # re-hash every blob; corrupted ones are deleted (exit 1 if any)
+  initserve cache verify --server    # also compare each entry with the server's authoritative digest
   initserve cache prune --older-than 30
   initserve cache prune --all
 """
@@ -353,9 +354,16 @@ def _register_cache(subparsers: Subparsers) -> None:
         epilog=CACHE_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         name="verify",
-        help="re-hash every blob",
-        description="Re-hash every blob; delete the corrupted ones (exit 1).",
+        help="re-hash every blob (and check it against the server with --server)",
+        description="Re-hash every blob; delete the corrupted ones (exit 1). With --server, also compare each "
+        "entry's tree hash with the server's authoritative digest (?format=digest of its tensor URL).",
     )
+    verify.add_argument(
+        "--server",
+        action="store_true",
+        help="also ask the server (--url) for each entry's authoritative digest; entries that differ are deleted",
+    )
+    _connection_options(verify)
     verify.set_defaults(func=lambda args: _run("cache verify", lambda: _cache_verify(args)))
     prune = actions.add_parser(
         epilog=CACHE_EXAMPLES,
@@ -407,7 +415,26 @@ def _cache_verify(args: argparse.Namespace) -> int:
     for sha in report.corrupted:
         _echo(f"corrupted (deleted): {sha}")
     _echo(f"{len(report.ok)} ok, {len(report.corrupted)} corrupted in {cache.root}")
-    return 1 if report.corrupted else 0
+    differ = 0
+    if args.server:
+        matched = unaddressed = 0
+        with Client(base_url=args.url, api_key=args.api_key, timeout=args.timeout, retries=args.retries) as client:
+            for entry, _ in cache.entries():
+                if entry.url is None:
+                    unaddressed += 1  # no tensor URL (a token too long for one): only the local hash holds
+                    continue
+                try:
+                    same = client.tree_sha256(entry.url, entry.size) == entry.digest
+                except CorruptedDownloadError:  # the server's file has another size
+                    same = False
+                if same:
+                    matched += 1
+                else:
+                    differ += 1
+                    cache.forget(entry)
+                    _echo(f"differs from the server (deleted): {entry.digest} {entry.url[:80]}")
+        _echo(f"server digests: {matched} match, {differ} differ, {unaddressed} without a URL (not checked)")
+    return 1 if report.corrupted or differ else 0
 
 
 def _cache_prune(args: argparse.Namespace) -> int:

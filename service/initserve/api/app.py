@@ -7,11 +7,13 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import anyio
+from cachetools import LRUCache
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from initserve import __version__
 from initserve.api.access_log import AccessLogMiddleware
+from initserve.api.digests import DIGEST_MEMO_ENTRIES
 from initserve.api.limits import BodySizeLimitMiddleware, GenerationLimiter
 from initserve.api.metrics import Metrics, RequestMetricsMiddleware
 from initserve.api.openapi import install_openapi
@@ -25,7 +27,15 @@ from initserve.engine.generate import default_threads
 from initserve.engine.kernels import native_unavailable_reason
 
 DESCRIPTION = "Deterministic neural-network weight initialization: a layer spec in, safetensors bytes out."
-EXPOSED = ["ETag", "Content-Location", "Content-Range", "Content-Length", "X-Initserve-Algorithm", "X-Request-ID"]
+EXPOSED = [
+    "ETag",
+    "Repr-Digest",
+    "Content-Location",
+    "Content-Range",
+    "Content-Length",
+    "X-Initserve-Algorithm",
+    "X-Request-ID",
+]
 
 
 @asynccontextmanager
@@ -77,6 +87,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.response_cache = cache = ResponseCache(settings.response_cache_bytes, settings.response_cache_entry_bytes)
     cache.on_evict = metrics.cache_evictions.inc
     cache.on_size = _cache_size_reporter(metrics)
+    # Digests of generated files (api/digests.py): Repr-Digest values of small files, and ?format=digest answers.
+    app.state.repr_digests = LRUCache(maxsize=DIGEST_MEMO_ENTRIES)
+    app.state.digest_memo = LRUCache(maxsize=DIGEST_MEMO_ENTRIES)
     install_problem_handlers(app)
     install_openapi(app)
     for router in ROUTERS:

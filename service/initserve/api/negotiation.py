@@ -1,10 +1,10 @@
-"""Which representation a request wants: the safetensors file (default) or its JSON statistics."""
+"""Which representation a request wants: the safetensors file (default), its JSON statistics, or its digest."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-Format = Literal["safetensors", "stats"]
+Format = Literal["safetensors", "stats", "digest"]
 
 
 def _quality(params: list[str]) -> float:
@@ -34,3 +34,10 @@ def wants_stats(format_param: Format | None, accept: str | None) -> bool:
         elif media == "application/octet-stream":
             octet_q = max(octet_q, _quality(params))
     return json_q > 0 and json_q > octet_q
+
+
+def wanted_format(format_param: Format | None, accept: str | None) -> Format:
+    """``?format=`` wins (``digest`` only by query); else stats or the file as :func:`wants_stats` decides."""
+    if format_param is not None:
+        return format_param
+    return "stats" if wants_stats(None, accept) else "safetensors"

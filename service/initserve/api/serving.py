@@ -14,12 +14,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import anyio.to_thread
+from cachetools import LRUCache
 from fastapi import Request
 from starlette.responses import JSONResponse, Response
 
+from initserve.api.digests import TreeHashRun, digest_of_bytes, repr_digest
 from initserve.api.http_cache import (
     IMMUTABLE,
     ByteRange,
@@ -79,11 +81,15 @@ def _base_headers(target: Target, etag: str, location_suffix: str = "") -> dict[
     return headers
 
 
-async def serve_target(request: Request, target: Target, *, conditional: bool, stats: bool) -> Response:
+async def serve_target(
+    request: Request, target: Target, *, conditional: bool, stats: bool, digest: bool = False
+) -> Response:
     """The response for ``target``; ``conditional`` enables If-None-Match/Range (GET and HEAD)."""
     request.state.etag = target.etag
     if stats:
         return await _serve_stats(request, target, conditional=conditional)
+    if digest:
+        return await _serve_digest(request, target, conditional=conditional)
     headers = _base_headers(target, target.etag)
     headers["Accept-Ranges"] = "bytes"
     if conditional and if_none_match_hits(request.headers.get("if-none-match"), target.etag):
@@ -134,6 +140,7 @@ async def serve_target(request: Request, target: Target, *, conditional: bool, s
             data = await _small_file(request, target, key)
         if status == 200:  # the whole file: the repeat middleware may answer this very request from the cache
             request.scope.setdefault("state", {})[STATE_CACHE_KEY] = key
+        headers["Repr-Digest"] = _repr_digest(request, key, data)
         return Response(_assemble(data, segments), status_code=status, headers=headers)
     return GeneratedFileResponse(
         target.file,
@@ -259,14 +266,70 @@ async def _serve_stats(request: Request, target: Target, *, conditional: bool) -
     return JSONResponse(_json_safe(body), headers=headers)
 
 
+def _repr_digest(request: Request, key: CacheKey, data: bytes) -> str:
+    """``Repr-Digest`` of a small file, hashed once per file (not per cache hit) and remembered."""
+    memo: LRUCache[CacheKey, str] = request.app.state.repr_digests
+    value = memo.get(key)
+    if value is None:
+        value = memo[key] = repr_digest(data)
+    return value
+
+
+async def _serve_digest(request: Request, target: Target, *, conditional: bool) -> Response:
+    """``?format=digest``: the file's tree hash and leaf digests (see api/digests.py)."""
+    etag = strong_etag(target.digest + ".digest")
+    headers = _base_headers(target, etag, "?format=digest")
+    if conditional and if_none_match_hits(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
+    memo: LRUCache[CacheKey, dict[str, Any]] = request.app.state.digest_memo
+    key = _cache_key(target)
+    body = memo.get(key)
+    if body is None:
+        settings: Settings = request.app.state.settings
+        cache: ResponseCache = request.app.state.response_cache
+        small = cache.get(key)
+        if small is None and target.length <= settings.response_cache_entry_bytes:
+            small = await _small_file(request, target, key)
+        if small is not None:
+            body = digest_of_bytes(small)
+        else:
+            slot = _acquire(request)
+            try:
+                run = await anyio.to_thread.run_sync(
+                    partial(
+                        TreeHashRun, target.file, kernel=request.app.state.kernel, threads=settings.generation_threads
+                    ),
+                    limiter=request.app.state.cpu_limiter,
+                )
+                body = await _run_chunked(request, run)
+            finally:
+                slot.release()
+            if body is None:
+                return Response(status_code=CLIENT_CLOSED_REQUEST)
+        memo[key] = body
+    return JSONResponse({**body, "etag": target.etag}, headers=headers)
+
+
 async def _stats_of(request: Request, spec: Spec, threads: int | None) -> dict[str, Any] | None:
-    """compute_stats, one chunk per worker step like a stream: the CPU token is given back between
-    chunks (an admitted small request is not stuck behind a big stats run), and a client that goes
-    away stops the run at the next chunk (its slot is freed at once): then the answer is None."""
+    """compute_stats, one chunk per worker step like a stream (see :func:`_run_chunked`)."""
     limiter = request.app.state.cpu_limiter
     run = await anyio.to_thread.run_sync(
         partial(StatsRun, spec, kernel=request.app.state.kernel, threads=threads), limiter=limiter
     )
+    return await _run_chunked(request, run)
+
+
+class ChunkedRun(Protocol):
+    def step(self) -> bool: ...
+    def close(self) -> None: ...
+    def result(self) -> dict[str, Any]: ...
+
+
+async def _run_chunked(request: Request, run: ChunkedRun) -> dict[str, Any] | None:
+    """Run ``run`` one step per worker call: the CPU token is given back between chunks (an admitted
+    small request is not stuck behind a big stats run), and a client that goes away stops the run at
+    the next chunk (its slot is freed at once): then the answer is None."""
+    limiter = request.app.state.cpu_limiter
     gone = False
     try:
         async with anyio.create_task_group() as group:

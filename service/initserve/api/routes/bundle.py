@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Request
 from starlette.responses import Response
 
 from initserve.api.models import BUNDLE_EXAMPLES, BundleRequest
-from initserve.api.negotiation import wants_stats
+from initserve.api.negotiation import wanted_format
 from initserve.api.openapi import SAFETENSORS_BODY, STATS_BODY, problems
 from initserve.api.routes.init import FormatQuery
 from initserve.api.security import ApiKey
@@ -36,5 +36,5 @@ async def bundle(
 ) -> Response:
     """Generate a bundle; each tensor equals `/v1/init` of its spec with the bundle's seed and its name."""
     target = build_target("b", body.engine_mapping(), request.app.state.settings, ("body",))
-    stats = wants_stats(format, request.headers.get("accept"))
-    return await serve_target(request, target, conditional=False, stats=stats)
+    wanted = wanted_format(format, request.headers.get("accept"))
+    return await serve_target(request, target, conditional=False, stats=wanted == "stats", digest=wanted == "digest")

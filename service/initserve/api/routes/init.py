@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Query, Request
 from starlette.responses import Response
 
 from initserve.api.models import INIT_EXAMPLES, InitSpec
-from initserve.api.negotiation import Format, wants_stats
+from initserve.api.negotiation import Format, wanted_format
 from initserve.api.openapi import SAFETENSORS_BODY, STATS_BODY, problems
 from initserve.api.security import ApiKey
 from initserve.api.serving import serve_target
@@ -18,7 +18,10 @@ router = APIRouter(prefix="/v1", tags=["init"], dependencies=[ApiKey])
 
 FormatQuery = Annotated[
     Format | None,
-    Query(description="`stats` for JSON statistics instead of the file; default: by `Accept`, else the file."),
+    Query(
+        description="`stats` for JSON statistics instead of the file, `digest` for the file's SHA-256 tree hash; "
+        "default: by `Accept`, else the file."
+    ),
 ]
 
 
@@ -40,5 +43,5 @@ async def init(
 ) -> Response:
     """Generate one tensor: a streamed safetensors file holding it under `name`, or its statistics."""
     target = build_target("t", spec.engine_mapping(), request.app.state.settings, ("body",))
-    stats = wants_stats(format, request.headers.get("accept"))
-    return await serve_target(request, target, conditional=False, stats=stats)
+    wanted = wanted_format(format, request.headers.get("accept"))
+    return await serve_target(request, target, conditional=False, stats=wanted == "stats", digest=wanted == "digest")

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
 from initserve.api.http_cache import IMMUTABLE
-from initserve.api.negotiation import wants_stats
+from initserve.api.negotiation import wanted_format
 from initserve.api.openapi import SAFETENSORS_BODY, STATS_BODY, problems
 from initserve.api.problems import ProblemError
 from initserve.api.routes.init import FormatQuery
@@ -52,8 +52,8 @@ async def tensor(
     except InvalidToken as exc:
         raise ProblemError(400, "invalid-token", str(exc), errors=[(("path", "token"), str(exc))]) from exc
     target = build_target(kind, mapping, settings, ("path", "token"))
-    stats = wants_stats(format, request.headers.get("accept"))
-    return await serve_target(request, target, conditional=True, stats=stats)
+    wanted = wanted_format(format, request.headers.get("accept"))
+    return await serve_target(request, target, conditional=True, stats=wanted == "stats", digest=wanted == "digest")
 
 
 # GET and HEAD as two operations: one shared operation id would be ambiguous for generated clients.
