@@ -37,11 +37,16 @@ def test_catalog_is_the_servers(server: Server) -> None:
         assert LocalClient().scheme("kaiming_normal") == client.scheme("kaiming_normal")
 
 
+KERNELS = ["numpy"] + (["native"] if LocalClient().kernel == "native" else [])
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16", "float64"])
 def test_every_bitwise_scheme_is_byte_identical_to_the_server(
-    server: Server, bitwise_schemes: list[dict[str, Any]], dtype: str
+    server: Server, bitwise_schemes: list[dict[str, Any]], dtype: str, kernel: str
 ) -> None:
-    local = LocalClient()
+    local = LocalClient(kernel=kernel)
+    assert local.kernel == kernel
     with Client(base_url=server.url, cache=False) as client:
         for entry in bitwise_schemes:
             shape, params = example(entry)
@@ -107,12 +112,17 @@ def test_invalid_spec_errors_read_like_the_servers(server: Server) -> None:
             assert ours.value.detail == theirs.value.detail
 
 
-def test_threads_never_change_bytes() -> None:
-    one, many = LocalClient(threads=1), LocalClient(threads=3)
+def test_threads_and_kernels_never_change_bytes() -> None:
+    clients = [LocalClient(threads=threads, kernel=kernel) for threads in (1, 3) for kernel in KERNELS]
     spec = ([1 << 11, 1 << 10], "kaiming_normal")
-    assert one.tensor(*spec, seed=3).tobytes() == many.tensor(*spec, seed=3).tobytes()
+    columns = [[0, 1 << 11], [100, 357]]
+    results = {client.tensor(*spec, seed=3).tobytes() for client in clients}
+    assert len(results) == 1
+    assert len({client.tensor(*spec, seed=3, slice=columns).tobytes() for client in clients}) == 1
     with pytest.raises(ValueError, match="threads must be ≥ 1"):
         LocalClient(threads=0)
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        LocalClient(kernel="fast")
 
 
 def test_client_and_local_generation_import_without_the_server_extra() -> None:
@@ -143,3 +153,43 @@ def test_client_and_local_generation_import_without_the_server_extra() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_bundle_into_writes_the_bundles_values_into_caller_memory() -> None:
+    local = LocalClient()
+    tensors = {
+        "w": {"shape": [64, 48], "scheme": "kaiming_normal", "slice": [[0, 64], [8, 24]]},
+        "e": {"shape": [40, 8], "scheme": "normal", "dtype": "bfloat16"},
+    }
+    expected = local.bundle_torch(tensors, seed=2)
+    w, e = torch.full((64, 16), float("nan")), torch.full((40, 8), float("nan"), dtype=torch.bfloat16)
+    address = w.data_ptr()
+    local.bundle_into(tensors, {"w": w, "e": e}, seed=2)
+    assert torch.equal(w, expected["w"]) and torch.equal(e, expected["e"]) and w.data_ptr() == address
+    as_numpy = np.empty((64, 16), dtype=np.float32)
+    local.bundle_into({"w": tensors["w"]}, {"w": as_numpy}, seed=2)
+    assert as_numpy.tobytes() == expected["w"].numpy().tobytes()
+    with pytest.raises(ValueError, match=r"out\['w'\]: out must be a writable C-contiguous float32 array of 1024"):
+        local.bundle_into({"w": tensors["w"]}, {"w": torch.empty(64, 17)}, seed=2)
+    with pytest.raises(ValueError, match=r"out\['w'\].*contiguous: False"):
+        local.bundle_into({"w": tensors["w"]}, {"w": torch.empty(16, 64).t()}, seed=2)
+
+
+def test_init_module_with_local_client_generates_into_the_parameters() -> None:
+    """No second copy of a parameter: the values are written into its own storage (non-contiguous
+    targets, like a strided column block of a local shard, still get the same values through a copy)."""
+    import tracemalloc
+
+    model = nn.Linear(1024, 2048)
+    reference = nn.Linear(1024, 2048)
+    local = LocalClient(threads=1)
+    init_module(nn.Linear(2, 2), client=local, seed=0)  # first-call costs outside the measurement
+    address = model.weight.data_ptr()
+    tracemalloc.start()
+    init_module(model, client=local, seed=3)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert model.weight.data_ptr() == address
+    assert peak < (model.weight.numel() * 4) // 8, f"{peak} bytes allocated for an 8 MiB weight"
+    init_module(reference, client=local.__class__(threads=2), seed=3)
+    assert torch.equal(model.weight, reference.weight) and torch.equal(model.bias, reference.bias)

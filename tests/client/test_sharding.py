@@ -227,3 +227,13 @@ def test_meta_buffers_torch_cannot_know_are_named_in_a_warning(local: LocalClien
         init_module(module, client=local, seed=0, device="cpu")
     assert any("inv_freq" in str(w.message) for w in caught)
     assert not module.proj.weight.is_meta
+
+
+def test_strided_column_shards_are_filled_through_a_copy(local: LocalClient) -> None:
+    """A Megatron column partition with stride 2 is two non-contiguous column blocks of the local
+    tensor: they cannot be generated in place, and still hold the right elements."""
+    module = sc.Params({"w": torch.empty(6, 8)})
+    module.w.tensor_model_parallel, module.w.partition_dim, module.w.partition_stride = True, 1, 2
+    init_module(module, client=local, seed=1, policy="xavier_uniform", tp_rank=1, tp_size=3)
+    whole = local.torch([6, 24], "xavier_uniform", seed=1, name="w")
+    assert torch.equal(module.w.detach(), whole[:, [4, 5, 6, 7, 16, 17, 18, 19]])

@@ -32,6 +32,8 @@ class LocalClient:
     Args:
         threads: threads the engine uses per tensor (default: every core this process may use). Ranks
             sharing a machine each run their own LocalClient: give each ``cores // ranks``.
+        kernel: ``"auto"`` (the compiled kernel when it was built, else numpy), ``"native"`` or
+            ``"numpy"``; the bytes are the same (docs/determinism.md), only the speed differs.
 
     Use it where every process needs its own weights and a server would only relay them (each rank of
     a large job computes its shard), offline, or to check a fetched tensor. Use :class:`Client` to
@@ -39,6 +41,7 @@ class LocalClient:
     cache hold each file once) and where the engine's CPU time should not be spent on the caller.
 
     Invalid specs raise :class:`InvalidSpecError` with the server's field errors and messages.
+    ``kernel="native"`` without the compiled extension raises ``initserve.engine.KernelUnavailable``.
 
     Example::
 
@@ -46,10 +49,18 @@ class LocalClient:
         w = local.tensor([256, 128], "kaiming_uniform", seed=42, name="fc.weight")
     """
 
-    def __init__(self, *, threads: int | None = None) -> None:
+    def __init__(self, *, threads: int | None = None, kernel: str = "auto") -> None:
+        from initserve.engine import resolve_kernel
+
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be ≥ 1, got {threads}")
         self.threads = threads
+        self._kernel = resolve_kernel(kernel)
+
+    @property
+    def kernel(self) -> str:
+        """The implementation of algorithm 1 in use: ``"native"`` or ``"numpy"``."""
+        return str(self._kernel.name)
 
     # -- lifecycle (nothing to release; kept so LocalClient drops in where a Client is used) ----------
     def close(self) -> None:
@@ -127,6 +138,31 @@ class LocalClient:
         generated = self._bundle(bundle_body(tensors, seed=seed, dtype=dtype, layout=layout))
         return {name: to_torch(array, st_dtype, device=device) for name, (array, st_dtype) in generated.items()}
 
+    def bundle_into(
+        self,
+        tensors: Mapping[str, Mapping[str, Any]],
+        out: Mapping[str, Any],
+        *,
+        seed: int | None = None,
+        dtype: str | None = None,
+        layout: str | None = None,
+    ) -> None:
+        """Generate each tensor of a bundle straight into ``out[name]``, allocating nothing its size.
+
+        ``out[name]``: a writable, C-contiguous numpy array or CPU ``torch.Tensor`` (a parameter's own
+        storage, bfloat16 included) with the tensor's number of elements and its dtype. The values are
+        :meth:`bundle`'s. Raises ``ValueError`` naming the tensor when a buffer does not fit."""
+        bundle = _parse(bundle_body(tensors, seed=seed, dtype=dtype, layout=layout))
+        from initserve.engine import BundleSpec, generate
+
+        assert isinstance(bundle, BundleSpec)
+        for spec in bundle.tensors:
+            target = _as_numpy(out[spec.name])
+            try:
+                generate(spec, kernel=self._kernel, threads=self.threads, out=target)
+            except ValueError as exc:
+                raise ValueError(f"out[{spec.name!r}]: {exc}") from None
+
     def stats(
         self,
         shape: Sequence[int],
@@ -150,7 +186,7 @@ class LocalClient:
         parsed = _parse(spec)
         if not isinstance(parsed, Spec):
             raise ValueError("stats describe one tensor; got a bundle (a mapping with 'tensors')")
-        result: dict[str, Any] = compute_stats(parsed, threads=self.threads)
+        result: dict[str, Any] = compute_stats(parsed, kernel=self._kernel, threads=self.threads)
         return result
 
     def safetensors(self, spec: Mapping[str, Any]) -> SafetensorsFile:
@@ -162,7 +198,7 @@ class LocalClient:
         engine_file = EngineFile(_parse(spec))
         buffer = bytearray(engine_file.total_length)
         offset = 0
-        for view in engine_file.iter_bytes(threads=self.threads):
+        for view in engine_file.iter_bytes(kernel=self._kernel, threads=self.threads):
             buffer[offset : offset + len(view)] = view
             offset += len(view)
         return parse(buffer)
@@ -174,7 +210,7 @@ class LocalClient:
         from initserve.engine import Spec, generate
 
         assert isinstance(spec, Spec)
-        return generate(spec, threads=self.threads), spec.dtype_info.safetensors
+        return generate(spec, kernel=self._kernel, threads=self.threads), spec.dtype_info.safetensors
 
     def _bundle(self, body: Mapping[str, Any]) -> dict[str, tuple[np.ndarray[Any, Any], str]]:
         from initserve.engine import BundleSpec
@@ -198,6 +234,21 @@ class LocalClient:
         except KeyError:
             known = ", ".join(entry["name"] for entry in catalog())
             raise KeyError(f"unknown scheme {name!r}; known: {known}") from None
+
+
+def _as_numpy(buffer: Any) -> np.ndarray[Any, Any]:
+    """A numpy view of a numpy array or a CPU torch tensor (bfloat16 as its uint16 bits)."""
+    if isinstance(buffer, np.ndarray):
+        return buffer
+    import torch
+
+    if not isinstance(buffer, torch.Tensor) or buffer.device.type != "cpu":
+        raise TypeError(f"expected a numpy array or a CPU torch.Tensor, got {type(buffer).__name__}")
+    tensor = buffer.detach()
+    if tensor.dtype == torch.bfloat16:
+        return tensor.view(torch.int16).numpy().view(np.uint16)
+    view: np.ndarray[Any, Any] = tensor.numpy()
+    return view
 
 
 def _parse(body: Mapping[str, Any]) -> Spec | BundleSpec:

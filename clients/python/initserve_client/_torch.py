@@ -83,18 +83,48 @@ class _Filling:
         self.rounds[k][name] = spec
         self.boxes[k][name] = box
 
+    def target(self, k: int, name: str) -> torch.Tensor:
+        box = self.boxes[k][name]
+        return self.locals[name] if box is None else self.locals[name][box.local_index()]
+
+    def direct(self, k: int) -> list[str]:
+        """Entries of round ``k`` whose target a LocalClient can generate into in place (contiguous CPU
+        memory of the right dtype): no second copy of the shard is made."""
+        out = []
+        for name, spec in self.rounds[k].items():
+            target = self.target(k, name)
+            if target.device.type == "cpu" and target.is_contiguous() and str(target.dtype) == f"torch.{spec['dtype']}":
+                out.append(name)
+        return out
+
     def apply(self, k: int, values: Mapping[str, torch.Tensor]) -> None:
         th = _torch()
         with th.no_grad():
-            for name, box in self.boxes[k].items():
-                target = self.locals[name] if box is None else self.locals[name][box.local_index()]
-                value = values[name]
+            for name, value in values.items():
+                target = self.target(k, name)
                 if tuple(value.shape) != tuple(target.shape) or value.dtype != target.dtype:
+                    box = self.boxes[k][name]
                     raise InitserveError(
                         f"{name}: server returned {value.dtype}{list(value.shape)}, "
                         f"parameter {'block' if box is not None else 'is'} {target.dtype}{list(target.shape)}"
                     )
                 target.copy_(value)
+
+    def fill(self, k: int, client: Client | LocalClient, seed: int) -> None:
+        """Round ``k`` through ``client``: in place where a LocalClient can, else fetched and copied."""
+        from ._local import LocalClient
+
+        specs = self.rounds[k]
+        direct = self.direct(k) if isinstance(client, LocalClient) else []
+        if direct:
+            th = _torch()
+            with th.no_grad():
+                client.bundle_into(  # type: ignore[union-attr]
+                    {name: specs[name] for name in direct}, {name: self.target(k, name) for name in direct}, seed=seed
+                )
+        rest = {name: spec for name, spec in specs.items() if name not in direct}
+        if rest:
+            self.apply(k, client.bundle_torch(rest, seed=seed))
 
     def finish(self) -> None:
         """Rows a rule zeroes afterwards (``padding_idx``), wherever this rank holds them."""
@@ -159,8 +189,8 @@ def init_module(
     """
     tensor_parallel = _tensor_parallel(module, tp_rank, tp_size, tp_group)
     filling = _prepare(module, policy, device, tensor_parallel)
-    for k, specs in enumerate(filling.rounds):
-        filling.apply(k, client.bundle_torch(specs, seed=seed))
+    for k in range(len(filling.rounds)):
+        filling.fill(k, client, seed)
     filling.finish()
     return module
 

@@ -73,13 +73,29 @@ class ResultWriter:
 
 
 def generate(
-    spec: Spec, *, kernel: Kernel | None = None, threads: int | None = None, block: int = DEFAULT_BLOCK
+    spec: Spec,
+    *,
+    kernel: Kernel | None = None,
+    threads: int | None = None,
+    block: int = DEFAULT_BLOCK,
+    out: Array | None = None,
 ) -> Array:
     """The whole result as an array of the storage dtype (bfloat16 as uint16 bit patterns).
 
     ``kernel``: which implementation of algorithm 1 (kernels.resolve_kernel; None: default_kernel()).
+    ``out``: write into this C-contiguous array of ``numel`` elements of the storage dtype (any shape)
+    instead of a new one, e.g. a model parameter's own memory; ValueError if it does not fit.
     """
-    out = np.empty(spec.numel, dtype=spec.dtype_info.storage)
+    if out is None:
+        out = np.empty(spec.numel, dtype=spec.dtype_info.storage)
+    else:
+        storage = np.dtype(spec.dtype_info.storage)
+        if out.dtype != storage or out.size != spec.numel or not out.flags.c_contiguous or not out.flags.writeable:
+            raise ValueError(
+                f"out must be a writable C-contiguous {storage} array of {spec.numel} elements, "
+                f"got {out.dtype} of {out.size} (contiguous: {out.flags.c_contiguous})"
+            )
+        out = out.reshape(-1)
     writer = ResultWriter(spec, kernel)
     blocks = [(start, min(block, spec.numel - start)) for start in range(0, spec.numel, block)]
     workers = threads or default_threads()
