@@ -22,7 +22,14 @@ from setuptools.command.build_ext import build_ext
 NATIVE = Path("service/initserve/engine/native")
 
 # gcc/clang: C99, optimised (vectorised where lanes are independent elements), IEEE semantics kept.
-UNIX_FLAGS = ["-std=c99", "-O3", "-fno-fast-math", "-ffp-contract=off", "-fno-unsafe-math-optimizations"]
+UNIX_FLAGS = [
+    "-std=c99",
+    "-O3",
+    "-fno-fast-math",
+    "-ffp-contract=off",
+    "-fno-unsafe-math-optimizations",
+    "-fno-math-errno",  # sqrt need not set errno (its value is IEEE either way): lets it vectorise
+]
 # MSVC: /fp:precise keeps IEEE semantics; /fp:contract is off unless asked for.
 MSVC_FLAGS = ["/O2", "/fp:precise"]
 

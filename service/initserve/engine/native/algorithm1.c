@@ -18,14 +18,29 @@
 
 #define TILE 512
 
+/* The tile loops are compiled once per instruction-set level and the best one the CPU has is picked
+ * at load time (GCC function multiversioning on x86-64 Linux): wider vectors, same per-lane
+ * operations. The flags that keep results exact (no contraction, no fast-math) apply to every
+ * version; tests/engine/test_kernels.py builds the extension with -march=native as well and
+ * compares the bytes. Elsewhere: one portable version. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
+    !defined(INITSERVE_NO_MULTIVERSION)
+#define IS_VERSIONS __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
+#else
+#define IS_VERSIONS
+#endif
+#if defined(__GNUC__)
+#define IS_INLINE static inline __attribute__((always_inline))
+#else
+#define IS_INLINE static inline
+#endif
+
 /* ---- section 5: words -> uniforms (exact) ---------------------------------------------------- */
 static const double TWO_POW_M53 = 1.0 / 9007199254740992.0; /* 2^-53 */
 
 /* (w >> 11) * 2^-53 */
 static inline double uniform_01(uint64_t w) { return (double)(int64_t)(w >> 11) * TWO_POW_M53; }
 
-/* ((w >> 11) | 1) * 2^-53 */
-static inline double uniform_open(uint64_t w) { return (double)(int64_t)((w >> 11) | 1u) * TWO_POW_M53; }
 
 /* ---- section 6.1: ln x for 0 < x <= 1 from exact operations ---------------------------------- */
 static const double SQRT_HALF = 0.70710678118654752440;
@@ -108,22 +123,6 @@ static inline double horner(const double c[8], double r)
     return acc + c[0];
 }
 
-/* the tail branch for |q| > 0.425 */
-static double quantile_tail(double p, double q)
-{
-    const double t = q < 0.0 ? p : 1.0 - p;
-    const double r = sqrt(-log_exact_ops(t));
-    double z;
-    if (r > 5.0) {
-        const double s = r - 5.0;
-        z = horner(E, s) / horner(F, s);
-    } else {
-        const double s = r - 1.6;
-        z = horner(C, s) / horner(D, s);
-    }
-    return q < 0.0 ? -z : z;
-}
-
 /* clamp with numpy's np.clip semantics (an equal bound keeps x, so signed zeros pass through) */
 static inline double clamp(double x, double lo, double hi)
 {
@@ -133,7 +132,7 @@ static inline double clamp(double x, double lo, double hi)
 
 /* ---- words ------------------------------------------------------------------------------------- */
 /* words of elements first .. first+count-1 of the program's stream; out holds count + 3 words */
-static void element_words(const is_program *program, uint64_t first, size_t count, uint64_t *out)
+IS_INLINE void element_words(const is_program *program, uint64_t first, size_t count, uint64_t *out)
 {
     uint64_t block = first >> 2;
     const size_t skip = (size_t)(first & 3u);
@@ -151,15 +150,66 @@ static void element_words(const is_program *program, uint64_t first, size_t coun
 }
 
 /* ---- section 7: values of one tile ------------------------------------------------------------- */
-static void normal_values(const is_program *pr, const uint64_t *words, size_t n, double *x)
+/* uniform_open without an integer -> double conversion (none in SSE2, so this vectorises):
+ * 1 + k*2^-52 is built from the bits (k = w >> 12 < 2^52), then (that - 1) + 2^-53 = (2k + 1)*2^-53.
+ * Both steps are exact, so the value is exactly uniform_open's. */
+static inline double uniform_open_vector(uint64_t w)
 {
-    double p[TILE];
-    double q[TILE];
-    for (size_t i = 0; i < n; i++) {
-        double u = uniform_open(words[i]);
-        if (pr->truncated)
-            u = clamp(u * pr->p_width + pr->p_low, 0x1p-1074, 1.0 - 0x1p-53);
-        p[i] = u;
+    return (is_from_bits64(UINT64_C(0x3FF0000000000000) | (w >> 12)) - 1.0) + 0x1p-53;
+}
+
+/* ln t[j] for every j < m (0 < t <= 1) into out, as log_exact_ops computes it, in loops the compiler
+ * can vectorise: frexp by bit operations for normal doubles (subnormal inputs, possible only in a far
+ * truncated tail, are redone by log_exact_ops, which calls the C library's exact frexp). */
+IS_INLINE void log_exact_ops_array(const double *t, size_t m, double *out)
+{
+    for (size_t j = 0; j < m; j++) {
+        const uint64_t bits = is_bits64(t[j]);
+        /* frexp by bit operations: x = m * 2^e, m in [0.5, 1), e = f - 1022 for the exponent field f.
+         * m < SQRT_HALF is decided on the fraction bits (m and SQRT_HALF share the exponent) as an
+         * all-ones mask, and both outcomes of (2m, e - 1) are computed and one is selected by the
+         * mask: no branch and no integer -> double conversion (which SSE2 lacks), so the loop
+         * vectorises, and every value is exactly the scalar sequence's (e becomes a double exactly
+         * through 2^52 + (f - low)). */
+        const uint64_t fraction = bits & UINT64_C(0x000FFFFFFFFFFFFF);
+        const uint64_t low =
+            (uint64_t)(((int64_t)fraction - (int64_t)(UINT64_C(0x3FE6A09E667F3BCD) & UINT64_C(0x000FFFFFFFFFFFFF))) >> 63);
+        const double m = is_from_bits64(fraction | UINT64_C(0x3FE0000000000000));
+        const double m_doubled = m * 2.0;
+        const double mant = is_from_bits64((is_bits64(m_doubled) & low) | (is_bits64(m) & ~low));
+        const double e = (is_from_bits64(UINT64_C(0x4330000000000000) | ((bits >> 52) - (low & 1u))) - 0x1p52) - 1022.0;
+        const double s = (mant - 1.0) / (mant + 1.0);
+        const double z = s * s;
+        double p = z * (1.0 / 23.0) + 1.0 / 21.0;
+        p = p * z + 1.0 / 19.0;
+        p = p * z + 1.0 / 17.0;
+        p = p * z + 1.0 / 15.0;
+        p = p * z + 1.0 / 13.0;
+        p = p * z + 1.0 / 11.0;
+        p = p * z + 1.0 / 9.0;
+        p = p * z + 1.0 / 7.0;
+        p = p * z + 1.0 / 5.0;
+        p = p * z + 1.0 / 3.0;
+        p = p * z + 1.0;
+        const double two_s_p = (s * p) * 2.0;
+        const double low_part = e * LN2_LO + two_s_p;
+        out[j] = e * LN2_HI + low_part;
+    }
+    for (size_t j = 0; j < m; j++)
+        if (t[j] < 0x1p-1022)
+            out[j] = log_exact_ops(t[j]);
+}
+
+IS_INLINE void normal_values(const is_program *pr, const uint64_t *words, size_t n, double *x)
+{
+    double p[TILE], q[TILE], tail_t[TILE], tail_r[TILE];
+    uint32_t tail[TILE];
+    if (pr->truncated) {
+        for (size_t i = 0; i < n; i++)
+            p[i] = clamp(uniform_open_vector(words[i]) * pr->p_width + pr->p_low, 0x1p-1074, 1.0 - 0x1p-53);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            p[i] = uniform_open_vector(words[i]);
     }
     /* central branch for every lane: z = (q * H(A, r)) / H(B, r), r = 0.180625 - q*q */
     for (size_t i = 0; i < n; i++) {
@@ -168,9 +218,32 @@ static void normal_values(const is_program *pr, const uint64_t *words, size_t n,
         q[i] = qi;
         x[i] = (qi * horner(A, r)) / horner(B, r);
     }
-    for (size_t i = 0; i < n; i++)
-        if (fabs(q[i]) > 0.425)
-            x[i] = quantile_tail(p[i], q[i]);
+    /* the tail lanes (|q| > 0.425, ~15%), gathered without a branch so nothing mispredicts */
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        tail[m] = (uint32_t)i;
+        m += fabs(q[i]) > 0.425;
+    }
+    for (size_t j = 0; j < m; j++) {
+        const size_t i = tail[j];
+        tail_t[j] = q[i] < 0.0 ? p[i] : 1.0 - p[i];
+    }
+    log_exact_ops_array(tail_t, m, tail_r);
+    for (size_t j = 0; j < m; j++) { /* r = sqrt(-ln t); the near rational C/D for every tail lane */
+        const double r = sqrt(-tail_r[j]);
+        const double s = r - 1.6;
+        tail_r[j] = r;
+        tail_t[j] = horner(C, s) / horner(D, s);
+    }
+    for (size_t j = 0; j < m; j++) {
+        const size_t i = tail[j];
+        double z = tail_t[j];
+        if (tail_r[j] > 5.0) { /* p < 1.4e-11: rare */
+            const double s = tail_r[j] - 5.0;
+            z = horner(E, s) / horner(F, s);
+        }
+        x[i] = q[i] < 0.0 ? -z : z;
+    }
     if (pr->truncated) {
         for (size_t i = 0; i < n; i++) {
             double z = clamp(x[i], pr->alpha, pr->beta);
@@ -179,14 +252,12 @@ static void normal_values(const is_program *pr, const uint64_t *words, size_t n,
             x[i] = clamp(z * pr->std + pr->mean, pr->lo, pr->hi);
         }
     } else {
-        for (size_t i = 0; i < n; i++) {
-            double z = pr->mirrored ? -x[i] : x[i];
-            x[i] = z * pr->std + pr->mean;
-        }
+        for (size_t i = 0; i < n; i++)
+            x[i] = x[i] * pr->std + pr->mean; /* untruncated: never mirrored (alpha = -inf) */
     }
 }
 
-static void tile_values(const is_program *pr, const uint64_t *words, size_t n, double *x)
+IS_INLINE void tile_values(const is_program *pr, const uint64_t *words, size_t n, double *x)
 {
     switch (pr->kind) {
     case IS_CONSTANT:
@@ -204,7 +275,7 @@ static void tile_values(const is_program *pr, const uint64_t *words, size_t n, d
 }
 
 /* ---- section 9: casts (little-endian storage; the caller checks the byte order) ----------------- */
-static void store(int dtype, const double *x, size_t n, unsigned char *out)
+IS_INLINE void store(int dtype, const double *x, size_t n, unsigned char *out)
 {
     switch (dtype) {
     case IS_F64:
@@ -244,6 +315,7 @@ size_t is_itemsize(int dtype)
     }
 }
 
+IS_VERSIONS
 void is_fill_range(const is_program *program, uint64_t first, size_t count, void *out)
 {
     uint64_t words[TILE + 4];
