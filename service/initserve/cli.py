@@ -39,7 +39,8 @@ class _VersionAction(argparse.Action):
     """``--version``: computed when asked (importing the engine costs time every other command saves)."""
 
     def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
-        parser.exit(message=version_text(os.environ.get("INITSERVE_KERNEL", "auto").lower()) + "\n")
+        sys.stdout.write(version_text(os.environ.get("INITSERVE_KERNEL", "auto").lower()) + "\n")
+        parser.exit()
 
 
 def version_text(kernel_choice: str) -> str:
