@@ -23,7 +23,7 @@ $(BIN)/python:
 # The editable install also compiles the native kernel (setup.py) into the source tree.
 NATIVE_SOURCES := setup.py $(wildcard service/initserve/engine/native/*.c service/initserve/engine/native/*.h)
 
-$(VENV)/.installed-server: pyproject.toml $(NATIVE_SOURCES) | $(BIN)/python
+$(VENV)/.installed-server: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[server]'
 	touch $@ $(VENV)/.native
 
