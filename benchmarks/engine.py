@@ -2,9 +2,10 @@
 
 Both sides write into an existing, pre-touched output buffer, so neither pays for page faults
 (~0.5 s for a fresh 512 MiB array here): torch runs ``torch.nn.init.<scheme>_(t)`` on an existing
-tensor with its default threads; the engine runs ``ResultWriter(spec).fill`` over 1M-element
-blocks in a thread pool of all cores. ``generate(spec)`` (which allocates its output) is timed in
-the same rounds and reported in the notes. Orthogonal is a whole-tensor scheme: ``generate``.
+tensor with its default threads; the engine runs ``ResultWriter(spec, native kernel).fill`` over
+1M-element blocks in a thread pool of all cores (the kernel releases the GIL). ``generate(spec)``
+(which allocates its output) is timed in the same rounds and reported in the notes. Orthogonal is a
+whole-tensor scheme: ``generate``.
 
 ``python -m benchmarks.engine [--quick]`` prints these rows alone.
 """
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from initserve.engine import generate, parse_spec
+from initserve.engine import Kernel, generate, parse_spec, resolve_kernel
 from initserve.engine.generate import DEFAULT_BLOCK, ResultWriter, default_threads
 from initserve.engine.kernels import SUBCHUNK
 from initserve.engine.rng import WordStream, derive_key
@@ -47,8 +48,10 @@ ELEMENTWISE: list[tuple[str, str, Callable[[torch.Tensor], Any], Target, Target]
 class BlockFiller:
     """Fills a pre-touched buffer with a spec's values, 1M-element blocks on a pool of all cores."""
 
-    def __init__(self, spec: dict[str, Any], out: np.ndarray[Any, Any], pool: ThreadPoolExecutor) -> None:
-        self.writer = ResultWriter(parse_spec(spec))
+    def __init__(
+        self, spec: dict[str, Any], out: np.ndarray[Any, Any], pool: ThreadPoolExecutor, kernel: Kernel | None = None
+    ) -> None:
+        self.writer = ResultWriter(parse_spec(spec), kernel or resolve_kernel("native"))
         self.out = out
         self.pool = pool
 

@@ -22,9 +22,9 @@
  * at load time (GCC function multiversioning on x86-64 Linux): wider vectors, same per-lane
  * operations. The flags that keep results exact (no contraction, no fast-math) apply to every
  * version; tests/engine/test_kernels.py builds the extension with -march=native as well and
- * compares the bytes. Elsewhere: one portable version. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
-    !defined(INITSERVE_NO_MULTIVERSION)
+ * compares the bytes. Elsewhere (other compilers, musl without ifunc, GCC < 12): one portable version. */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && defined(__linux__) && \
+    defined(__GLIBC__) && !defined(INITSERVE_NO_MULTIVERSION)
 #define IS_VERSIONS __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
 #else
 #define IS_VERSIONS
