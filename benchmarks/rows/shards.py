@@ -26,7 +26,7 @@ from benchmarks.context import Context
 from benchmarks.measure import Series, interleaved, seconds
 from benchmarks.model import Row, Target, ratios
 
-FULL_SHAPE = (6144, 2048)  # rows divisible by 16 ranks and by 3 · 4 (the strided QKV case)
+FULL_SHAPE = (12288, 4096)  # 48M elements (192 MiB); rows divisible by 16 ranks and by 3 · 4 (strided QKV)
 QUICK_SHAPE = (1536, 1024)
 RANKS = 16
 RANK = 5

@@ -193,3 +193,22 @@ def test_init_module_with_local_client_generates_into_the_parameters() -> None:
     assert peak < (model.weight.numel() * 4) // 8, f"{peak} bytes allocated for an 8 MiB weight"
     init_module(reference, client=local.__class__(threads=2), seed=3)
     assert torch.equal(model.weight, reference.weight) and torch.equal(model.bias, reference.bias)
+
+
+def test_ainit_module_fills_megatron_shards_as_init_module_does(server: Server) -> None:
+    import asyncio
+
+    from initserve_client import AsyncClient, ainit_module
+
+    from tests.distributed import scenarios as sc
+
+    expected, module = sc.megatron_module(1, 2), sc.megatron_module(1, 2)
+    init_module(expected, client=LocalClient(), seed=sc.SEED, policy=sc.MEGATRON_POLICY, tp_rank=1, tp_size=2)
+
+    async def fill() -> None:
+        async with AsyncClient(base_url=server.url, cache=False) as client:
+            await ainit_module(module, client=client, seed=sc.SEED, policy=sc.MEGATRON_POLICY, tp_rank=1, tp_size=2)
+
+    asyncio.run(fill())
+    for (name, a), (_, b) in zip(module.named_parameters(), expected.named_parameters(), strict=True):
+        assert torch.equal(a, b), name

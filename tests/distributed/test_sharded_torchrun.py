@@ -124,6 +124,9 @@ def test_same_model_at_every_world_size(world_size: int, reference: dict[str, st
         resident_bound = shard * 1.25 + 4 * MiB
         assert memory["traced_peak_bytes"] <= traced_bound, memory
         assert memory["rss_extra_bytes"] <= resident_bound, memory
+        # LocalClient generates into the shard's own storage: not even one shard of extra memory.
+        assert memory["traced_peak_bytes"] <= shard / 8 + MiB, memory
+        assert memory["rss_extra_bytes"] <= shard / 8 + 2 * MiB, memory
         if world_size > 1:
             assert resident_bound < full  # the bound tells a shard from the whole tensor
 
