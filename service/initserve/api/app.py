@@ -21,6 +21,7 @@ from initserve.api.problems import install_problem_handlers
 from initserve.api.repeats import RepeatMemo, RepeatMiddleware
 from initserve.api.response_cache import ResponseCache
 from initserve.api.routes import ROUTERS
+from initserve.api.routes.checkpoints import STREAMED_UPLOADS
 from initserve.api.settings import Settings
 from initserve.engine import Kernel, resolve_kernel
 from initserve.engine.generate import default_threads
@@ -104,7 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.state.repeat_memo = memo = RepeatMemo()
     app.add_middleware(RepeatMiddleware, cache=cache, metrics=metrics, api_keys=settings.api_key_values, memo=memo)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, streamed=STREAMED_UPLOADS)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     app.add_middleware(AccessLogMiddleware)  # outermost: every response carries the request id
     return app

@@ -62,14 +62,21 @@ class BodySizeLimitMiddleware:
     A ``Content-Length`` above the limit is refused before reading anything. Otherwise the
     body is read here (specs are small JSON, so buffering up to the limit is cheap) and
     replayed to the app; a chunked body that grows past the limit is refused as soon as it does.
+    Paths in ``streamed`` (checkpoint uploads) pass untouched: their route streams the body to
+    storage under its own limit.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, streamed: tuple[str, ...] = ()) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.streamed = streamed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
+        if (
+            scope["type"] != "http"
+            or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE")
+            or scope["path"] in self.streamed
+        ):
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")

@@ -50,7 +50,7 @@ async def require_api_key(
     header_key: Annotated[str | None, Depends(_header)],
 ) -> None:
     """FastAPI dependency: pass when keys are off or a configured key is presented, else 401."""
-    configured: tuple[bytes, ...] = request.app.state.settings.api_key_values
+    configured: tuple[bytes, ...] = request.app.state.settings.read_key_values
     if not configured:
         return
     presented = bearer.credentials if bearer is not None else header_key

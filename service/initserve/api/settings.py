@@ -35,6 +35,23 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, description="Comma-separated API keys; empty means no authentication."
     )
+    write_api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated API keys that may also write (upload checkpoints); they read too. "
+        "With any key configured, writes need one of these.",
+    )
+    store: str = Field(
+        default="",
+        description="Checkpoint store: a directory, file:///dir or s3://bucket/prefix; "
+        "empty: the user data directory's initserve/checkpoints.",
+    )
+    store_s3_endpoint_url: str = Field(
+        default="", description="Endpoint of an S3-compatible object store (MinIO: http://minio:9000); empty: AWS."
+    )
+    store_s3_region: str = Field(default="", description="Region of the S3 store; empty: boto3's default.")
+    max_checkpoint_bytes: int = Field(
+        default=16 * GiB, ge=1, description="Largest checkpoint file accepted by POST /v1/checkpoints."
+    )
     protect_health: bool = Field(default=False, description="Require an API key on /healthz and /readyz too.")
     protect_metrics: bool = Field(default=False, description="Require an API key on /metrics too.")
     cors_origins: Annotated[list[str], NoDecode] = Field(
@@ -89,7 +106,7 @@ class Settings(BaseSettings):
         description="Seconds SIGTERM waits for responses in flight before cancelling them and exiting.",
     )
 
-    @field_validator("api_keys", "cors_origins", mode="before")
+    @field_validator("api_keys", "write_api_keys", "cors_origins", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
@@ -105,3 +122,13 @@ class Settings(BaseSettings):
     def api_key_values(self) -> tuple[bytes, ...]:
         """The configured keys as bytes, ready for :func:`secrets.compare_digest`."""
         return tuple(key.get_secret_value().encode() for key in self.api_keys)
+
+    @property
+    def write_key_values(self) -> tuple[bytes, ...]:
+        """Keys that may write (upload checkpoints)."""
+        return tuple(key.get_secret_value().encode() for key in self.write_api_keys)
+
+    @property
+    def read_key_values(self) -> tuple[bytes, ...]:
+        """Keys that may read when reads are protected (``api_keys`` set): the read keys and the write keys."""
+        return self.api_key_values + self.write_key_values if self.api_keys else ()

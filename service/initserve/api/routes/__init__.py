@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
-from initserve.api.routes import bundle, health, init, resolve, schemes, tensors
+from initserve.api.routes import bundle, checkpoints, derive, health, init, resolve, schemes, tensors
 
-ROUTERS = (init.router, bundle.router, resolve.router, tensors.router, schemes.router, health.router)
+ROUTERS = (
+    init.router,
+    bundle.router,
+    resolve.router,
+    tensors.router,
+    schemes.router,
+    health.router,
+    checkpoints.router,
+    derive.router,
+)

@@ -1,0 +1,504 @@
+"""Derived models: a plan per target tensor (checked against the checkpoints' manifests before any byte is
+read), the arithmetic that produces it, and the safetensors file that holds them all.
+
+A derived file is a pure function of (canonical derive request, algorithm version): every source is named
+by its content digest, every fresh tensor is the one initserve serves for (seed, name, scheme). The engine
+does no I/O: bytes of source tensors come from a ``read(tensor digest) -> bytes`` callable the caller
+supplies (the service's checkpoint store).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import struct
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from . import derive_ops as ops
+from .checkpoint import ST_DTYPES, canonical_json
+from .derive_rules import DeriveRequest, Rule, TargetTensor
+from .dtypes import DTYPES, cast_into
+from .errors import FieldError, Loc, SpecError, SpecTooLarge
+from .generate import generate
+from .spec import ALGORITHM_VERSION, Spec, parse_spec
+
+DERIVE_VERSION = 1
+CHUNK_BYTES = 8 << 20  # streamed pieces of a computed tensor
+ALIGNMENT = 8
+
+Reader = Callable[[str], bytes | memoryview]  # tensor digest -> the tensor's raw bytes (verified)
+
+
+@dataclass(frozen=True)
+class ManifestTensor:
+    """What a checkpoint's manifest says about one tensor."""
+
+    dtype: str  # safetensors code
+    shape: tuple[int, ...]
+    digest: str
+
+
+Manifest = Mapping[str, ManifestTensor]
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    checkpoint: str
+    name: str
+    tensor: ManifestTensor
+
+
+@dataclass(frozen=True)
+class PlannedTensor:
+    """How one target tensor is made: its rule, the source tensors it reads, the generation spec it uses."""
+
+    target: TargetTensor
+    rule: Rule
+    action: str  # the resolved action (channel_adapt's "auto" resolves to copy, sum or repeat)
+    sources: tuple[SourceRef, ...]
+    spec: Spec | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def itemsize(self) -> int:
+        return ST_DTYPES[self.target.code][0]
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.target.shape) * self.itemsize
+
+    def record(self) -> dict[str, Any]:
+        """What the file's metadata says about this tensor: rule, sources and generation spec."""
+        return {
+            "rule": self.rule.index,
+            "action": self.action,
+            "match": self.rule.match,
+            "sources": [{"checkpoint": s.checkpoint, "name": s.name, "digest": s.tensor.digest} for s in self.sources],
+            "spec": self.spec.canonical() if self.spec is not None else None,
+            **({"options": dict(self.options)} if self.options else {}),
+        }
+
+
+def derive_digest(canonical: str, algorithm: int = ALGORITHM_VERSION) -> str:
+    """sha256 hex of ``"initserve-derive/1 algorithm-<v>\\n" + canonical request``: the ETag of a derived file."""
+    return hashlib.sha256(f"initserve-derive/{DERIVE_VERSION} algorithm-{algorithm}\n{canonical}".encode()).hexdigest()
+
+
+# --- planning ----------------------------------------------------------------------------------------
+class _Planner:
+    def __init__(self, request: DeriveRequest, manifests: Mapping[str, Manifest]) -> None:
+        self.request = request
+        self.manifests = manifests
+        self.errors: list[FieldError] = []
+
+    def fail(self, loc: Loc, msg: str) -> None:
+        self.errors.append(FieldError(loc, msg))
+
+    def source(self, rule: Rule, target: TargetTensor, checkpoint: str | None = None) -> SourceRef | None:
+        checkpoint = checkpoint or self.request.source
+        name = rule.source_name or target.name
+        tensor = self.manifests[checkpoint].get(name)
+        if tensor is None:
+            where: Loc = ("rules", rule.index, "from") if rule.index >= 0 else ("target", "tensors", target.name)
+            self.fail(where, f"checkpoint {checkpoint[:12]}… has no tensor {name!r} (needed for {target.name!r})")
+            return None
+        return SourceRef(checkpoint, name, tensor)
+
+    def spec(self, rule: Rule, target: TargetTensor, body: dict[str, Any]) -> Spec | None:
+        try:
+            return parse_spec(
+                {"seed": self.request.seed, "layout": self.request.layout, "name": target.name, **body},
+                loc=("rules", rule.index),
+            )
+        except SpecError as exc:
+            for error in exc.errors:
+                self.fail(error.loc, f"{target.name!r}: {error.msg}")
+            return None
+
+    def loc(self, target: TargetTensor) -> Loc:
+        return ("target", "tensors", target.name)
+
+    def need_float(self, target: TargetTensor, *refs: SourceRef, engine_dtype: bool = True) -> bool:
+        ok = True
+        if engine_dtype and target.dtype not in DTYPES:
+            self.fail((*self.loc(target), "dtype"), f"{target.name!r}: this action writes {', '.join(DTYPES)}")
+            ok = False
+        for ref in refs:
+            if ST_DTYPES[ref.tensor.dtype][1] != "float" or ref.tensor.dtype not in ("F16", "BF16", "F32", "F64"):
+                self.fail(
+                    self.loc(target),
+                    f"{target.name!r}: source {ref.name!r} is {ref.tensor.dtype}; "
+                    "this action needs F16, BF16, F32 or F64",
+                )
+                ok = False
+        return ok
+
+    def same_shape(self, target: TargetTensor, ref: SourceRef, what: str) -> bool:
+        if ref.tensor.shape != target.shape:
+            self.fail(
+                (*self.loc(target), "shape"),
+                f"{target.name!r}: {what} needs the source shape {list(ref.tensor.shape)} to equal the target shape "
+                f"{list(target.shape)}",
+            )
+            return False
+        return True
+
+    def plan(self, target: TargetTensor) -> PlannedTensor | None:
+        rule = self.request.rule_for(target.name)
+        return getattr(self, f"_plan_{rule.action}")(rule, target)  # type: ignore[no-any-return]
+
+    def _plan_copy(self, rule: Rule, target: TargetTensor) -> PlannedTensor | None:
+        ref = self.source(rule, target)
+        if ref is None or not self.same_shape(target, ref, "copy") or not self._convertible(target, ref):
+            return None
+        return PlannedTensor(target, rule, "copy", (ref,))
+
+    def _convertible(self, target: TargetTensor, ref: SourceRef) -> bool:
+        if ref.tensor.dtype == target.code:
+            return True
+        if target.dtype in DTYPES and ref.tensor.dtype in ("F16", "BF16", "F32", "F64"):
+            return True
+        self.fail(
+            (*self.loc(target), "dtype"),
+            f"{target.name!r}: source is {ref.tensor.dtype}, target {target.dtype}: only floating types convert",
+        )
+        return False
+
+    def _plan_slice(self, rule: Rule, target: TargetTensor) -> PlannedTensor | None:
+        ref = self.source(rule, target)
+        if ref is None or not self._convertible(target, ref):
+            return None
+        shape = ref.tensor.shape
+        pairs = rule.fields["slice"]
+        if pairs is None:
+            if len(shape) != len(target.shape) or any(t > s for t, s in zip(target.shape, shape, strict=True)):
+                self.fail(
+                    (*self.loc(target), "shape"),
+                    f"{target.name!r}: slice without 'slice' takes the leading part of each dimension, so the target "
+                    f"shape {list(target.shape)} must fit in the source shape {list(shape)}",
+                )
+                return None
+            pairs = [[0, t] for t in target.shape]
+        if len(pairs) > len(shape) or any(stop > shape[i] for i, (_, stop) in enumerate(pairs)):
+            self.fail(
+                ("rules", rule.index, "slice"), f"{target.name!r}: slice {pairs} exceeds the source shape {list(shape)}"
+            )
+            return None
+        result = tuple(stop - start for start, stop in pairs) + shape[len(pairs) :]
+        if result != target.shape:
+            self.fail(
+                (*self.loc(target), "shape"),
+                f"{target.name!r}: slice {pairs} of {list(shape)} has shape {list(result)}, "
+                f"target is {list(target.shape)}",
+            )
+            return None
+        return PlannedTensor(target, rule, "slice", (ref,), options={"slice": [list(p) for p in pairs]})
+
+    def _plan_pad(self, rule: Rule, target: TargetTensor) -> PlannedTensor | None:
+        ref = self.source(rule, target)
+        if ref is None or not self.need_float(target, ref):
+            return None
+        shape = ref.tensor.shape
+        if len(shape) != len(target.shape) or any(s > t for s, t in zip(shape, target.shape, strict=True)):
+            self.fail(
+                (*self.loc(target), "shape"),
+                f"{target.name!r}: pad needs the source shape {list(shape)} to fit in the target shape "
+                f"{list(target.shape)} (same rank)",
+            )
+            return None
+        spec = self.spec(rule, target, self._scheme_body(rule, target, target.dtype))
+        return None if spec is None else PlannedTensor(target, rule, "pad", (ref,), spec)
+
+    def _scheme_body(self, rule: Rule, target: TargetTensor, dtype: str) -> dict[str, Any]:
+        body: dict[str, Any] = {"shape": list(target.shape), "scheme": rule.fields["scheme"], "dtype": dtype}
+        if rule.fields.get("params"):
+            body["params"] = rule.fields["params"]
+        return body
+
+    def _plan_reinit(self, rule: Rule, target: TargetTensor) -> PlannedTensor | None:
+        if not self.need_float(target):
+            return None
+        spec = self.spec(rule, target, self._scheme_body(rule, target, target.dtype))
+        return None if spec is None else PlannedTensor(target, rule, "reinit", (), spec)
+
+    def _plan_mean_rows(self, rule: Rule, target: TargetTensor) -> PlannedTensor | None:
+        ref = self.source(rule, target)
+        if ref is None or not self.need_float(target, ref):
+            return None
+        shape = ref.tensor.shape
+        if (
+            not shape
+            or len(shape) != len(target.shape)
+            or shape[1:] != target.shape[1:]
+            or not 1 <= shape[0] <= target.shape[0]
+        ):
+            self.fail(
+                (*self.loc(target), "shape"),
+                f"{target.name!r}: mean_rows appends rows: the source {list(shape)} needs ≥ 1 row, at most the "
+                f"target's {list(target.shape)[:1]}, and the same trailing dimensions",
+            )
+            return None
+        spec = None
+        if rule.fields["noise"] > 0 and target.shape[0] > shape[0]:
+            spec = self.spec(
+                rule,
+                target,
+                {
+                    "shape": list(target.shape),
+                    "scheme": "normal",
+                    "dtype": "float64",
+                    "slice": [[shape[0], target.shape[0]]],
+                },
+            )
+            if spec is None:
+                return None
+        return PlannedTensor(target, rule, "mean_rows", (ref,), spec)
+
+    def _plan_channel_adapt(self, rule: Rule, target: TargetTensor) -> PlannedTensor | None:
+        ref = self.source(rule, target)
+        if ref is None or not self.need_float(target, ref):
+            return None
+        shape = ref.tensor.shape
+        if (
+            len(shape) < 3
+            or len(target.shape) != len(shape)
+            or target.shape[0] != shape[0]
+            or target.shape[2:] != shape[2:]
+        ):
+            self.fail(
+                (*self.loc(target), "shape"),
+                f"{target.name!r}: channel_adapt maps a conv weight (O, I, *k) to (O, C, *k); source {list(shape)}, "
+                f"target {list(target.shape)}",
+            )
+            return None
+        channels = shape[1]
+        in_chans = rule.fields["in_chans"] or target.shape[1]
+        base = rule.fields["base_chans"] or channels
+        mode = rule.fields["mode"]
+        if mode == "auto":
+            mode = "copy" if in_chans == base else ("sum" if in_chans == 1 else "repeat")
+        if mode == "sum":
+            if channels > base and channels % base:
+                self.fail(
+                    ("rules", rule.index, "base_chans"),
+                    f"{target.name!r}: {channels} channels are not a multiple of {base}",
+                )
+                return None
+            expected = (shape[0], channels // base if channels > base else 1, *shape[2:])
+        elif mode == "repeat":
+            if channels != base:
+                self.fail(
+                    ("rules", rule.index, "base_chans"),
+                    f"{target.name!r}: repeat needs the source's {channels} channels to equal base_chans={base} "
+                    "(timm raises NotImplementedError here)",
+                )
+                return None
+            expected = (shape[0], in_chans, *shape[2:])
+        else:
+            expected = shape
+        if expected != target.shape:
+            self.fail(
+                (*self.loc(target), "shape"),
+                f"{target.name!r}: channel_adapt ({mode}, in_chans={in_chans}, base_chans={base}) "
+                f"gives {list(expected)}, "
+                f"target is {list(target.shape)}",
+            )
+            return None
+        options = {"mode": mode, "in_chans": in_chans, "base_chans": base}
+        return PlannedTensor(target, rule, "channel_adapt", (ref,), options=options)
+
+    def _plan_shrink_perturb(self, rule: Rule, target: TargetTensor) -> PlannedTensor | None:
+        ref = self.source(rule, target)
+        if ref is None or not self.need_float(target, ref) or not self.same_shape(target, ref, "shrink_perturb"):
+            return None
+        spec = self.spec(rule, target, self._scheme_body(rule, target, "float64"))
+        return None if spec is None else PlannedTensor(target, rule, "shrink_perturb", (ref,), spec)
+
+    def _plan_soup(self, rule: Rule, target: TargetTensor) -> PlannedTensor | None:
+        refs = [self.source(rule, target, checkpoint) for checkpoint in rule.fields["checkpoints"]]
+        present = [ref for ref in refs if ref is not None]
+        if len(present) != len(refs) or not self.need_float(target, *present):
+            return None
+        if not all(self.same_shape(target, ref, "soup") for ref in present):
+            return None
+        return PlannedTensor(target, rule, "soup", tuple(present))
+
+
+def plan_derive(
+    request: DeriveRequest, manifests: Mapping[str, Manifest], *, max_bytes: int | None = None
+) -> DerivedFile:
+    """Check every target tensor against its rule and the manifests; raise :class:`SpecError` naming each
+    problem (loc from the request root), or :class:`SpecTooLarge` past ``max_bytes``. Reads no tensor."""
+    planner = _Planner(request, manifests)
+    planned = [p for target in request.tensors if (p := planner.plan(target)) is not None]
+    if planner.errors:
+        raise SpecError(planner.errors)
+    file = DerivedFile(request, tuple(planned))
+    if max_bytes is not None and file.total_length > max_bytes:
+        raise SpecTooLarge(("target", "tensors"), file.total_length, max_bytes)
+    return file
+
+
+# --- computing ---------------------------------------------------------------------------------------
+_RAW_VIEWS = {1: "u1", 2: "<u2", 4: "<u4", 8: "<u8"}
+
+
+def _raw(data: bytes | memoryview, dtype: str, shape: tuple[int, ...]) -> npt.NDArray[Any]:
+    return np.frombuffer(data, dtype=_RAW_VIEWS[ST_DTYPES[dtype][0]]).reshape(shape)
+
+
+def _cast(values: npt.NDArray[np.floating], target: TargetTensor) -> npt.NDArray[Any]:
+    info = DTYPES[target.dtype]
+    out = np.empty(values.shape, dtype=info.storage)
+    cast_into(np.asarray(values, dtype=np.float64), out, info)
+    return out
+
+
+def _converted(data: bytes | memoryview, ref: SourceRef, target: TargetTensor) -> npt.NDArray[Any]:
+    """The source in the target's storage type: its own bits when the dtypes agree, else rounded once."""
+    if ref.tensor.dtype == target.code:
+        raw = _raw(data, ref.tensor.dtype, ref.tensor.shape)
+        return raw.view(DTYPES[target.dtype].storage) if target.dtype in DTYPES else raw
+    return _cast(ops.widen(data, ref.tensor.dtype, ref.tensor.shape), target)
+
+
+def compute(item: PlannedTensor, read: Reader) -> bytes | memoryview:
+    """The target tensor's bytes (C order, little-endian, the target dtype)."""
+    action, target = item.action, item.target
+    if action in ("copy", "channel_adapt") and item.options.get("mode", "copy") == "copy":
+        ref = item.sources[0]
+        data = read(ref.tensor.digest)
+        return data if ref.tensor.dtype == target.code else _converted(data, ref, target).tobytes()
+    if action == "slice":
+        ref = item.sources[0]
+        values = _converted(read(ref.tensor.digest), ref, target)
+        index = tuple(slice(a, b) for a, b in item.options["slice"])
+        return np.ascontiguousarray(values[index]).tobytes()
+    if action == "reinit":
+        assert item.spec is not None
+        return generate(item.spec).tobytes()
+    if action == "pad":
+        assert item.spec is not None
+        ref = item.sources[0]
+        result = generate(item.spec)
+        result[tuple(slice(0, s) for s in ref.tensor.shape)] = _converted(read(ref.tensor.digest), ref, target)
+        return result.tobytes()
+    if action == "mean_rows":
+        return _mean_rows(item, read)
+    if action == "channel_adapt":
+        ref = item.sources[0]
+        data = read(ref.tensor.digest)
+        weight = ops.widen(data, ref.tensor.dtype, ref.tensor.shape)
+        if ref.tensor.dtype != "F64":
+            weight = weight.astype(np.float32)  # timm: conv_weight.float()
+        adapted = ops.channel_adapt(weight, item.options["in_chans"], item.options["base_chans"], item.options["mode"])
+        return _cast(adapted, target).tobytes()
+    if action == "shrink_perturb":
+        assert item.spec is not None
+        ref = item.sources[0]
+        source = ops.widen(read(ref.tensor.digest), ref.tensor.dtype, ref.tensor.shape)
+        epsilon = np.asarray(generate(item.spec), dtype=np.float64)
+        noise = float(item.rule.fields["noise"])
+        return _cast(ops.shrink_perturb(source, float(item.rule.fields["shrink"]), noise, epsilon), target).tobytes()
+    if action == "soup":
+        sources = [ops.widen(read(r.tensor.digest), r.tensor.dtype, r.tensor.shape) for r in item.sources]
+        weights = item.rule.fields["weights"] or [1.0] * len(sources)
+        return _cast(ops.soup(sources, [float(w) for w in weights]), target).tobytes()
+    raise AssertionError(f"unplanned action {action}")
+
+
+def _mean_rows(item: PlannedTensor, read: Reader) -> bytes:
+    ref, target = item.sources[0], item.target
+    data = read(ref.tensor.digest)
+    rows, new = ref.tensor.shape[0], target.shape[0] - ref.tensor.shape[0]
+    width = math.prod(target.shape[1:])
+    kept = _converted(data, ref, target)
+    if new == 0:
+        return kept.tobytes()
+    source = ops.widen(data, ref.tensor.dtype, ref.tensor.shape).reshape(rows, width)
+    z = None
+    if item.spec is not None:
+        z = np.asarray(generate(item.spec), dtype=np.float64).reshape(new, width)
+    added = ops.mean_rows(source, new, float(item.rule.fields["noise"]), z)
+    return kept.tobytes() + _cast(added, target).tobytes()
+
+
+# --- the file ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Entry:
+    item: PlannedTensor
+    begin: int
+    end: int
+
+
+class DerivedFile:
+    """The safetensors file of a derive plan; tensors are computed only when their bytes are read.
+
+    Layout as the engine's other files: tensors ordered by descending itemsize then name, JSON header with
+    sorted keys padded to 8 bytes. ``__metadata__``: ``initserve.derive`` (the canonical request),
+    ``initserve.algorithm``, ``initserve.derive_version`` and, per tensor, ``initserve.tensor.<name>``
+    (the canonical JSON of :meth:`PlannedTensor.record`).
+    """
+
+    def __init__(self, request: DeriveRequest, planned: tuple[PlannedTensor, ...]) -> None:
+        self.request = request
+        self.canonical_json = request.canonical_json()
+        self.digest = derive_digest(self.canonical_json)
+        ordered = sorted(planned, key=lambda p: (-p.itemsize, p.target.name))
+        entries, offset = [], 0
+        for item in ordered:
+            entries.append(_Entry(item, offset, offset + item.nbytes))
+            offset += item.nbytes
+        self.entries = tuple(entries)
+        self.header = self._header()
+        self.data_start = len(self.header)
+        self.total_length = self.data_start + offset
+
+    def _header(self) -> bytes:
+        metadata = {
+            "initserve.algorithm": str(ALGORITHM_VERSION),
+            "initserve.derive_version": str(DERIVE_VERSION),
+            "initserve.derive": self.canonical_json,
+        }
+        body: dict[str, object] = {}
+        for entry in self.entries:
+            target = entry.item.target
+            metadata[f"initserve.tensor.{target.name}"] = canonical_json(entry.item.record())
+            body[target.name] = {
+                "dtype": target.code,
+                "shape": list(target.shape),
+                "data_offsets": [entry.begin, entry.end],
+            }
+        body["__metadata__"] = metadata
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+        padded = len(text) + (-(8 + len(text)) % ALIGNMENT)
+        return struct.pack("<Q", padded) + text.ljust(padded, b" ")
+
+    def iter_bytes_with(self, read: Reader, start: int = 0, stop: int | None = None) -> Iterator[memoryview]:
+        """Bytes [start, stop) of the file; only tensors the range overlaps are computed, one at a time."""
+        stop = self.total_length if stop is None else min(stop, self.total_length)
+        if start >= stop:
+            return
+        if start < self.data_start:
+            yield memoryview(self.header)[start : min(stop, self.data_start)]
+        for entry in self.entries:
+            begin, end = self.data_start + entry.begin, self.data_start + entry.end
+            lo, hi = max(start, begin), min(stop, end)
+            if lo >= hi:
+                continue
+            data = memoryview(compute(entry.item, read)).cast("B")
+            if data.nbytes != entry.end - entry.begin:
+                raise AssertionError(
+                    f"{entry.item.target.name}: computed {data.nbytes} bytes, planned {entry.end - entry.begin}"
+                )
+            for piece in range(lo - begin, hi - begin, CHUNK_BYTES):
+                yield data[piece : min(piece + CHUNK_BYTES, hi - begin)]
+
+    def to_bytes(self, read: Reader) -> bytes:
+        return b"".join(bytes(view) for view in self.iter_bytes_with(read))
