@@ -13,6 +13,7 @@ import httpx
 import numpy as np
 
 from ._base import BaseClient, Decoded
+from ._checkpoints import CheckpointMethods
 from ._flow import Blocking, Download, DownloadPart, Flow, Send, authoritative_tree_sha256, fetch_file
 from ._rawhttp import RawTransport, download_parts
 from ._retry import RetryPolicy
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["Client"]
 
 
-class Client(BaseClient):
+class Client(CheckpointMethods, BaseClient):
     """Fetch deterministic initializations from an initserve server.
 
     Args:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -149,6 +149,27 @@ def _prepare(
     return _Filling(module, plan_module(module, as_policy(policy)), tensor_parallel)
 
 
+def _derive_targets(module: torch.nn.Module) -> dict[str, dict[str, Any]]:
+    """``{state_dict name: {"shape", "dtype"}}``: parameters and persistent buffers (running stats too)."""
+    return {
+        name: {"shape": list(tensor.shape), "dtype": str(tensor.dtype).removeprefix("torch.")}
+        for name, tensor in module.state_dict().items()
+    }
+
+
+def _load_derived(module: torch.nn.Module, values: Mapping[str, torch.Tensor]) -> None:
+    th = _torch()
+    with th.no_grad():
+        for name, tensor in module.state_dict().items():
+            value = values[name]
+            if tuple(value.shape) != tuple(tensor.shape) or value.dtype != tensor.dtype:
+                raise InitserveError(
+                    f"{name}: server derived {value.dtype}{list(value.shape)}, "
+                    f"module has {tensor.dtype}{list(tensor.shape)}"
+                )
+            tensor.copy_(value)
+
+
 def init_module(
     module: torch.nn.Module,
     *,
@@ -159,8 +180,16 @@ def init_module(
     tp_rank: int | None = None,
     tp_size: int | None = None,
     tp_group: Any = None,
+    from_checkpoint: str | None = None,
+    rules: Sequence[Mapping[str, Any]] = (),
 ) -> torch.nn.Module:
     """Fill ``module``'s parameters in place from bundle requests; returns ``module``.
+
+    With ``from_checkpoint`` (a checkpoint digest from :meth:`Client.upload_checkpoint`), the whole
+    ``state_dict`` (parameters and persistent buffers) comes from one ``/v1/derive`` request instead:
+    each entry takes the first of ``rules`` whose ``match`` matches its name (docs/pretrained.md), and
+    entries no rule matches are copied from the checkpoint. ``policy`` does not apply then: fresh
+    tensors are ``reinit`` rules.
 
     Each parameter is the tensor named by its parameter name (``"0.weight"``, ``"encoder.fc.bias"``):
     the same ``seed`` gives the same module on any machine, and adding a layer leaves every other
@@ -187,6 +216,15 @@ def init_module(
         InitserveError: a parameter no rule covers, a meta parameter without ``device``, a placement
             that holds no values (``Partial``), or a Megatron parameter whose rank is unknown.
     """
+    if from_checkpoint is not None:
+        if policy is not None:
+            raise ValueError("policy and from_checkpoint exclude each other: write fresh tensors as reinit rules")
+        derive = getattr(client, "derive_torch", None)
+        if derive is None:
+            raise InitserveError("from_checkpoint needs a Client: checkpoints and derive live on the server")
+        materialize(module, device)
+        _load_derived(module, derive(from_checkpoint, _derive_targets(module), rules, seed=seed))
+        return module
     tensor_parallel = _tensor_parallel(module, tp_rank, tp_size, tp_group)
     filling = _prepare(module, policy, device, tensor_parallel)
     for k in range(len(filling.rounds)):
