@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from initserve.engine import generate, parse_spec
 from initserve.engine.checkpoint import (
     checkpoint_digest,

@@ -65,7 +65,9 @@ def _as_array(value: Any) -> tuple[str, tuple[int, ...], bytes]:
         if tensor.dtype == torch.bfloat16:
             return "BF16", tuple(tensor.shape), tensor.view(torch.int16).numpy().tobytes()
         value = tensor.numpy()
-    array = np.ascontiguousarray(value)
+    array = np.asarray(value)
+    if not array.flags.c_contiguous:  # (np.ascontiguousarray would turn a scalar into shape (1,))
+        array = array.copy(order="C")
     code = _NUMPY_CODES.get(array.dtype.name)
     if code is None:
         raise InitserveError(f"cannot upload dtype {array.dtype}; supported: {', '.join(_NUMPY_CODES)}")

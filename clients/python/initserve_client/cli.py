@@ -63,6 +63,9 @@ def register(subparsers: Subparsers) -> None:
     _register_stats(subparsers)
     _register_schemes(subparsers)
     _register_cache(subparsers)
+    from . import cli_checkpoint  # imports this module's helpers
+
+    cli_checkpoint.register(subparsers)
 
 
 # -- argument helpers ---------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from pathlib import Path
 import anyio.to_thread
 import platformdirs
 from fastapi import Request
+from pydantic import SecretStr
 
 from initserve.api.problems import ProblemError
 from initserve.api.settings import Settings
@@ -21,6 +22,10 @@ def default_store_dir() -> Path:
     return Path(platformdirs.user_data_dir("initserve")) / "checkpoints"
 
 
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
 def _open(request: Request) -> Checkpoints:
     state = request.app.state
     with _lock:
@@ -28,10 +33,12 @@ def _open(request: Request) -> Checkpoints:
         if existing is None:
             settings: Settings = state.settings
             store = open_store(
-                settings.store,
+                settings.store or "",
                 default_dir=default_store_dir(),
-                endpoint_url=settings.store_s3_endpoint_url or None,
-                region=settings.store_s3_region or None,
+                endpoint_url=settings.store_endpoint_url or None,
+                region=settings.store_region or None,
+                access_key_id=_secret(settings.store_access_key_id),
+                secret_access_key=_secret(settings.store_secret_access_key),
             )
             existing = state.checkpoints = Checkpoints(store)
         return existing

@@ -40,15 +40,22 @@ class Settings(BaseSettings):
         description="Comma-separated API keys that may also write (upload checkpoints); they read too. "
         "With any key configured, writes need one of these.",
     )
-    store: str = Field(
-        default="",
+    store: str | None = Field(
+        default=None,
         description="Checkpoint store: a directory, file:///dir or s3://bucket/prefix; "
-        "empty: the user data directory's initserve/checkpoints.",
+        "unset: the user data directory's initserve/checkpoints.",
     )
-    store_s3_endpoint_url: str = Field(
-        default="", description="Endpoint of an S3-compatible object store (MinIO: http://minio:9000); empty: AWS."
+    store_endpoint_url: str | None = Field(
+        default=None, description="Endpoint of an S3-compatible object store (MinIO: http://minio:9000); unset: AWS."
     )
-    store_s3_region: str = Field(default="", description="Region of the S3 store; empty: boto3's default.")
+    store_region: str | None = Field(default=None, description="Region of the S3 store; unset: boto3's default.")
+    store_access_key_id: SecretStr | None = Field(
+        default=None,
+        description="Access key of the S3 store; unset: boto3's credential chain (AWS_* variables, roles).",
+    )
+    store_secret_access_key: SecretStr | None = Field(
+        default=None, description="Secret key of the S3 store; unset: boto3's credential chain."
+    )
     max_checkpoint_bytes: int = Field(
         default=16 * GiB, ge=1, description="Largest checkpoint file accepted by POST /v1/checkpoints."
     )

@@ -421,7 +421,7 @@ def _mean_rows(item: PlannedTensor, read: Reader) -> bytes:
     kept = _converted(data, ref, target)
     if new == 0:
         return kept.tobytes()
-    source = ops.widen(data, ref.tensor.dtype, ref.tensor.shape).reshape(rows, width)
+    source = ops.native(data, ref.tensor.dtype, ref.tensor.shape).reshape(rows, width)
     z = None
     if item.spec is not None:
         z = np.asarray(generate(item.spec), dtype=np.float64).reshape(new, width)

@@ -29,6 +29,15 @@ def widen(raw: bytes | memoryview, dtype: str, shape: tuple[int, ...]) -> F64:
     return np.frombuffer(raw, dtype=_FLOAT_VIEWS[dtype]).astype(np.float64).reshape(shape)
 
 
+def native(raw: bytes | memoryview, dtype: str, shape: tuple[int, ...]) -> npt.NDArray[np.floating]:
+    """The tensor as a numpy float array without widening F16/F32/F64 (a view); BF16 becomes float32
+    (exact). Row sums widen a block at a time, so a large embedding is never held in float64 whole."""
+    if dtype == "BF16":
+        bits = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << np.uint32(16)
+        return bits.view(np.float32).reshape(shape)
+    return np.frombuffer(raw, dtype=_FLOAT_VIEWS[dtype]).reshape(shape)
+
+
 def as_float32(raw: bytes | memoryview, dtype: str, shape: tuple[int, ...]) -> F32:
     """float32 values of an F16/BF16/F32 tensor (exact widening), as torch's ``Tensor.float()``."""
     return widen(raw, dtype, shape).astype(np.float32)

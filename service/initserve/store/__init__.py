@@ -16,7 +16,15 @@ from .ingest import Ingest, IngestResult
 __all__ = ["BlobCorrupt", "Checkpoints", "Ingest", "IngestResult", "Store", "StoreError", "manifest_of", "open_store"]
 
 
-def open_store(url: str, *, default_dir: Path, endpoint_url: str | None = None, region: str | None = None) -> Store:
+def open_store(
+    url: str,
+    *,
+    default_dir: Path,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    access_key_id: str | None = None,
+    secret_access_key: str | None = None,
+) -> Store:
     """``""`` → a local directory at ``default_dir``; ``file:///path`` or a plain path → that directory;
     ``s3://bucket/prefix`` → the bucket through boto3 (``endpoint_url`` for MinIO and friends)."""
     if not url:
@@ -29,7 +37,14 @@ def open_store(url: str, *, default_dir: Path, endpoint_url: str | None = None, 
             raise ValueError(f"an S3 store URL is s3://bucket[/prefix], got {url!r}")
         from .s3 import S3Store
 
-        return S3Store(parsed.netloc, parsed.path, endpoint_url=endpoint_url, region=region)
+        return S3Store(
+            parsed.netloc,
+            parsed.path,
+            endpoint_url=endpoint_url,
+            region=region,
+            access_key_id=access_key_id,
+            secret_access_key=secret_access_key,
+        )
     if parsed.scheme in ("", "file"):
         from .local import LocalStore
 

@@ -39,16 +39,20 @@ class S3Store:
         client: Any = None,
         endpoint_url: str | None = None,
         region: str | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
         create_bucket: bool = True,
     ) -> None:
         if client is None:
-            import boto3  # the `s3` extra; imported only when an S3 store is configured
+            import boto3  # imported only when an S3 store is configured
             from botocore.config import Config
 
             client = boto3.client(
                 "s3",
                 endpoint_url=endpoint_url or None,
                 region_name=region or None,
+                aws_access_key_id=access_key_id,
+                aws_secret_access_key=secret_access_key,
                 config=Config(retries={"max_attempts": 5, "mode": "standard"}, s3={"addressing_style": "path"}),
             )
         self.client = client
