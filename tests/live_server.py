@@ -62,6 +62,8 @@ def start_server(log_dir: Path, env: dict[str, str] | None = None) -> LiveServer
     port = free_port()
     log = log_dir / f"server-{port}.log"
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("INITSERVE_")}
+    # Checkpoints a test uploads stay in its temporary directory, never in the user's data directory.
+    child_env["INITSERVE_STORE"] = str(log_dir / f"store-{port}")
     child_env.update(env or {})
     with log.open("wb") as sink:
         process = subprocess.Popen(

@@ -17,6 +17,9 @@ from safetensors.numpy import load, save
 
 from tests.live_server import LiveServer, free_port
 
+# Real models / a real S3 server: tens of seconds, so in the slow suite (CI runs both).
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("boto3")
 pytest.importorskip("moto")
 

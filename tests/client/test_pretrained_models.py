@@ -16,6 +16,9 @@ from initserve_client import Client, init_module
 
 from tests.live_server import LiveServer, start_server, stop_server
 
+# Real models / a real S3 server: tens of seconds, so in the slow suite (CI runs both).
+pytestmark = pytest.mark.slow
+
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 

@@ -39,7 +39,9 @@ _PROBLEM = {"content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/sc
 _EXTRA: dict[int | str, dict[str, Any]] = {
     403: {"description": "The key may read but not write.", **_PROBLEM},
     500: {"description": "A stored object failed verification.", **_PROBLEM},
+    503: {"description": "The checkpoint store is unavailable.", **_PROBLEM},
 }
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such checkpoint or tensor.", **_PROBLEM}}
 DigestPath = Annotated[str, Path(description="Checkpoint digest: 64 lowercase hex characters.")]
 
 
@@ -109,7 +111,7 @@ async def _manifest(request: Request, digest: str) -> tuple[Checkpoints, dict[st
     return store, manifest
 
 
-@router.get("/checkpoints/{digest}", dependencies=[ApiKey], responses={**problems(401, 422), 404: {}, **_EXTRA})
+@router.get("/checkpoints/{digest}", dependencies=[ApiKey], responses={**problems(401, 422), **_NOT_FOUND, **_EXTRA})
 async def get_checkpoint(request: Request, digest: DigestPath) -> Response:
     """The manifest: per tensor its digest, dtype, shape and size. Immutable: the digest is its content."""
     headers = immutable_headers(digest, None)
@@ -179,7 +181,7 @@ _TENSOR_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "A one-tensor safetensors file.", "content": SAFETENSORS_BODY},
     206: {"description": "One range, or several as multipart/byteranges."},
     304: {"description": "Not modified."},
-    404: {},
+    **_NOT_FOUND,
     **problems(401, 416, 422),
     **_EXTRA,
 }

@@ -21,7 +21,7 @@ from starlette.responses import Response
 from initserve.api.checkpoint_access import checkpoints, store_problem
 from initserve.api.limits import GenerationLimiter
 from initserve.api.openapi import SAFETENSORS_BODY, problems
-from initserve.api.problems import ProblemError, field_path
+from initserve.api.problems import PROBLEM_MEDIA_TYPE, ProblemError, field_path
 from initserve.api.security import ApiKey
 from initserve.api.settings import Settings
 from initserve.api.stored_files import immutable_headers, not_modified, serve_file
@@ -32,6 +32,12 @@ from initserve.engine.errors import SpecError, SpecTooLarge
 from initserve.store import Checkpoints, StoreError
 
 router = APIRouter(prefix="/v1", tags=["derive"], dependencies=[ApiKey])
+_STORE_FAULT: dict[int | str, dict[str, Any]] = {
+    500: {
+        "description": "A stored object failed verification.",
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+}
 DERIVED_PATH = "/v1/derived/"
 
 EXAMPLE = {
@@ -144,7 +150,11 @@ async def _serve(request: Request, body: dict[str, Any], prefix: tuple[str, ...]
 @router.post(
     "/derive",
     response_class=Response,
-    responses={200: {"description": "The derived model.", "content": SAFETENSORS_BODY}, **problems(401, 413, 422, 503)},
+    responses={
+        200: {"description": "The derived model.", "content": SAFETENSORS_BODY},
+        **problems(400, 401, 413, 422, 503),
+        **_STORE_FAULT,
+    },
 )
 async def derive(
     request: Request, body: Annotated[dict[str, Any], Body(openapi_examples={"bert": {"value": EXAMPLE}})]
@@ -170,6 +180,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     206: {"description": "One range, or several as multipart/byteranges."},
     304: {"description": "Not modified."},
     **problems(400, 401, 413, 416, 422, 503),
+    **_STORE_FAULT,
 }
 for _method, _name in (("GET", "get_derived"), ("HEAD", "head_derived")):
     router.add_api_route(
