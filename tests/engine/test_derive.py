@@ -372,3 +372,19 @@ def test_derived_bytes_are_the_same_with_simd_dispatch_restricted() -> None:
         check=True,
     ).stdout.strip()
     assert restricted == _all_actions_digest()
+
+
+def test_both_kernels_derive_the_same_bytes() -> None:
+    from initserve.engine.kernels import KernelUnavailable, resolve_kernel
+
+    try:
+        native = resolve_kernel("native")
+    except KernelUnavailable:
+        pytest.skip("the native kernel is not built here")
+    request = parse_derive(
+        {"source": CKPT, "target": {"seed": 42, "tensors": ALL_ACTIONS["tensors"]}, "rules": ALL_ACTIONS["rules"]}
+    )
+    file = plan_derive(request, MANIFESTS)
+    numpy_bytes = file.to_bytes(BLOBS.__getitem__, kernel=resolve_kernel("numpy"))
+    assert file.to_bytes(BLOBS.__getitem__, kernel=native) == numpy_bytes
+    assert hashlib.sha256(numpy_bytes).hexdigest() == GOLDEN_ALL_ACTIONS

@@ -101,5 +101,6 @@ def serve_file(
         segments=segments,
         send_body=not head,
         slot=slot,
+        kernel=request.app.state.kernel,
         cpu_limiter=request.app.state.cpu_limiter,
     )

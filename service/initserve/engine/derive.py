@@ -26,6 +26,7 @@ from .derive_rules import DeriveRequest, Rule, TargetTensor
 from .dtypes import DTYPES, cast_into
 from .errors import FieldError, Loc, SpecError, SpecTooLarge
 from .generate import generate
+from .kernels import Kernel
 from .spec import ALGORITHM_VERSION, Spec, parse_spec
 
 DERIVE_VERSION = 1
@@ -368,8 +369,9 @@ def _converted(data: bytes | memoryview, ref: SourceRef, target: TargetTensor) -
     return _cast(ops.widen(data, ref.tensor.dtype, ref.tensor.shape), target)
 
 
-def compute(item: PlannedTensor, read: Reader) -> bytes | memoryview:
-    """The target tensor's bytes (C order, little-endian, the target dtype)."""
+def compute(item: PlannedTensor, read: Reader, kernel: Kernel | None = None) -> bytes | memoryview:
+    """The target tensor's bytes (C order, little-endian, the target dtype). ``kernel``: which
+    implementation generates fresh tensors (they agree byte for byte; None: the default)."""
     action, target = item.action, item.target
     if action in ("copy", "channel_adapt") and item.options.get("mode", "copy") == "copy":
         ref = item.sources[0]
@@ -382,15 +384,15 @@ def compute(item: PlannedTensor, read: Reader) -> bytes | memoryview:
         return np.ascontiguousarray(values[index]).tobytes()
     if action == "reinit":
         assert item.spec is not None
-        return generate(item.spec).tobytes()
+        return generate(item.spec, kernel=kernel).tobytes()
     if action == "pad":
         assert item.spec is not None
         ref = item.sources[0]
-        result = generate(item.spec)
+        result = generate(item.spec, kernel=kernel)
         result[tuple(slice(0, s) for s in ref.tensor.shape)] = _converted(read(ref.tensor.digest), ref, target)
         return result.tobytes()
     if action == "mean_rows":
-        return _mean_rows(item, read)
+        return _mean_rows(item, read, kernel)
     if action == "channel_adapt":
         ref = item.sources[0]
         data = read(ref.tensor.digest)
@@ -403,7 +405,7 @@ def compute(item: PlannedTensor, read: Reader) -> bytes | memoryview:
         assert item.spec is not None
         ref = item.sources[0]
         source = ops.widen(read(ref.tensor.digest), ref.tensor.dtype, ref.tensor.shape)
-        epsilon = np.asarray(generate(item.spec), dtype=np.float64)
+        epsilon = np.asarray(generate(item.spec, kernel=kernel), dtype=np.float64)
         noise = float(item.rule.fields["noise"])
         return _cast(ops.shrink_perturb(source, float(item.rule.fields["shrink"]), noise, epsilon), target).tobytes()
     if action == "soup":
@@ -413,7 +415,7 @@ def compute(item: PlannedTensor, read: Reader) -> bytes | memoryview:
     raise AssertionError(f"unplanned action {action}")
 
 
-def _mean_rows(item: PlannedTensor, read: Reader) -> bytes:
+def _mean_rows(item: PlannedTensor, read: Reader, kernel: Kernel | None) -> bytes:
     ref, target = item.sources[0], item.target
     data = read(ref.tensor.digest)
     rows, new = ref.tensor.shape[0], target.shape[0] - ref.tensor.shape[0]
@@ -424,7 +426,7 @@ def _mean_rows(item: PlannedTensor, read: Reader) -> bytes:
     source = ops.native(data, ref.tensor.dtype, ref.tensor.shape).reshape(rows, width)
     z = None
     if item.spec is not None:
-        z = np.asarray(generate(item.spec), dtype=np.float64).reshape(new, width)
+        z = np.asarray(generate(item.spec, kernel=kernel), dtype=np.float64).reshape(new, width)
     added = ops.mean_rows(source, new, float(item.rule.fields["noise"]), z)
     return kept.tobytes() + _cast(added, target).tobytes()
 
@@ -480,7 +482,9 @@ class DerivedFile:
         padded = len(text) + (-(8 + len(text)) % ALIGNMENT)
         return struct.pack("<Q", padded) + text.ljust(padded, b" ")
 
-    def iter_bytes_with(self, read: Reader, start: int = 0, stop: int | None = None) -> Iterator[memoryview]:
+    def iter_bytes_with(
+        self, read: Reader, start: int = 0, stop: int | None = None, *, kernel: Kernel | None = None
+    ) -> Iterator[memoryview]:
         """Bytes [start, stop) of the file; only tensors the range overlaps are computed, one at a time."""
         stop = self.total_length if stop is None else min(stop, self.total_length)
         if start >= stop:
@@ -492,7 +496,7 @@ class DerivedFile:
             lo, hi = max(start, begin), min(stop, end)
             if lo >= hi:
                 continue
-            data = memoryview(compute(entry.item, read)).cast("B")
+            data = memoryview(compute(entry.item, read, kernel)).cast("B")
             if data.nbytes != entry.end - entry.begin:
                 raise AssertionError(
                     f"{entry.item.target.name}: computed {data.nbytes} bytes, planned {entry.end - entry.begin}"
@@ -500,5 +504,5 @@ class DerivedFile:
             for piece in range(lo - begin, hi - begin, CHUNK_BYTES):
                 yield data[piece : min(piece + CHUNK_BYTES, hi - begin)]
 
-    def to_bytes(self, read: Reader) -> bytes:
-        return b"".join(bytes(view) for view in self.iter_bytes_with(read))
+    def to_bytes(self, read: Reader, *, kernel: Kernel | None = None) -> bytes:
+        return b"".join(bytes(view) for view in self.iter_bytes_with(read, kernel=kernel))

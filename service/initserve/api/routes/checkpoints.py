@@ -28,6 +28,7 @@ from initserve.api.settings import Settings
 from initserve.api.stored_files import immutable_headers, not_modified, serve_file
 from initserve.api.write_access import WriteKey
 from initserve.engine.errors import SpecError, SpecTooLarge
+from initserve.engine.kernels import Kernel
 from initserve.store import BlobCorrupt, Checkpoints, Ingest, StoreError, manifest_of
 from initserve.store.checkpoints import entry_nbytes
 
@@ -138,7 +139,7 @@ class StoredTensorFile:
         self.total_length = len(self.header) + entry_nbytes(entry)
 
     def iter_bytes(
-        self, start: int = 0, stop: int | None = None, *, threads: int | None = None
+        self, start: int = 0, stop: int | None = None, *, kernel: Kernel | None = None, threads: int | None = None
     ) -> Iterator[memoryview]:
         stop = self.total_length if stop is None else min(stop, self.total_length)
         head = len(self.header)

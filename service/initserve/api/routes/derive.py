@@ -29,6 +29,7 @@ from initserve.engine import ALGORITHM_VERSION
 from initserve.engine.derive import DerivedFile, plan_derive
 from initserve.engine.derive_rules import parse_derive
 from initserve.engine.errors import SpecError, SpecTooLarge
+from initserve.engine.kernels import Kernel
 from initserve.store import Checkpoints, StoreError
 
 router = APIRouter(prefix="/v1", tags=["derive"], dependencies=[ApiKey])
@@ -120,9 +121,9 @@ class DerivedSource:
         self.total_length = file.total_length
 
     def iter_bytes(
-        self, start: int = 0, stop: int | None = None, *, threads: int | None = None
+        self, start: int = 0, stop: int | None = None, *, kernel: Kernel | None = None, threads: int | None = None
     ) -> Iterator[memoryview]:
-        return self.file.iter_bytes_with(self.store.tensor_bytes, start, stop)
+        return self.file.iter_bytes_with(self.store.tensor_bytes, start, stop, kernel=kernel)
 
 
 async def _serve(request: Request, body: dict[str, Any], prefix: tuple[str, ...], *, conditional: bool) -> Response:
