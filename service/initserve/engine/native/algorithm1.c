@@ -36,10 +36,16 @@
 #endif
 
 /* ---- section 5: words -> uniforms (exact) ---------------------------------------------------- */
-static const double TWO_POW_M53 = 1.0 / 9007199254740992.0; /* 2^-53 */
-
-/* (w >> 11) * 2^-53 */
-static inline double uniform_01(uint64_t w) { return (double)(int64_t)(w >> 11) * TWO_POW_M53; }
+/* uniform_01(w) = (w >> 11) * 2^-53, without an integer -> double conversion (none in SSE2, so the
+ * loop vectorises): with k = w >> 12 and b = bit 11 of w, (w >> 11) * 2^-53 = k*2^-52 + b*2^-53, where
+ * k*2^-52 = (1 + k*2^-52) - 1 is built from the bits and b*2^-53 is 0 or 2^-53 (bits 0x3CA0...).
+ * Each step is exact (the sum has at most 53 significant bits), so the value is exactly the formula's. */
+static inline double uniform_01(uint64_t w)
+{
+    const double high = is_from_bits64(UINT64_C(0x3FF0000000000000) | (w >> 12)) - 1.0;
+    const double low_bit = is_from_bits64(((w >> 11) & 1u) * UINT64_C(0x3CA0000000000000));
+    return high + low_bit;
+}
 
 
 /* ---- section 6.1: ln x for 0 < x <= 1 from exact operations ---------------------------------- */
