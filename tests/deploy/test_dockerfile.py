@@ -58,6 +58,19 @@ def test_multi_stage_builds_a_wheel_and_installs_only_wheels() -> None:
     assert "initserve[server]" in (REPO / "Dockerfile").read_text()
 
 
+def test_builder_compiles_the_native_kernel_and_refuses_a_wheel_without_it() -> None:
+    """The builder has a C compiler (the runtime stage does not), copies what setup.py needs, and
+    fails the build when the project wheel lacks the extension (it is optional to setuptools)."""
+    instructions = _instructions()
+    builder = instructions[: len(instructions) - len(_final_stage())]
+    runs = [rest for keyword, rest in builder if keyword == "RUN"]
+    assert any("apt-get install" in run and "gcc" in run for run in runs)
+    wheel_run = next(run for run in runs if "pip wheel" in run)
+    assert "engine/_native" in wheel_run and "sys.exit(not any(" in wheel_run
+    copied = " ".join(rest for keyword, rest in builder if keyword == "COPY")
+    assert "setup.py" in copied and "MANIFEST.in" in copied
+
+
 def test_final_stage_has_no_build_tools_and_runs_as_non_root() -> None:
     final = _final_stage()
     final_text = " ".join(rest for _, rest in final)

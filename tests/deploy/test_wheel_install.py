@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -35,10 +37,34 @@ def _healthcheck_argv() -> list[str]:
     return argv
 
 
+def _clean_copy(tmp_path: Path) -> Path:
+    """The project without what the development install built in place (the editable install puts the
+    compiled kernel into the source tree, and a wheel built from there would ship it whatever happens)."""
+    source = tmp_path / "source"
+    shutil.copytree(
+        REPO,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "*.so", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis"
+        ),
+    )
+    return source
+
+
 def test_wheel_with_server_extra_serves_healthz_from_a_fresh_venv(tmp_path: Path) -> None:
     wheels = tmp_path / "wheels"
     _run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(wheels), str(REPO)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--quiet",
+            "--wheel-dir",
+            str(wheels),
+            str(_clean_copy(tmp_path)),
+        ],
         cwd=tmp_path,
     )
     (wheel,) = wheels.glob("initserve-*.whl")
@@ -81,3 +107,34 @@ def test_wheel_with_server_extra_serves_healthz_from_a_fresh_venv(tmp_path: Path
     finally:
         proc.stop()
     assert not proc.alive()
+
+
+def test_without_a_c_compiler_the_wheel_builds_and_runs_the_numpy_kernel(tmp_path: Path) -> None:
+    """The extension is optional: a failing compiler (CC=false) still gives a working wheel, whose
+    engine falls back to the numpy kernel (auto) and refuses native with a clear reason."""
+    source = _clean_copy(tmp_path)
+    wheels = tmp_path / "wheels"
+    env = {**os.environ, "CC": "false", "LDSHARED": "false"}
+    _run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(wheels), str(source)],
+        cwd=tmp_path,
+        env=env,
+    )
+    (wheel,) = wheels.glob("initserve-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    assert "initserve/engine/kernels.py" in names
+    assert not [name for name in names if "engine/_native" in name]
+    target = tmp_path / "site"
+    _run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(wheel)], tmp_path
+    )
+    probe = (
+        "import initserve.engine as e; from initserve.engine.kernels import native_unavailable_reason as r;"
+        "print(e.__file__); print(e.resolve_kernel('auto').name); print(r())"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("INITSERVE_")}
+    output = _run([sys.executable, "-c", probe], cwd=tmp_path, env={**clean, "PYTHONPATH": str(target)}).splitlines()
+    assert output[0].startswith(str(target)), output
+    assert output[1] == "numpy"
+    assert "not built" in output[2]
