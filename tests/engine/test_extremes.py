@@ -18,6 +18,9 @@ from hypothesis import strategies as st
 from initserve.engine import CATALOG, DTYPES, SpecError, compute_stats, generate, parse_spec
 from initserve.engine.dtypes import cast_into, to_float64
 
+# Every test here runs once per kernel (numpy, native): see conftest.py.
+pytestmark = pytest.mark.usefixtures("each_kernel")
+
 EXTREMES: list[float | int] = [
     0.0,
     -0.0,
