@@ -88,6 +88,11 @@ def test_fsdp_tp_strided_rows_follow_torch_docstring_example() -> None:
     assert rows == [[0, 1], [4, 5], [2, 3], [6, 7]]
 
 
+def test_a_rank_outside_the_mesh_holds_nothing() -> None:
+    layout = placement_layout((10, 7), (2,), None, (Shard(0),))
+    assert layout.local_shape == (0, 0) and layout.boxes() == []
+
+
 def test_partial_placement_is_refused_with_its_reason() -> None:
     with pytest.raises(ValueError, match="Partial"):
         placement_layout((4, 4), (2,), (0,), (Partial(),))

@@ -150,3 +150,37 @@ def test_ranks_fetch_their_shards_from_a_server(server: LiveServer, reference: d
         assert {f"1d/{n}": sha256(p) for n, p in module.named_parameters()} == {
             k: v for k, v in reference.items() if k.startswith("1d/")
         }
+
+
+def test_the_torchrun_example_of_docs_sharding_gives_one_model(tmp_path: Path) -> None:
+    """docs/sharding.md's example, as written, at world sizes 1 and 3: the same sha256 for every parameter."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "sharding.md").read_text()
+    example = text[text.index("# train.py") : text.index("```", text.index("# train.py"))]
+    script = tmp_path / "train.py"
+    script.write_text(
+        example
+        + "import hashlib, json, sys\n"
+        + "shas = {n: hashlib.sha256(p.full_tensor().detach().reshape(-1).view(torch.uint8).numpy()).hexdigest()\n"
+        + "        for n, p in model.named_parameters()}\n"
+        + "if dist.get_rank() == 0:\n"
+        + "    open(sys.argv[1], 'w').write(json.dumps(shas))\n"
+        + "dist.destroy_process_group()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INITSERVE_")} | {"OMP_NUM_THREADS": "1"}
+    shas = []
+    for world_size in (1, 3):
+        out = tmp_path / f"shas{world_size}.json"
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            f"--nproc_per_node={world_size}",
+            "--master_addr=127.0.0.1",
+            f"--master_port={free_port()}",
+            str(script),
+            str(out),
+        ]
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-6000:]
+        shas.append(json.loads(out.read_text()))
+    assert len(shas[0]) == 6 * 12 and shas[0] == shas[1]  # 12 parameters per encoder layer

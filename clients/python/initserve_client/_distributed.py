@@ -7,6 +7,7 @@ its tensor-parallel rank) and the global shape alone.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -93,6 +94,8 @@ def layout_of(name: str, param: torch.Tensor, tensor_parallel: TensorParallel | 
     else:
         return None
     local_shape = tuple(local_tensor(param).shape)
+    if math.prod(layout.local_shape) == 0 and math.prod(local_shape) == 0:
+        return layout  # nothing here (an empty chunk, or a rank outside the mesh: DTensor gives it shape (0,))
     if layout.local_shape != local_shape:
         raise InitserveError(
             f"{name}: the placements give a local shape {list(layout.local_shape)} but the local tensor is "
