@@ -85,6 +85,11 @@ class Block(nn.Module):
         self.head = nn.Linear(24, 50, bias=False)
 
 
+def tp_mlp() -> nn.Module:
+    """Two linears for tensor parallelism (column-wise then row-wise) under FSDP2: a 2-D (dp, tp) mesh."""
+    return nn.Sequential(nn.Linear(16, 24), nn.ReLU(), nn.Linear(24, 10))
+
+
 # --- Megatron-style tensor parallelism (no DTensor) ---------------------------------------------------
 VOCAB, DIVISIBLE_BY, HIDDEN = 50, 4, 8
 

@@ -131,6 +131,18 @@ def main() -> None:
         report["hsdp_placements"] = str(block.emb.weight.placements)
         report["full"].update(gathered(block, "hsdp"))
 
+    if world == 4:  # FSDP2 + TP (parallelize_module): real _StridedShard placements on a (dp, tp) mesh
+        from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
+        mesh_dp_tp = init_device_mesh("cpu", (2, 2), mesh_dim_names=("dp", "tp"))
+        with torch.device("meta"):
+            mlp = sc.tp_mlp()
+        parallelize_module(mlp, mesh_dp_tp["tp"], {"0": ColwiseParallel(), "2": RowwiseParallel()})
+        fully_shard(mlp, mesh=mesh_dp_tp["dp"])
+        init_module(mlp, client=client, seed=sc.SEED, device="cpu")
+        report["fsdp_tp_placements"] = {name: str(p.placements) for name, p in mlp.named_parameters()}
+        report["full"].update(gathered(mlp, "fsdp_tp"))
+
     megatron = sc.megatron_module(rank, world)
     init_module(megatron, client=client, seed=sc.SEED, policy=sc.MEGATRON_POLICY)  # tp rank from torch.distributed
     report["megatron_local"] = {name: sha256(p) for name, p in megatron.named_parameters()}

@@ -65,6 +65,7 @@ def reference() -> dict[str, str]:
         ("1d", sc.whole_params(sc.ONE_D), sc.POLICY),
         ("2d", sc.whole_params(sc.TWO_D), sc.POLICY),
         ("fsdp", sc.Block(), None),
+        ("fsdp_tp", sc.tp_mlp(), None),
         ("big", sc.Params({sc.BIG[0]: torch.empty(sc.BIG[1], dtype=sc.BIG[2])}), sc.POLICY),
     ):
         init_module(module, client=client, seed=sc.SEED, policy=policy)
@@ -93,7 +94,7 @@ def check_reports(reports: list[dict[str, Any]], reference: dict[str, str], worl
     gathered = reports[0]["full"]
     expected_keys = {k for k in reference if k.startswith(("1d/", "fsdp/"))}
     if world_size == 4:
-        expected_keys |= {k for k in reference if k.startswith(("2d/", "hsdp/"))}
+        expected_keys |= {k for k in reference if k.startswith(("2d/", "hsdp/", "fsdp_tp/"))}
     assert expected_keys <= set(gathered), sorted(expected_keys - set(gathered))
     wrong = {k: gathered[k] for k in expected_keys if gathered[k] != reference[k]}
     assert not wrong, f"gathered tensors differ from the unsharded model at world size {world_size}: {sorted(wrong)}"
@@ -104,6 +105,7 @@ def check_reports(reports: list[dict[str, Any]], reference: dict[str, str], worl
     assert sum(r["fsdp_local_numel"] for r in reports) == block_numel  # FSDP2 really sharded it
     if world_size == 4:
         assert reports[0]["hsdp_placements"] == "(Replicate(), Shard(dim=0))"
+        assert reports[0]["fsdp_tp_placements"]["0.weight"] == "(_StridedShard(dim=0, sf=2), Shard(dim=0))"
     expected_local = megatron_expected(world_size)
     for rank, report in enumerate(reports):
         assert report["megatron_local"] == expected_local[rank], f"Megatron rank {rank} of {world_size}"
