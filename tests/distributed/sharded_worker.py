@@ -14,7 +14,9 @@ import hashlib
 import json
 import os
 import sys
+import time
 import tracemalloc
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +98,8 @@ def main() -> None:
     parser.add_argument("--memory", action="store_true")
     args = parser.parse_args()
 
-    dist.init_process_group("gloo")
+    # A short timeout: a collective that no peer joins fails in a minute instead of hanging.
+    dist.init_process_group("gloo", timeout=timedelta(seconds=60))
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.set_num_threads(1)
     client: Any = Client(base_url=args.url, cache=False) if args.url else LocalClient(threads=1)
@@ -106,6 +109,22 @@ def main() -> None:
     module = dtensor_params(sc.ONE_D, mesh)
     init_module(module, client=client, seed=sc.SEED, policy=sc.POLICY)
     report["full"].update(gathered(module, "1d"))
+    report["local_1d"] = {name: sha256(p.to_local()) for name, p in module.named_parameters()}
+
+    # No collective: the last rank initialises a model alone while the others wait on a file, not in a
+    # collective. Had init_module communicated, it would wait for peers that never come (and time out).
+    done = args.out / "alone.done"
+    if rank == world - 1:
+        alone = dtensor_params(sc.ONE_D, mesh)
+        init_module(alone, client=client, seed=sc.SEED, policy=sc.POLICY)
+        report["alone_1d"] = {name: sha256(p.to_local()) for name, p in alone.named_parameters()}
+        done.write_text("ok")
+    else:
+        deadline = time.monotonic() + 120
+        while not done.exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the rank initialising alone did not finish")
+            time.sleep(0.05)
 
     if world == 4:
         mesh2 = init_device_mesh("cpu", (2, 2))

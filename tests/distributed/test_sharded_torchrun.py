@@ -100,6 +100,8 @@ def check_reports(reports: list[dict[str, Any]], reference: dict[str, str], worl
     assert not wrong, f"gathered tensors differ from the unsharded model at world size {world_size}: {sorted(wrong)}"
     for report in reports[1:]:
         assert report["full"] == gathered  # every rank gathers the same model
+    # The last rank filled a model alone, with no peer in any collective: the same local shards.
+    assert reports[-1]["alone_1d"] == reports[-1]["local_1d"]
     assert reports[0]["fsdp_placements"] == "(Shard(dim=0),)"
     block_numel = sum(p.numel() for p in sc.Block().parameters())
     assert sum(r["fsdp_local_numel"] for r in reports) == block_numel  # FSDP2 really sharded it
