@@ -153,29 +153,64 @@ def test_reinit_is_exactly_the_tensor_served_for_seed_and_name() -> None:
     assert out["fc.bias"].tobytes() == bias.tobytes()
 
 
-def _sequential_column_sum(rows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    # A prefix sum is sequential by definition: its last row is ((r0 + r1) + r2) + ...
-    return np.cumsum(rows.astype(np.float64), axis=0)[-1]
+def _documented_row_sum(rows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """docs/pretrained.md's order, written from the text with Python floats: blocks of 1024 rows, each
+    summed by the pairwise tree (row i + row i + ⌊n/2⌋, an odd last row carried), block sums left to right."""
+    columns = []
+    for column in rows.astype(np.float64).T.tolist():
+        total = 0.0
+        for first in range(0, len(column), 1024):
+            level = column[first : first + 1024]
+            while len(level) > 1:
+                half = len(level) // 2
+                level = [level[i] + level[i + half] for i in range(half)] + level[2 * half :]
+            total = total + level[0]
+        columns.append(total)
+    return np.array(columns)
+
+
+# 2500 rows: three blocks, odd sizes at several tree levels; float64 targets keep every bit of the sums.
+LONG = (RNG.standard_normal((2500, 3)) * np.exp(RNG.standard_normal((2500, 1)) * 4)).astype(np.float32)
+
+
+def _derive_long(rules: list[dict[str, Any]], rows: int) -> np.ndarray[Any, Any]:
+    from safetensors.numpy import load
+
+    manifests, blobs = _store((CKPT, {"long": LONG}))
+    request = parse_derive(
+        {
+            "source": CKPT,
+            "target": {"seed": 5, "tensors": {"long": {"shape": [rows, 3], "dtype": "float64"}}},
+            "rules": rules,
+        }
+    )
+    return load(plan_derive(request, manifests).to_bytes(blobs.__getitem__))["long"]
 
 
 def test_mean_rows_without_noise_appends_the_fixed_order_mean() -> None:
-    out = derive({"emb.weight": {"shape": [53, 8]}}, [{"match": "emb.*", "action": "mean_rows"}])
-    source = SOURCE["emb.weight"]
-    mean = _sequential_column_sum(source) / 50.0
-    assert out["emb.weight"][:50].tobytes() == source.tobytes()
-    assert out["emb.weight"][50:].tobytes() == np.tile(mean.astype(np.float32), (3, 1)).tobytes()
+    out = _derive_long([{"match": "*", "action": "mean_rows"}], 2503)
+    mean = _documented_row_sum(LONG) / 2500.0
+    assert out[:2500].tobytes() == LONG.astype(np.float64).tobytes()
+    assert out[2500:].tobytes() == np.tile(mean, (3, 1)).tobytes()
+    # The order matters at float64 precision: a left-to-right sum differs, so the test tells them apart.
+    assert not np.array_equal(np.cumsum(LONG.astype(np.float64), axis=0)[-1] / 2500.0, mean)
 
 
 def test_mean_rows_noise_is_scaled_by_the_column_std_with_z_from_the_tensor_key() -> None:
     noise = 0.25
-    out = derive({"emb.weight": {"shape": [54, 8]}}, [{"match": "emb.*", "action": "mean_rows", "noise": noise}])
-    source = SOURCE["emb.weight"].astype(np.float64)
-    mean = _sequential_column_sum(source) / 50.0
-    sigma = np.sqrt(_sequential_column_sum((source - mean) ** 2) / 50.0)
-    z = served([54, 8], "normal", "emb.weight", dtype="float64", slice=[[50, 54]])
-    expected = (mean + (noise * sigma) * z).astype(np.float32)
-    assert out["emb.weight"][50:].tobytes() == expected.tobytes()
+    out = _derive_long([{"match": "*", "action": "mean_rows", "noise": noise}], 2504)
+    source = LONG.astype(np.float64)
+    mean = _documented_row_sum(source) / 2500.0
+    sigma = np.sqrt(_documented_row_sum((source - mean) * (source - mean)) / 2500.0)
+    z = served([2504, 3], "normal", "long", dtype="float64", slice=[[2500, 2504]])
+    assert out[2500:].tobytes() == (mean + (noise * sigma) * z).tobytes()
+
+
+def test_mean_rows_keeps_a_float32_source_bit_for_bit() -> None:
+    out = derive({"emb.weight": {"shape": [53, 8]}}, [{"match": "emb.*", "action": "mean_rows"}])
     assert out["emb.weight"][:50].tobytes() == SOURCE["emb.weight"].tobytes()
+    mean = _documented_row_sum(SOURCE["emb.weight"]) / 50.0
+    assert out["emb.weight"][50:].tobytes() == np.tile(mean.astype(np.float32), (3, 1)).tobytes()
 
 
 def _timm_adapt_input_conv(in_chans: int, weight: Any, base_chans: int = 3) -> Any:
@@ -357,21 +392,35 @@ def test_derived_file_matches_its_golden_digest() -> None:
     assert _all_actions_digest() == GOLDEN_ALL_ACTIONS
 
 
+# Golden vector (hex) of the float64 mean rows of LONG: pins the summation order bit for bit.
+GOLDEN_MEAN_ROWS_F64 = "d40984cac2a0af3b330075a8492c817931391c48370c97682b39295071586fc7"
+
+
+def test_mean_rows_float64_golden() -> None:
+    out = _derive_long([{"match": "*", "action": "mean_rows", "noise": 0.5}], 2510)
+    assert hashlib.sha256(out.tobytes()).hexdigest() == GOLDEN_MEAN_ROWS_F64
+
+
 def test_derived_bytes_are_the_same_with_simd_dispatch_restricted() -> None:
     from numpy._core._multiarray_umath import __cpu_dispatch__  # type: ignore[attr-defined]
 
     features = list(__cpu_dispatch__)
     if not features:
         pytest.skip("this numpy build has no dispatchable SIMD levels above its baseline")
-    script = "from tests.engine.test_derive import _all_actions_digest; print(_all_actions_digest())"
+    script = (
+        "import hashlib; from tests.engine.test_derive import _all_actions_digest, _derive_long;"
+        "print(_all_actions_digest());"
+        "rule = {'match': '*', 'action': 'mean_rows', 'noise': 0.5};"
+        "print(hashlib.sha256(_derive_long([rule], 2510).tobytes()).hexdigest())"
+    )
     restricted = subprocess.run(
         [sys.executable, "-c", script],
         env={**os.environ, "NPY_DISABLE_CPU_FEATURES": " ".join(features)},
         capture_output=True,
         text=True,
         check=True,
-    ).stdout.strip()
-    assert restricted == _all_actions_digest()
+    ).stdout.split()
+    assert restricted == [_all_actions_digest(), GOLDEN_MEAN_ROWS_F64]
 
 
 def test_both_kernels_derive_the_same_bytes() -> None:

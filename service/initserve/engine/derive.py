@@ -415,20 +415,20 @@ def compute(item: PlannedTensor, read: Reader, kernel: Kernel | None = None) -> 
     raise AssertionError(f"unplanned action {action}")
 
 
-def _mean_rows(item: PlannedTensor, read: Reader, kernel: Kernel | None) -> bytes:
+def _mean_rows(item: PlannedTensor, read: Reader, kernel: Kernel | None) -> memoryview:
     ref, target = item.sources[0], item.target
     data = read(ref.tensor.digest)
     rows, new = ref.tensor.shape[0], target.shape[0] - ref.tensor.shape[0]
     width = math.prod(target.shape[1:])
-    kept = _converted(data, ref, target)
-    if new == 0:
-        return kept.tobytes()
-    source = ops.native(data, ref.tensor.dtype, ref.tensor.shape).reshape(rows, width)
-    z = None
-    if item.spec is not None:
-        z = np.asarray(generate(item.spec, kernel=kernel), dtype=np.float64).reshape(new, width)
-    added = ops.mean_rows(source, new, float(item.rule.fields["noise"]), z)
-    return kept.tobytes() + _cast(added, target).tobytes()
+    out = np.empty((target.shape[0], width), dtype=DTYPES[target.dtype].storage)
+    out[:rows] = _converted(data, ref, target).reshape(rows, width)
+    if new:
+        source = ops.native(data, ref.tensor.dtype, ref.tensor.shape).reshape(rows, width)
+        z = None
+        if item.spec is not None:
+            z = np.asarray(generate(item.spec, kernel=kernel), dtype=np.float64).reshape(new, width)
+        out[rows:] = _cast(ops.mean_rows(source, new, float(item.rule.fields["noise"]), z), target)
+    return out.reshape(-1).view(np.uint8).data
 
 
 # --- the file ----------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Every function takes source tensors already widened (exactly) to float64 — or float32 where a framework's
 arithmetic is reproduced (``channel_adapt``) — and returns the values before the one final rounding to
 the target dtype. No reduction is left to a library whose order may vary: sums over rows are explicit
-loops, one row (a vector add) at a time. Formulas: docs/pretrained.md.
+trees of elementwise vector adds (:func:`row_sum`). Formulas: docs/pretrained.md.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from .dtypes import bfloat16_bits_to_float64
 
 F64 = npt.NDArray[np.float64]
 F32 = npt.NDArray[np.float32]
-ROW_BLOCK = 1024  # rows widened to float64 at a time: the working set of the row sums stays small
+ROW_BLOCK = 1024  # rows per block of the row sums (part of the definition: it fixes the summation order)
 
 _FLOAT_VIEWS = {"F32": "<f4", "F64": "<f8", "F16": "<f2"}
 
@@ -43,23 +43,43 @@ def as_float32(raw: bytes | memoryview, dtype: str, shape: tuple[int, ...]) -> F
     return widen(raw, dtype, shape).astype(np.float32)
 
 
-def row_sum(rows: npt.NDArray[np.floating], *, center: F64 | None = None) -> F64:
-    """Σ_i rows[i] (or Σ_i (rows[i] − center)² with ``center``) in float64, i = 0, 1, … in order.
+def tree_sum(block: F64) -> F64:
+    """Σ of the rows of a (n ≥ 1, D) float64 block by a fixed pairwise tree, one vector add per level.
 
-    ``rows`` is (V, D); each step is one elementwise vector operation, so the order of every column's
-    sum is fixed: ((r0 + r1) + r2) + … whatever the SIMD width or thread count."""
+    Each level adds the second half of the rows to the first half element by element — row i += row
+    i + ⌊n/2⌋ for i < ⌊n/2⌋ — and, when n is odd, moves the last row to position ⌊n/2⌋; the next level
+    sees the first ⌈n/2⌉ rows; until one row is left. Every addition is an elementwise IEEE operation
+    whose operands the tree fixes, so the result is the same at any SIMD width (numpy vectorises
+    elementwise adds; it does not reorder them). ``block`` is overwritten.
+    """
+    count = block.shape[0]
+    while count > 1:
+        half = count // 2
+        np.add(block[:half], block[half : 2 * half], out=block[:half])
+        if count % 2:
+            block[half] = block[count - 1]
+        count -= half
+    summed: F64 = block[0].copy()
+    return summed
+
+
+def row_sum(rows: npt.NDArray[np.floating], *, center: F64 | None = None) -> F64:
+    """Σ_i rows[i] (or Σ_i (rows[i] − center)² with ``center``) in float64, in a fixed order.
+
+    ``rows`` is (V, D). Rows are taken in consecutive blocks of :data:`ROW_BLOCK` (the last may be
+    shorter); each block is widened to float64 (exactly), centred and squared if asked (elementwise),
+    and summed by :func:`tree_sum`; the block sums are added left to right. A few dozen vector
+    operations per block instead of one per row, in one reused block of memory."""
     count, width = rows.shape
     acc = np.zeros(width, dtype=np.float64)
-    scratch = np.empty(width, dtype=np.float64)
+    buffer = np.empty((min(ROW_BLOCK, count), width), dtype=np.float64)
     for first in range(0, count, ROW_BLOCK):
-        block = np.asarray(rows[first : first + ROW_BLOCK], dtype=np.float64)
-        for row in block:
-            if center is None:
-                np.add(acc, row, out=acc)
-            else:
-                np.subtract(row, center, out=scratch)
-                np.multiply(scratch, scratch, out=scratch)
-                np.add(acc, scratch, out=acc)
+        block = buffer[: min(ROW_BLOCK, count - first)]
+        np.copyto(block, rows[first : first + block.shape[0]], casting="safe")
+        if center is not None:
+            np.subtract(block, center, out=block)
+            np.multiply(block, block, out=block)
+        np.add(acc, tree_sum(block), out=acc)
     return acc
 
 

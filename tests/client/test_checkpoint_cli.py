@@ -1,0 +1,54 @@
+"""``initserve checkpoint upload|show|derive`` against a real server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from initserve.cli import main
+from safetensors.numpy import load, save_file
+
+from tests.live_server import LiveServer, start_server, stop_server
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    server = start_server(tmp_path_factory.mktemp("cli-server"))
+    yield server
+    stop_server(server)
+
+
+def test_upload_show_and_derive(live: LiveServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    weights = {"fc.weight": np.arange(12, dtype=np.float32).reshape(3, 4), "fc.bias": np.ones(3, dtype=np.float32)}
+    save_file(weights, str(tmp_path / "model.safetensors"))
+    assert main(["checkpoint", "upload", str(tmp_path / "model.safetensors"), "--url", live.url]) == 0
+    digest = capsys.readouterr().out.strip()
+    assert len(digest) == 64
+    assert main(["checkpoint", "show", digest, "--url", live.url]) == 0
+    shown = capsys.readouterr().out
+    assert "fc.weight" in shown and "3x4" in shown and digest in shown
+    assert main(["checkpoint", "show", digest, "--json", "--url", live.url]) == 0
+    assert json.loads(capsys.readouterr().out)["digest"] == digest
+    request = {
+        "source": digest,
+        "target": {"seed": 3, "tensors": {"fc.weight": {"shape": [5, 4]}, "fc.bias": {"shape": [5]}}},
+        "rules": [
+            {"match": "fc.weight", "action": "pad", "scheme": "normal", "params": {"std": 0.02}},
+            {"match": "fc.bias", "action": "mean_rows"},
+        ],
+    }
+    (tmp_path / "request.json").write_text(json.dumps(request))
+    out = tmp_path / "derived.safetensors"
+    assert main(["checkpoint", "derive", str(tmp_path / "request.json"), "-o", str(out), "--url", live.url]) == 0
+    derived = load(out.read_bytes())
+    assert derived["fc.weight"][:3].tobytes() == weights["fc.weight"].tobytes()
+    assert derived["fc.bias"].tolist() == [1.0] * 5
+
+
+def test_errors_are_one_line_and_exit_1(live: LiveServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
+    assert main(["checkpoint", "upload", str(tmp_path / "bad.safetensors"), "--url", live.url, "--retries", "1"]) == 1
+    assert "initserve checkpoint upload: error:" in capsys.readouterr().err
