@@ -6,7 +6,9 @@ Layout under the root: ``blobs/<d[:2]>/<d>`` (tensor records, read-only files), 
 so two writers of the same bytes never clobber each other and a crash leaves at worst a stray temporary
 file (removed when the store opens, once older than a day), never a half-written object under a final
 name. Reads are verified: a blob is re-hashed before its first use by this process and again whenever
-its inode, size or modification time changes; a mismatch moves it to ``corrupt/`` and raises BlobCorrupt.
+its inode, size or modification time changes (blobs are read-only and never rewritten in place, so a
+change of bytes that keeps all three is bit rot the next process start catches); a mismatch moves it to
+``corrupt/`` and raises BlobCorrupt.
 """
 
 from __future__ import annotations
@@ -145,13 +147,24 @@ class LocalStore:
                 yield chunk
 
     def read_all(self, digest: str) -> bytes:
+        """The whole blob, hashed unless this process verified this very file (same inode, size and
+        modification time) before — the same rule as :meth:`verify`."""
+        path = self.blob_path(digest)
         try:
-            data = self.blob_path(digest).read_bytes()
+            with path.open("rb") as source:
+                info = os.fstat(source.fileno())
+                data = source.read()
         except FileNotFoundError:
             raise StoreError(f"blob {digest} is missing from {self.description}") from None
-        if sha256_hex(data) != digest:
-            self._quarantine(digest)
-            raise BlobCorrupt(digest)
+        stamp = (info.st_ino, info.st_size, info.st_mtime_ns)
+        with self._lock:
+            known = self._verified.get(digest) == stamp
+        if not known:
+            if sha256_hex(data) != digest:
+                self._quarantine(digest)
+                raise BlobCorrupt(digest)
+            with self._lock:
+                self._verified[digest] = stamp
         return data
 
 
