@@ -220,6 +220,20 @@ def test_incomplete_and_silent_heads_are_timed_out(guarded: LiveServer) -> None:
         assert status_and_problem(answer)[0] == 408
 
 
+def test_a_trickled_body_is_timed_out(server_factory: Callable[..., LiveServer]) -> None:
+    server = server_factory(body_timeout="1")
+    body = b'{"shape": [4], "scheme": "normal"}'
+    started = time.monotonic()
+    answer = raw_exchange(
+        server,
+        b"POST /v1/init HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+        % (len(body), body[:10]),
+    )
+    status, problem = status_and_problem(answer)
+    assert status == 408 and problem["type"].endswith("request-timeout")
+    assert time.monotonic() - started < 6
+
+
 def test_slowloris_sockets_do_not_block_other_clients(guarded: LiveServer) -> None:
     sockets = []
     try:

@@ -105,7 +105,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.state.repeat_memo = memo = RepeatMemo()
     app.add_middleware(RepeatMiddleware, cache=cache, metrics=metrics, api_keys=settings.api_key_values, memo=memo)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, streamed=STREAMED_UPLOADS)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        streamed=STREAMED_UPLOADS,
+        timeout=settings.body_timeout,
+    )
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     app.add_middleware(AccessLogMiddleware)  # outermost: every response carries the request id
     return app

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from initserve.api.problems import PROBLEM_MEDIA_TYPE, TITLES, TYPE_PREFIX, ProblemError
@@ -61,15 +62,19 @@ class BodySizeLimitMiddleware:
 
     A ``Content-Length`` above the limit is refused before reading anything. Otherwise the
     body is read here (specs are small JSON, so buffering up to the limit is cheap) and
-    replayed to the app; a chunked body that grows past the limit is refused as soon as it does.
+    replayed to the app; a chunked body that grows past the limit is refused as soon as it does,
+    and one that has not fully arrived ``timeout`` seconds after the head is refused with 408.
     Paths in ``streamed`` (checkpoint uploads) pass untouched: their route streams the body to
     storage under its own limit.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, streamed: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, streamed: tuple[str, ...] = (), timeout: float | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.streamed = streamed
+        self.timeout = timeout  # seconds for the whole buffered body (a body trickled byte by byte: 408)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -90,28 +95,41 @@ class BodySizeLimitMiddleware:
                 return
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                await self.app(scope, _replay([], message, receive), send)
-                return
-            body = message.get("body", b"")
-            size += len(body)
-            if size > self.max_bytes:
-                await self._refuse(scope, send, f"more than {self.max_bytes} bytes")
-                return
-            chunks.append(body)
-            if not message.get("more_body", False):
-                break
+        other: Message | None = None  # a disconnect instead of the body
+        with anyio.move_on_after(self.timeout) as deadline:
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    other = message
+                    break
+                body = message.get("body", b"")
+                size += len(body)
+                if size > self.max_bytes:
+                    break
+                chunks.append(body)
+                if not message.get("more_body", False):
+                    break
+        if other is not None:
+            await self.app(scope, _replay([], other, receive), send)
+            return
+        if size > self.max_bytes:
+            await self._refuse(scope, send, f"more than {self.max_bytes} bytes")
+            return
+        if deadline.cancelled_caught:
+            detail = f"the request body did not arrive within {self.timeout:g} s ({size} bytes received)"
+            await self._refuse(scope, send, "", status=408, slug="request-timeout", detail=detail)
+            return
         await self.app(scope, _replay(chunks, None, receive), send)
 
-    async def _refuse(self, scope: Scope, send: Send, seen: str) -> None:
-        detail = f"request body of {seen} exceeds the limit of {self.max_bytes} bytes"
+    async def _refuse(
+        self, scope: Scope, send: Send, seen: str, *, status: int = 413, slug: str = "too-large", detail: str = ""
+    ) -> None:
+        detail = detail or f"request body of {seen} exceeds the limit of {self.max_bytes} bytes"
         body = json.dumps(
             {
-                "type": TYPE_PREFIX + "too-large",
-                "title": TITLES["too-large"],
-                "status": 413,
+                "type": TYPE_PREFIX + slug,
+                "title": TITLES[slug],
+                "status": status,
                 "detail": detail,
                 "instance": scope.get("path", ""),
                 "errors": [{"loc": ["body"], "msg": detail}],
@@ -122,7 +140,7 @@ class BodySizeLimitMiddleware:
             (b"content-length", str(len(body)).encode()),
             (b"connection", b"close"),  # the unread rest of the body makes the connection unusable
         ]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
 

@@ -107,6 +107,12 @@ class Settings(BaseSettings):
     header_timeout: int = Field(
         default=10, ge=1, description="Seconds a request head may take from its first byte; beyond: 408."
     )
+    body_timeout: int = Field(
+        default=60,
+        ge=1,
+        description="Seconds a request body (at most max_body_bytes) may take to arrive once the head is in; "
+        "beyond: 408.",
+    )
     graceful_shutdown_timeout: int = Field(
         default=10,
         ge=0,
