@@ -15,6 +15,7 @@ from typing import Any
 
 from .errors import FieldError
 from .fans import NONLINEARITIES, calculate_gain, compute_fans
+from .frames import NEAR_ETF_MAX_VECTORS, NEAR_ETF_MAX_WORK, NearETF, SimplexETF
 from .params import FAN_OVERRIDES, Param, ParamValue
 from .samplers import (
     TRUNCATED_STD_CORRECTION,
@@ -27,6 +28,17 @@ from .samplers import (
     TruncatedNormal,
     Uniform,
     WholeSampler,
+)
+from .structured import (
+    CentreTap,
+    CentreTapOrthogonal,
+    DCTMatrix,
+    HaarWavelet,
+    MatrixSampler,
+    SignedHadamard,
+    ZerOMatrix,
+    centre_taps,
+    zero_constant,
 )
 
 Sampler = ElementwiseSampler | WholeSampler
@@ -41,6 +53,7 @@ class Layer:
     shape: tuple[int, ...]
     layout: str
     params: Mapping[str, ParamValue]
+    key: int = 0  # the tensor's Philox key (schemes that draw extra streams, e.g. hadamard_orthogonal)
 
     @property
     def fans(self) -> tuple[int, int]:
@@ -58,6 +71,7 @@ class Layer:
 class Built:
     sampler: Sampler
     gain: float | None = None
+    reproducibility: str | None = None  # overrides the scheme's class when params select another algorithm
 
 
 @dataclass(frozen=True)
@@ -330,6 +344,146 @@ def _sparse(layer: Layer) -> Built:
     zeros = math.ceil(layer.float("sparsity") * line)
     std = layer.float("std")
     return Built(Sparse((rows, cols), std, zeros, axis, TruncatedNormal(0.0, std)))
+
+
+# --- structured and deterministic schemes (docs/schemes.md "Structured") ----------------------------
+DCT_MAX_SIDE = 1 << 30  # (2j + 1)·k stays below 2^63 and 2n below 2^40 (trig.cos_pi_ratio)
+
+
+def _matrix_axes(layer: Layer) -> tuple[int, int]:
+    """Tensor axes of the (rows, cols) matrix of a conv kernel: torch (out, in) = (0, 1); keras (in, out)."""
+    out_axis, in_axis = _channel_axes(layer)
+    return min(out_axis, in_axis), max(out_axis, in_axis)
+
+
+def _hadamard_orthogonal(layer: Layer) -> Built:
+    rows, cols = _matrix_dims(layer)
+    gain = layer.float("gain")
+    return Built(MatrixSampler(SignedHadamard(rows, cols, gain, layer.key)), gain)
+
+
+def _zero(layer: Layer) -> Built:
+    out_axis, in_axis = _channel_axes(layer)
+    out, inp = layer.shape[out_axis], layer.shape[in_axis]
+    constant = zero_constant(out, layer.str("constant"))
+    matrix = ZerOMatrix(out, inp, constant, transposed=layer.layout != "torch")
+    row_axis, col_axis = _matrix_axes(layer)
+    centre = centre_taps(layer.shape, row_axis, col_axis, "torch")
+    return Built(CentreTap(layer.shape, row_axis, col_axis, centre, matrix))
+
+
+def _delta_orthogonal(layer: Layer) -> Built:
+    row_axis, col_axis = _matrix_axes(layer)
+    rows, cols = layer.shape[row_axis], layer.shape[col_axis]
+    centre = centre_taps(layer.shape, row_axis, col_axis, layer.str("centre"))
+    gain = layer.float("gain")
+    if layer.str("base") == "hadamard":
+        tap = CentreTap(layer.shape, row_axis, col_axis, centre, SignedHadamard(rows, cols, gain, layer.key))
+        return Built(tap, gain, reproducibility="bitwise")
+    return Built(CentreTapOrthogonal(layer.shape, row_axis, col_axis, centre, gain), gain)
+
+
+def _check_delta_orthogonal(layer: Layer) -> list[FieldError]:
+    out_axis, in_axis = _channel_axes(layer)
+    out, inp = layer.shape[out_axis], layer.shape[in_axis]
+    if inp > out:
+        return [
+            FieldError(
+                ("shape",),
+                f"delta_orthogonal needs in channels ≤ out channels (an isometry); got in = shape[{in_axis}] = "
+                f"{inp} > out = shape[{out_axis}] = {out}",
+            )
+        ]
+    return _check_whole(layer) if layer.str("base") == "orthogonal" else []
+
+
+def _units(layer: Layer) -> tuple[int, int, bool]:
+    """(vectors N, dimension m, transposed): the output units of the flattened matrix are the vectors —
+    torch (out, in·k) rows; keras (in·k, out) columns."""
+    rows, cols = _matrix_dims(layer)
+    return (rows, cols, False) if layer.layout == "torch" else (cols, rows, True)
+
+
+def _simplex_etf(layer: Layer) -> Built:
+    vectors, dim, transposed = _units(layer)
+    rotation = layer.str("rotation")
+    sampler = SimplexETF(vectors, dim, layer.float("gain"), rotation, transposed)
+    return Built(sampler, layer.float("gain"), reproducibility="bitwise" if rotation != "orthogonal" else None)
+
+
+def _check_simplex_etf(layer: Layer) -> list[FieldError]:
+    vectors, dim, _ = _units(layer)
+    v_axis, d_axis = (0, 1) if layer.layout == "torch" else (1, 0)
+    if vectors < 2:
+        return [FieldError(("shape",), f"simplex_etf needs at least 2 vectors (shape[{v_axis}]), got {vectors}")]
+    if dim < vectors - 1:
+        return [
+            FieldError(
+                ("shape",),
+                f"simplex_etf needs dimension shape[{d_axis}] ≥ vectors − 1 = {vectors - 1} "
+                f"(K vectors span K − 1 dimensions), got {dim}",
+            )
+        ]
+    if layer.str("rotation") == "hadamard" and dim & (dim - 1):
+        return [
+            FieldError(
+                ("params", "rotation"),
+                f"'hadamard' needs the dimension shape[{d_axis}] to be a power of two (exactly orthonormal "
+                f"rows), got {dim}; use 'orthogonal' or 'none'",
+            )
+        ]
+    return _check_whole(layer)
+
+
+def _near_etf(layer: Layer) -> Built:
+    vectors, dim, transposed = _units(layer)
+    steps = int(layer.params["steps"])
+    return Built(NearETF(vectors, dim, layer.float("gain"), steps, transposed), layer.float("gain"))
+
+
+def _check_near_etf(layer: Layer) -> list[FieldError]:
+    vectors, dim, _ = _units(layer)
+    if dim < 2 or vectors <= dim:
+        return [
+            FieldError(
+                ("shape",),
+                f"near_etf needs more vectors (output units, {vectors}) than dimensions ({dim}) and at least 2 "
+                "dimensions; with vectors ≤ dimensions orthonormal rows (orthogonal, hadamard_orthogonal) "
+                "already have coherence 0",
+            )
+        ]
+    if vectors > NEAR_ETF_MAX_VECTORS:
+        return [FieldError(("shape",), f"near_etf supports at most {NEAR_ETF_MAX_VECTORS} vectors, got {vectors}")]
+    work = int(layer.params["steps"]) * vectors * vectors * dim
+    if work > NEAR_ETF_MAX_WORK:
+        return [
+            FieldError(
+                ("params", "steps"),
+                f"steps · vectors² · dimension must be ≤ 2^35 (about a minute of work), got {work}; "
+                "use fewer steps or a smaller tensor",
+            )
+        ]
+    return []
+
+
+def _haar_wavelet(layer: Layer) -> Built:
+    rows, cols = _matrix_dims(layer)
+    return Built(HaarWavelet(rows, cols, layer.float("gain")), layer.float("gain"))
+
+
+def _dct(layer: Layer) -> Built:
+    rows, cols = _matrix_dims(layer)
+    return Built(MatrixSampler(DCTMatrix(rows, cols, layer.float("gain"))), layer.float("gain"))
+
+
+def _check_dct(layer: Layer) -> list[FieldError]:
+    rows, cols = _matrix_dims(layer)
+    if max(rows, cols) > DCT_MAX_SIDE:
+        return [FieldError(("shape",), f"dct supports matrices whose longer side is ≤ 2^30, got {max(rows, cols)}")]
+    return []
+
+
+_NO_EQUIVALENT: Mapping[str, str | None] = {"torch": None, "keras": None, "jax": None, "tf1": None}
 
 
 def _params(*params: Param) -> tuple[Param, ...]:
@@ -635,6 +789,131 @@ SCHEMES: tuple[Scheme, ...] = (
         _params(_float("factor", 1.0), FAN_OVERRIDES[0]),
         Rank(0, 8),
         {"torch": None, "keras": None, "jax": None, "tf1": "uniform_unit_scaling_initializer"},
+    ),
+    Scheme(
+        "hadamard_orthogonal",
+        "W = gain·D₁·H·D₂/√max(rows, cols); H[r, c] = (−1)^popcount(r & c) (Sylvester), D₁, D₂ keyed ±1 "
+        "diagonals; exactly orthogonal rows (rows ≤ cols) or columns when the longer side is a power of two",
+        _hadamard_orthogonal,
+        _params(GAIN),
+        Rank(2, 8),
+        _NO_EQUIVALENT,
+        notes="D₁[r]: top bit of word r of stream 2, D₂[c]: of word c of stream 3 (values would use stream 0). "
+        "Rectangular: the leading (rows, cols) block of the next power of two, scaled so every row (rows ≤ "
+        "cols) or column has norm gain; orthogonality is exact only when the longer side is a power of two. "
+        "Flattening as orthogonal. O(1) per element, sliceable",
+    ),
+    Scheme(
+        "zero",
+        "ZerO (Zhao et al. 2022): out ≤ in → partial identity I*; out > in → c·I*·H_p·I* = c·H_p[:out, :in], "
+        "p = 2^m, m = ⌈log₂ out⌉; conv: that matrix at the centre tap ⌊k/2⌋, zero elsewhere",
+        _zero,
+        _params(
+            Param(
+                "constant",
+                "choice",
+                "paper",
+                choices=("paper", "official_code"),
+                doc="c = 2^−(m−1)/2 (the paper, Alg. 1) or 2^−m/2 = 1/√p (the official MNIST code); "
+                "a factor √2 apart",
+            )
+        ),
+        Rank(2, 5),
+        _NO_EQUIVALENT,
+        notes="deterministic: seed and name change nothing. Linear = Algorithm 1, conv = Algorithm 2 (c_out = c_in: I, "
+        "c_out < c_in: I*, c_out > c_in: c·I*·H·I*); the official code implements only the linear case",
+    ),
+    Scheme(
+        "delta_orthogonal",
+        "zero kernel except the centre tap = orthogonal (out, in) matrix × gain (Xiao et al. 2018); the conv "
+        "operator is an isometry × gain",
+        _delta_orthogonal,
+        _params(
+            GAIN,
+            Param(
+                "base",
+                "choice",
+                "orthogonal",
+                choices=("orthogonal", "hadamard"),
+                doc="centre matrix: the orthogonal scheme's (QR) or hadamard_orthogonal's (bitwise, elementwise)",
+            ),
+            Param(
+                "centre",
+                "choice",
+                "jax",
+                choices=("jax", "torch"),
+                doc="tap index (k−1)//2 (jax/TF1 delta_orthogonal) or k//2 (torch dirac_); equal for odd k",
+            ),
+        ),
+        Rank(3, 5),
+        {"torch": None, "keras": None, "jax": "delta_orthogonal", "tf1": "convolutional_delta_orthogonal"},
+        reproducibility="numerical",
+        check=_check_delta_orthogonal,
+        notes="requires in ≤ out channels (as jax). The centre matrix equals the 2-D orthogonal / hadamard_orthogonal "
+        "spec of shape (out, in) (torch) or (in, out) (keras) with the same seed and name. base=hadamard is "
+        "class bitwise",
+    ),
+    Scheme(
+        "simplex_etf",
+        "K unit vectors × gain in ℝ^d (d ≥ K−1), pairwise cosine −1/(K−1): gain·√(K/(K−1))·B·R, B the Helmert "
+        "basis of 1^⊥, R keyed orthonormal rows",
+        _simplex_etf,
+        _params(
+            GAIN,
+            Param(
+                "rotation",
+                "choice",
+                "orthogonal",
+                choices=("orthogonal", "hadamard", "none"),
+                doc="R: orthogonal's (K−1, d) matrix, hadamard_orthogonal's (d a power of two; bitwise), or [I | 0] "
+                "(deterministic; bitwise)",
+            ),
+        ),
+        Rank(2, 2),
+        _NO_EQUIVALENT,
+        reproducibility="numerical",
+        check=_check_simplex_etf,
+        notes="vectors are the output units: rows (torch (K, d)) or columns (keras (d, K)); coherence 1/(K−1) "
+        "equals the Welch bound for K vectors in K−1 dimensions. rotation hadamard/none are class bitwise",
+    ),
+    Scheme(
+        "near_etf",
+        "N unit vectors × gain in ℝ^m (N > m) with coherence near the Welch bound: a fixed smooth-max descent on "
+        "the Gram matrix in exact (grid) arithmetic from the keyed Gaussian",
+        _near_etf,
+        _params(
+            GAIN,
+            Param("steps", "int", 500, minimum=1, maximum=10000, doc="descent iterations (fixed; part of the spec)"),
+        ),
+        Rank(2, 8),
+        _NO_EQUIVALENT,
+        check=_check_near_etf,
+        notes="also called a Welch frame. Measured coherence/Welch 1.1–1.22 for N ≤ 4m up to 512×128 "
+        "(docs/structured.md); vectors ≤ 4096 and steps·N²·m ≤ 2^35. Not elementwise: the whole frame is computed",
+    ),
+    Scheme(
+        "haar_wavelet",
+        "orthonormal Haar wavelet basis × gain (coarse to fine): rows (rows ≤ cols) or columns are the first "
+        "basis vectors of length max(rows, cols); unbalanced halves ⌈L/2⌉, ⌊L/2⌋ when not a power of two",
+        _haar_wavelet,
+        _params(GAIN),
+        Rank(2, 8),
+        _NO_EQUIVALENT,
+        check=_check_whole,
+        notes="deterministic: seed and name change nothing; exactly orthonormal for every length (the unbalanced "
+        "Haar basis), the standard Haar matrix for powers of two. Flattening as orthogonal",
+    ),
+    Scheme(
+        "dct",
+        "orthonormal DCT-II basis × gain: b_k[j] = α_k·cos(π(2j+1)k/(2n)), α₀ = √(1/n), α_k = √(2/n), n = "
+        "max(rows, cols); rows (rows ≤ cols) or columns are b_0, b_1, …",
+        _dct,
+        _params(GAIN),
+        Rank(2, 8),
+        {"torch": None, "keras": None, "jax": None, "tf1": None},
+        check=_check_dct,
+        notes="scipy.fft.dct(np.eye(n), norm='ortho', axis=0) rows; cosine from exact range reduction and a "
+        "fixed polynomial (docs/determinism.md), so class bitwise; deterministic, O(1) per element",
     ),
 )
 

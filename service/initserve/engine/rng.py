@@ -5,7 +5,9 @@ Key derivation (documented in docs/determinism.md):
     key    = digest[0:16] read as a little-endian 128-bit integer (Philox4x64 key words k0, k1)
 Counter layout: element ``i`` of stream ``s`` is word ``i mod 4`` of the Philox4x64-10 block
 computed for the 256-bit counter ``(i div 4) + s * 2**64`` (so ``c0 = i div 4``, ``c1 = s``).
-Stream 0 gives the values; stream 1 gives the sparse scheme's zero-position keys.
+Stream 0 gives the values; stream 1 gives the sparse scheme's zero-position keys; streams 2 and 3
+give the row and column signs of ``hadamard_orthogonal`` (word r of stream 2 for row r, word c of
+stream 3 for column c), so they never reuse a word of the values or the sparse mask.
 
 numpy's ``Philox`` increments its counter *before* it computes a block, so to start at block ``b`` we
 seed it with counter ``b - 1`` (mod 2**256). Only ``random_raw`` is used: the raw Philox output is
@@ -23,6 +25,8 @@ KEY_DOMAIN = b"initserve/v1"
 WORDS_PER_BLOCK = 4
 STREAM_VALUES = 0
 STREAM_SPARSE_MASK = 1
+STREAM_ROW_SIGNS = 2
+STREAM_COL_SIGNS = 3
 
 
 def derive_key(seed: int, name: str) -> int:

@@ -105,7 +105,7 @@ class Spec:
 
     @cached_property
     def layer(self) -> Layer:
-        return Layer(self.shape, self.layout, dict(self.params))
+        return Layer(self.shape, self.layout, dict(self.params), self.key)
 
     @cached_property
     def built(self) -> Built:

@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .dtypes import to_float64
+from .frames import coherence, welch_bound
 from .generate import iter_result_chunks
 from .kernels import Kernel
 from .samplers import Moments
@@ -22,6 +23,8 @@ from .spec import ALGORITHM_VERSION, Spec
 STATS_CHUNK = 1 << 20
 HISTOGRAM_BINS = 64
 UNBOUNDED_SIGMAS = 6.0
+COHERENCE_MAX_VECTORS = 4096  # coherence is exact up to this many vectors (a 4096² Gram)
+COHERENCE_MAX_NUMEL = 1 << 24  # values kept in float64 for it: 128 MiB at most
 
 
 def histogram_range(moments: Moments) -> tuple[float, float]:
@@ -65,6 +68,8 @@ class StatsRun:
         self.count, self.mean, self.m2 = 0, 0.0, 0.0
         self.minimum, self.maximum = math.inf, -math.inf
         self.digest = hashlib.sha256()
+        self._kept: list[npt.NDArray[np.float64]] = []
+        self._keep = _frame_prefix(spec)
         self._chunks = iter_result_chunks(spec, kernel=kernel, threads=threads, block=STATS_CHUNK)
 
     def step(self) -> bool:
@@ -74,6 +79,9 @@ class StatsRun:
             return False
         self.digest.update(chunk.data.cast("B"))
         values = to_float64(chunk, self.spec.dtype_info)
+        if self._keep > 0:  # the leading values the frame figures need (at most 2^24)
+            self._kept.append(values[: self._keep].copy())
+            self._keep -= min(self._keep, values.size)
         n = values.size
         with np.errstate(over="ignore", invalid="ignore"):  # figures beyond float64 become null, not errors
             chunk_mean = float(values.mean())
@@ -120,9 +128,10 @@ class StatsRun:
             "expected": None
             if moments is None
             else {"mean": moments.mean, "std": moments.std, "low": moments.low, "high": moments.high},
+            "frame": _frame(spec, self._kept),
             "sha256": self.digest.hexdigest(),
             "algorithm": ALGORITHM_VERSION,
-            "reproducibility": spec.scheme_entry.reproducibility,
+            "reproducibility": spec.built.reproducibility or spec.scheme_entry.reproducibility,
             "spec": spec.canonical(),
         }
 
@@ -143,3 +152,43 @@ def _fans(spec: Spec) -> tuple[int | None, int | None]:
     params = dict(spec.params)
     fan_in, fan_out = spec.layer.fans
     return int(params.get("fan_in", fan_in)), int(params.get("fan_out", fan_out))
+
+
+def _frame_prefix(spec: Spec) -> int:
+    """How many leading result values the frame figures need (0: none are computed)."""
+    if len(spec.result_shape) != 2 or spec.numel == 0:
+        return 0
+    if spec.numel <= COHERENCE_MAX_NUMEL:
+        return spec.numel
+    rows, cols = spec.result_shape
+    if spec.layout == "torch" and COHERENCE_MAX_VECTORS * cols <= COHERENCE_MAX_NUMEL:
+        return COHERENCE_MAX_VECTORS * cols  # the leading rows: a lower bound of the coherence
+    return 0
+
+
+def _frame(spec: Spec, kept: list[np.ndarray[Any, np.dtype[np.float64]]]) -> dict[str, Any] | None:
+    """Coherence of the output units of a 2-D result (torch: rows, keras: columns) against the Welch
+    bound of its shape. Exact for ≤ 4,096 vectors; above that the first 4,096 rows (torch layout, if
+    they fit in 2^24 values) give a lower bound (``exact`` false); otherwise null figures."""
+    if len(spec.result_shape) != 2 or spec.numel == 0:
+        return None
+    rows, cols = spec.result_shape
+    vectors, dim = (rows, cols) if spec.layout == "torch" else (cols, rows)
+    bound = welch_bound(vectors, dim)
+    body: dict[str, Any] = {"vectors": vectors, "dim": dim, "welch_bound": bound}
+    if not kept:
+        return {**body, "coherence": None, "ratio": None, "vectors_used": 0, "exact": False, "zero_vectors": None}
+    values = np.concatenate(kept)
+    matrix = values.reshape(-1, cols)
+    if spec.layout != "torch":
+        matrix = matrix.T
+    used = min(matrix.shape[0], COHERENCE_MAX_VECTORS)
+    mu, zero_vectors = coherence(matrix[:used])
+    return {
+        **body,
+        "coherence": mu,
+        "ratio": mu / bound if bound > 0.0 else None,
+        "vectors_used": used,
+        "exact": used == vectors,
+        "zero_vectors": zero_vectors,
+    }
