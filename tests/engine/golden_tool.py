@@ -54,6 +54,18 @@ SPECS: list[dict[str, Any]] = [
     {"shape": [20, 10], "scheme": "sparse", "seed": 4, "params": {"sparsity": 0.3}},
     {"shape": [3, 5], "scheme": "eye", "dtype": "float16"},
     {"shape": [4, 2, 3], "scheme": "dirac", "params": {"groups": 2}, "dtype": "bfloat16"},
+    # Structured schemes (issue 16), appended: the vectors above are unchanged.
+    {"shape": [12, 20], "scheme": "hadamard_orthogonal", "seed": 5, "params": {"gain": 1.3}},
+    {"shape": [3, 3, 4, 8], "scheme": "hadamard_orthogonal", "seed": 6, "layout": "keras", "dtype": "float16"},
+    {"shape": [10, 6], "scheme": "zero", "dtype": "float64"},
+    {"shape": [8, 3, 3, 3], "scheme": "zero", "params": {"constant": "official_code"}},
+    {"shape": [8, 4, 3], "scheme": "delta_orthogonal", "seed": 12, "params": {"base": "hadamard", "gain": 2.0}},
+    {"shape": [10, 16], "scheme": "simplex_etf", "seed": 13, "params": {"rotation": "hadamard"}, "dtype": "float64"},
+    {"shape": [5, 7], "scheme": "simplex_etf", "params": {"rotation": "none"}},
+    {"shape": [24, 8], "scheme": "near_etf", "seed": 3, "dtype": "float64"},
+    {"shape": [6, 10], "scheme": "haar_wavelet"},
+    {"shape": [5, 12], "scheme": "dct", "dtype": "float64"},
+    {"shape": [16, 16], "scheme": "dct", "params": {"gain": 1.5}, "dtype": "bfloat16"},
 ]
 
 

@@ -194,3 +194,56 @@ def bits_bfloat16(x: float) -> int:
 
 
 CASTS = {"float32": bits_float32, "float64": bits_float64, "float16": bits_float16, "bfloat16": bits_bfloat16}
+
+
+# --- structured schemes (docs/determinism.md "Structured schemes") ----------------------------------
+def hadamard_sign(r: int, c: int) -> float:
+    return -1.0 if bin(r & c).count("1") % 2 else 1.0
+
+
+def word_sign(key: tuple[int, int], index: int, stream: int) -> float:
+    return -1.0 if element_word(key, index, stream) >> 63 else 1.0
+
+
+def signed_hadamard(key: tuple[int, int], rows: int, cols: int, gain: float, r: int, c: int) -> float:
+    scale = gain / math.sqrt(max(rows, cols))
+    return hadamard_sign(r, c) * word_sign(key, r, 2) * word_sign(key, c, 3) * scale
+
+
+def zero_matrix(out: int, inp: int, constant: str, o: int, i: int) -> float:
+    if out <= inp:
+        return 1.0 if o == i else 0.0
+    m = (out - 1).bit_length()
+    c = math.sqrt(2.0 ** (-(m - 1) if constant == "paper" else -m))
+    return hadamard_sign(o, i) * c
+
+
+COS_TAYLOR = [(-1) ** k / math.factorial(2 * k) for k in range(11, -1, -1)]
+SIN_TAYLOR = [(-1) ** k / math.factorial(2 * k + 1) for k in range(10, -1, -1)]
+
+
+def cos_pi_ratio(t: int, d: int) -> float:
+    """cos(π·t/d): integer reduction to a ∈ [0, d/2], y = a·fl(π/(2d)), Taylor polynomials in y²."""
+    u = t % (2 * d)
+    if u > d:
+        u = 2 * d - u
+    sign = 1.0
+    if 2 * u > d:
+        u, sign = d - u, -1.0
+    sine = 4 * u > d
+    a = d - 2 * u if sine else 2 * u
+    y = float(a) * (math.pi / (2 * d))
+    z = y * y
+    coefficients = SIN_TAYLOR if sine else COS_TAYLOR
+    acc = coefficients[0]
+    for coefficient in coefficients[1:]:
+        acc = acc * z + coefficient
+    value = acc * y if sine else acc
+    return -value if sign < 0 else value
+
+
+def dct_element(rows: int, cols: int, gain: float, r: int, c: int) -> float:
+    n = max(rows, cols)
+    k, j = (r, c) if rows <= cols else (c, r)
+    alpha = gain * math.sqrt(1.0 / n) if k == 0 else gain * math.sqrt(2.0 / n)
+    return cos_pi_ratio((2 * j + 1) * k, 2 * n) * alpha

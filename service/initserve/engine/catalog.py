@@ -814,8 +814,7 @@ SCHEMES: tuple[Scheme, ...] = (
                 "choice",
                 "paper",
                 choices=("paper", "official_code"),
-                doc="c = 2^−(m−1)/2 (the paper, Alg. 1) or 2^−m/2 = 1/√p (the official MNIST code); "
-                "a factor √2 apart",
+                doc="c = 2^−(m−1)/2 (the paper, Alg. 1) or 2^−m/2 = 1/√p (the official MNIST code); a factor √2 apart",
             )
         ),
         Rank(2, 5),

@@ -160,7 +160,7 @@ def _frame_prefix(spec: Spec) -> int:
         return 0
     if spec.numel <= COHERENCE_MAX_NUMEL:
         return spec.numel
-    rows, cols = spec.result_shape
+    cols = spec.result_shape[1]
     if spec.layout == "torch" and COHERENCE_MAX_VECTORS * cols <= COHERENCE_MAX_NUMEL:
         return COHERENCE_MAX_VECTORS * cols  # the leading rows: a lower bound of the coherence
     return 0

@@ -29,8 +29,11 @@ U64 = npt.NDArray[np.uint64]
 class MatrixFunction(Protocol):
     """Element (r, c) of a (rows, cols) matrix, for arrays of indices."""
 
-    rows: int
-    cols: int
+    @property
+    def rows(self) -> int: ...
+
+    @property
+    def cols(self) -> int: ...
 
     def at(self, r: I64, c: I64) -> F64: ...
 
