@@ -28,8 +28,11 @@ $(VENV)/.installed-server: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.native
 
 # torch is pinned in the extras (the CPU wheel); see pyproject.toml.
+# mup (the µP reference in tests/client) without its requirements: they name an unpinned torch and
+# torchvision, which would replace the CPU torch with a CUDA build; it needs nothing else we lack.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps 'mup==1.0.0'
 	touch $@ $(VENV)/.installed-server $(VENV)/.native
 
 # Rebuild the kernel when its sources change (e.g. after a pull). The extension is optional: without

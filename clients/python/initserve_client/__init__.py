@@ -42,6 +42,17 @@ from ._errors import (
 )
 from ._local import LocalClient
 from ._policies import InitRule, PatternPolicy, Policy, SchemePolicy, TorchDefaultPolicy
+from ._recipes import (
+    DeepNetPolicy,
+    DepthScaledPolicy,
+    FixupPolicy,
+    MuPPolicy,
+    ReZeroPolicy,
+    TFixupPolicy,
+    deepnet_constants,
+    gpt2_policy,
+    torchtitan_policy,
+)
 from ._retry import RetryPolicy
 from ._specs import tensor_spec
 
@@ -61,32 +72,41 @@ __all__ = [
     "CacheError",
     "Client",
     "CorruptedDownloadError",
+    "DeepNetPolicy",
+    "DepthScaledPolicy",
     "FieldError",
+    "FixupPolicy",
     "InitRule",
     "InitserveError",
     "IntegrityError",
     "InvalidSpecError",
     "LocalClient",
     "MissingDependencyError",
+    "MuPPolicy",
     "NotFoundError",
     "OfflineError",
     "PatternPolicy",
     "Policy",
     "RangeNotSatisfiableError",
     "RateLimitedError",
+    "ReZeroPolicy",
     "RetriesExhaustedError",
     "RetryPolicy",
     "SafetensorsFormatError",
     "SchemePolicy",
     "ServiceUnavailableError",
+    "TFixupPolicy",
     "TooLargeError",
     "TorchDefaultPolicy",
     "TransportError",
     "ainit_module",
+    "deepnet_constants",
     "default_cache_dir",
+    "gpt2_policy",
     "init_module",
     "tensor_spec",
     "to_torch",
+    "torchtitan_policy",
 ]
 
 _LAZY = {"init_module", "ainit_module", "to_torch"}
