@@ -367,8 +367,8 @@ class TFixupPolicy(_Recipe):
     def scale(self, name: str) -> float:
         """The factor of a ``scaled`` tensor: (9M)^−1/4 in the decoder, 0.67·N^−1/4 in the encoder."""
         if self.m and (_matches(name, self.decoder) or not self.n):
-            return float(9 * self.m) ** -0.25
-        return 0.67 * float(self.n) ** -0.25
+            return math.pow(9 * self.m, -0.25)
+        return 0.67 * math.pow(self.n, -0.25)
 
     def claim(self, name: str, local: str, param: torch.Tensor, owner: torch.nn.Module) -> InitRule | None:
         if _is_embedding(owner) and local == "weight":
@@ -414,7 +414,7 @@ class FixupPolicy(_Recipe):
 
     def branch_std(self, param: torch.Tensor) -> float:
         fan_out = int(param.shape[0]) * math.prod(int(d) for d in param.shape[2:])
-        return math.sqrt(2.0 / fan_out) * float(self.num_blocks) ** (-1.0 / (2 * self.branch_layers - 2))
+        return math.sqrt(2.0 / fan_out) * math.pow(self.num_blocks, -1.0 / (2 * self.branch_layers - 2))
 
     def claim(self, name: str, local: str, param: torch.Tensor, owner: torch.nn.Module) -> InitRule | None:
         if _matches(name, self.last) or _matches(name, self.classifier) or _matches(name, self.scalar_biases):
