@@ -18,6 +18,7 @@ import scipy.fft
 import scipy.linalg
 from initserve.engine import CATALOG, SpecError, catalog, compute_stats, generate, parse_spec
 from initserve.engine.frames import NearETF, coherence, welch_bound
+from initserve.engine.kernels import NUMPY
 from initserve.engine.rng import derive_key, raw_words
 from initserve.engine.trig import cos_pi_ratio
 
@@ -268,7 +269,7 @@ def test_near_etf_gram_maximum_is_exact_on_the_grid() -> None:
     """The descent's own record of max|G| equals the float64 coherence of the result (to rounding of
     the final normalisation), which would not hold if a sum had been rounded on the way."""
     sampler = NearETF(48, 12, 1.0, 200)
-    frame, best = sampler.frame(derive_key(0, "weight"))
+    frame, best = sampler.frame(derive_key(0, "weight"), NUMPY)
     assert coherence(frame)[0] == pytest.approx(best, rel=1e-6)
 
 

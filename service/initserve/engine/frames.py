@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from .kernels import Kernel
 from .samplers import STANDARD_NORMAL, Moments, Orthogonal, draw
 from .structured import SignedHadamard
 
@@ -80,9 +81,9 @@ class SimplexETF:
     rotation: str
     transposed: bool = False
 
-    def whole(self, key: int) -> F64:
+    def whole(self, key: int, kernel: Kernel) -> F64:
         k, d = self.vectors, self.dim
-        rotation = self._rotation(key)
+        rotation = self._rotation(key, kernel)
         j = np.arange(k - 1, dtype=np.float64)
         h = 1.0 / np.sqrt((j + 1.0) * (j + 2.0))
         terms = h[:, None] * rotation
@@ -95,10 +96,10 @@ class SimplexETF:
         flat: F64 = np.ascontiguousarray(matrix).reshape(-1)
         return flat
 
-    def _rotation(self, key: int) -> F64:
+    def _rotation(self, key: int, kernel: Kernel) -> F64:
         rows, cols = self.vectors - 1, self.dim
         if self.rotation == "orthogonal":
-            return Orthogonal(rows, cols, 1.0).whole(key).reshape(rows, cols)
+            return Orthogonal(rows, cols, 1.0).whole(key, kernel).reshape(rows, cols)
         if self.rotation == "hadamard":
             r, c = np.divmod(np.arange(rows * cols, dtype=np.int64), cols)
             return SignedHadamard(rows, cols, 1.0, key).at(r, c).reshape(rows, cols)
@@ -138,10 +139,10 @@ class NearETF:
     steps: int
     transposed: bool = False
 
-    def frame(self, key: int) -> tuple[F64, float]:
+    def frame(self, key: int, kernel: Kernel) -> tuple[F64, float]:
         """The unit-norm (N, m) frame and its Gram maximum g (exact, on the 2^-24 grid)."""
         n, m = self.vectors, self.dim
-        start = draw(STANDARD_NORMAL, key, n * m).reshape(n, m)
+        start = draw(STANDARD_NORMAL, key, n * m, kernel).reshape(n, m)
         w = _quantize(_unit_rows(_quantize(start, START_QUANTUM_BITS)), FRAME_QUANTUM_BITS)
         best, best_max = w, math.inf
         sqrt_m = math.sqrt(m)
@@ -169,8 +170,8 @@ class NearETF:
             w = _quantize(_unit_rows(_quantize(w - update, FRAME_QUANTUM_BITS)), FRAME_QUANTUM_BITS)
         return _unit_rows(best), best_max
 
-    def whole(self, key: int) -> F64:
-        frame, _ = self.frame(key)
+    def whole(self, key: int, kernel: Kernel) -> F64:
+        frame, _ = self.frame(key, kernel)
         frame *= self.gain
         matrix = frame.T if self.transposed else frame
         flat: F64 = np.ascontiguousarray(matrix).reshape(-1)

@@ -131,7 +131,9 @@ class StatsRun:
             "frame": _frame(spec, self._kept),
             "sha256": self.digest.hexdigest(),
             "algorithm": ALGORITHM_VERSION,
-            "reproducibility": spec.built.reproducibility or spec.scheme_entry.reproducibility,
+            # params may select another algorithm's class (delta_orthogonal base=hadamard); an empty
+            # tensor is never built (its fans may be 0)
+            "reproducibility": (None if empty else spec.built.reproducibility) or spec.scheme_entry.reproducibility,
             "spec": spec.canonical(),
         }
 

@@ -17,6 +17,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from .kernels import Kernel
 from .rng import STREAM_COL_SIGNS, STREAM_ROW_SIGNS, raw_words
 from .samplers import Moments, Orthogonal
 from .trig import cos_pi_ratio
@@ -277,9 +278,9 @@ class CentreTapOrthogonal:
     centre: tuple[int, ...]
     gain: float
 
-    def whole(self, key: int) -> F64:
+    def whole(self, key: int, kernel: Kernel) -> F64:
         rows, cols = self.shape[self.row_axis], self.shape[self.col_axis]
-        matrix = Orthogonal(rows, cols, self.gain).whole(key).reshape(rows, cols)
+        matrix = Orthogonal(rows, cols, self.gain).whole(key, kernel).reshape(rows, cols)
         result = np.zeros(self.shape)
         index: list[int | slice] = []
         taps = iter(self.centre)
@@ -334,7 +335,7 @@ class HaarWavelet:
     cols: int
     gain: float
 
-    def whole(self, key: int) -> F64:
+    def whole(self, key: int, kernel: Kernel) -> F64:
         count, length = min(self.rows, self.cols), max(self.rows, self.cols)
         basis = np.zeros((count, length))
         for index, (start, split, end, alpha, beta) in enumerate(haar_rows(count, length)):
