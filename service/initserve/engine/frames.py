@@ -115,10 +115,10 @@ class SimplexETF:
 
 @dataclass(frozen=True)
 class NearETF:
-    """N = ``vectors`` unit vectors × gain in ℝ^m (m = ``dim`` < N) with coherence near the Welch bound.
+    """N = ``vectors`` unit vectors × gain in ℝ^m (m = ``dim``) with coherence near the Welch bound.
 
     Start: the tensor's standard normals (element words in C order) as an (N, m) matrix, rounded to
-    2^-12, rows normalised, rounded to 2^-24. Then ``steps`` iterations t = 0..T−1 of a smooth-max
+    2^-12 (a row that rounds to all zeros becomes (1, 0, …, 0)), rows normalised, rounded to 2^-24. Then ``steps`` iterations t = 0..T−1 of a smooth-max
     descent on the off-diagonal Gram entries:
 
         G = W·Wᵀ with zero diagonal; g = max|G| (the best W so far is the one with the smallest g)
@@ -142,8 +142,9 @@ class NearETF:
     def frame(self, key: int, kernel: Kernel) -> tuple[F64, float]:
         """The unit-norm (N, m) frame and its Gram maximum g (exact, on the 2^-24 grid)."""
         n, m = self.vectors, self.dim
-        start = draw(STANDARD_NORMAL, key, n * m, kernel).reshape(n, m)
-        w = _quantize(_unit_rows(_quantize(start, START_QUANTUM_BITS)), FRAME_QUANTUM_BITS)
+        start = _quantize(draw(STANDARD_NORMAL, key, n * m, kernel).reshape(n, m), START_QUANTUM_BITS)
+        start[:, 0][~start.any(axis=1)] = 1.0  # a row rounded to all zeros (rare for small m) becomes e₀
+        w = _quantize(_unit_rows(start), FRAME_QUANTUM_BITS)
         best, best_max = w, math.inf
         sqrt_m = math.sqrt(m)
         for t in range(self.steps + 1):
