@@ -118,8 +118,8 @@ class NearETF:
     """N = ``vectors`` unit vectors × gain in ℝ^m (m = ``dim``) with coherence near the Welch bound.
 
     Start: the tensor's standard normals (element words in C order) as an (N, m) matrix, rounded to
-    2^-12 (a row that rounds to all zeros becomes (1, 0, …, 0)), rows normalised, rounded to 2^-24. Then ``steps`` iterations t = 0..T−1 of a smooth-max
-    descent on the off-diagonal Gram entries:
+    2^-12 (a row that rounds to all zeros becomes (1, 0, …, 0)), rows normalised, rounded to 2^-24.
+    Then ``steps`` iterations t = 0..T−1 of a smooth-max descent on the off-diagonal Gram entries:
 
         G = W·Wᵀ with zero diagonal; g = max|G| (the best W so far is the one with the smallest g)
         s = 3 + ⌊5t/T⌋; Gn = G/g; E = round_{2^-16}(Gn^(2^s + 1))   (2^s + 1 by s squarings of Gn², × Gn)
