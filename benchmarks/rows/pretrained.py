@@ -212,7 +212,7 @@ def checkpoint_rows(ctx: Context, keys: set[str]) -> list[Row]:
                     ratios=ratios(read, out),
                     ratio_meaning="initserve derive throughput / safetensors read throughput (higher is better)",
                     target=Target(">=", 0.2),
-                    notes=["every source tensor is re-hashed when read (verified reads) and sent over loopback HTTP"],
+                    notes=["blobs are hashed on the server's first read (verified reads); sent over loopback HTTP"],
                 )
             )
     return rows

@@ -369,9 +369,16 @@ def _converted(data: bytes | memoryview, ref: SourceRef, target: TargetTensor) -
     return _cast(ops.widen(data, ref.tensor.dtype, ref.tensor.shape), target)
 
 
-def compute(item: PlannedTensor, read: Reader, kernel: Kernel | None = None) -> bytes | memoryview:
-    """The target tensor's bytes (C order, little-endian, the target dtype). ``kernel``: which
-    implementation generates fresh tensors (they agree byte for byte; None: the default)."""
+def compute(item: PlannedTensor, read: Reader, kernel: Kernel | None = None) -> list[memoryview]:
+    """The target tensor's bytes (C order, little-endian, the target dtype) as consecutive pieces: a
+    piece may be the source's own bytes, uncopied. ``kernel``: which implementation generates fresh
+    tensors (they agree byte for byte; None: the default)."""
+    if item.action == "mean_rows":
+        return _mean_rows(item, read, kernel)
+    return [memoryview(_compute_whole(item, read, kernel)).cast("B")]
+
+
+def _compute_whole(item: PlannedTensor, read: Reader, kernel: Kernel | None) -> bytes | memoryview:
     action, target = item.action, item.target
     if action in ("copy", "channel_adapt") and item.options.get("mode", "copy") == "copy":
         ref = item.sources[0]
@@ -391,8 +398,6 @@ def compute(item: PlannedTensor, read: Reader, kernel: Kernel | None = None) -> 
         result = generate(item.spec, kernel=kernel)
         result[tuple(slice(0, s) for s in ref.tensor.shape)] = _converted(read(ref.tensor.digest), ref, target)
         return result.tobytes()
-    if action == "mean_rows":
-        return _mean_rows(item, read, kernel)
     if action == "channel_adapt":
         ref = item.sources[0]
         data = read(ref.tensor.digest)
@@ -415,20 +420,32 @@ def compute(item: PlannedTensor, read: Reader, kernel: Kernel | None = None) -> 
     raise AssertionError(f"unplanned action {action}")
 
 
-def _mean_rows(item: PlannedTensor, read: Reader, kernel: Kernel | None) -> memoryview:
+def _mean_rows(item: PlannedTensor, read: Reader, kernel: Kernel | None) -> list[memoryview]:
+    """The kept rows (the source's bytes themselves when the dtypes agree), then the new rows."""
     ref, target = item.sources[0], item.target
     data = read(ref.tensor.digest)
     rows, new = ref.tensor.shape[0], target.shape[0] - ref.tensor.shape[0]
     width = math.prod(target.shape[1:])
-    out = np.empty((target.shape[0], width), dtype=DTYPES[target.dtype].storage)
-    out[:rows] = _converted(data, ref, target).reshape(rows, width)
+    kept = memoryview(data).cast("B") if ref.tensor.dtype == target.code else _converted(data, ref, target).data
+    pieces = [kept.cast("B")]
     if new:
         source = ops.native(data, ref.tensor.dtype, ref.tensor.shape).reshape(rows, width)
         z = None
         if item.spec is not None:
             z = np.asarray(generate(item.spec, kernel=kernel), dtype=np.float64).reshape(new, width)
-        out[rows:] = _cast(ops.mean_rows(source, new, float(item.rule.fields["noise"]), z), target)
-    return out.reshape(-1).view(np.uint8).data
+        added = _cast(ops.mean_rows(source, new, float(item.rule.fields["noise"]), z), target)
+        pieces.append(added.data.cast("B"))
+    return pieces
+
+
+def _cut(pieces: list[memoryview], start: int, stop: int) -> Iterator[memoryview]:
+    """Bytes [start, stop) of the concatenated pieces, in views of at most CHUNK_BYTES."""
+    offset = 0
+    for piece in pieces:
+        lo, hi = max(start, offset), min(stop, offset + piece.nbytes)
+        for first in range(lo, hi, CHUNK_BYTES):
+            yield piece[first - offset : min(first + CHUNK_BYTES, hi) - offset]
+        offset += piece.nbytes
 
 
 # --- the file ----------------------------------------------------------------------------------------
@@ -496,13 +513,13 @@ class DerivedFile:
             lo, hi = max(start, begin), min(stop, end)
             if lo >= hi:
                 continue
-            data = memoryview(compute(entry.item, read, kernel)).cast("B")
-            if data.nbytes != entry.end - entry.begin:
+            pieces = compute(entry.item, read, kernel)
+            computed = sum(piece.nbytes for piece in pieces)
+            if computed != entry.end - entry.begin:
                 raise AssertionError(
-                    f"{entry.item.target.name}: computed {data.nbytes} bytes, planned {entry.end - entry.begin}"
+                    f"{entry.item.target.name}: computed {computed} bytes, planned {entry.end - entry.begin}"
                 )
-            for piece in range(lo - begin, hi - begin, CHUNK_BYTES):
-                yield data[piece : min(piece + CHUNK_BYTES, hi - begin)]
+            yield from _cut(pieces, lo - begin, hi - begin)
 
     def to_bytes(self, read: Reader, *, kernel: Kernel | None = None) -> bytes:
         return b"".join(bytes(view) for view in self.iter_bytes_with(read, kernel=kernel))
