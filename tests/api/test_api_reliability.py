@@ -110,16 +110,18 @@ def test_fuzzed_specs_never_get_a_5xx(target: LiveServer, body: dict[str, Any], 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
 @given(payload=st.binary(max_size=600) | st.text(max_size=300).map(lambda t: t.encode("utf-8", "surrogatepass")))
-def test_fuzzed_tokens_never_get_a_5xx(target: LiveServer, payload: bytes) -> None:
-    token = random.choice("tb") + "." + base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
+def test_fuzzed_tokens_and_bodies_never_get_a_5xx(target: LiveServer, payload: bytes) -> None:
+    encoded = base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
+    route = random.choice(["/v1/init", "/v1/bundle", "/v1/resolve", "/v1/derive"])
     with httpx.Client(base_url=target.url, timeout=60) as client:
-        check_answer(client.get("/v1/tensors/" + token), "token")
-        check_answer(client.post("/v1/init", content=payload, headers={"content-type": "application/json"}), "body")
+        check_answer(client.get("/v1/tensors/" + random.choice("tb") + "." + encoded), "token")
+        check_answer(client.get("/v1/derived/d." + encoded), "derived-token")
+        check_answer(client.post(route, content=payload, headers={"content-type": "application/json"}), "body")
 
 
 def test_report_fuzz_counts() -> None:
     print("\nfuzz counts:", dict(sorted(FUZZ_COUNTS.items())), "total", sum(FUZZ_COUNTS.values()))
-    assert sum(FUZZ_COUNTS.values()) >= 2000
+    assert sum(FUZZ_COUNTS.values()) >= 2400
 
 
 # --- heads: floods and slowloris ----------------------------------------------------------------
