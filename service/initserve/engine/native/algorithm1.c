@@ -345,6 +345,61 @@ void is_fill_range(const is_program *program, uint64_t first, size_t count, void
     }
 }
 
+/* Runs shorter than a tile (a Shard(d) of a trailing dimension: a few elements per run) are gathered:
+ * the words of consecutive runs are put side by side in one tile, which is then transformed and stored
+ * in one pass. The transform of an element depends on its word only, so the bytes are the ones run by
+ * run gives; only the per-call cost of a tiny tile is saved (4-element runs: ~3x faster). */
+IS_VERSIONS
+static void fill_short_runs(const is_program *program, const is_layout *layout, uint64_t *coord, uint64_t inside,
+                            size_t count, unsigned char *cursor)
+{
+    uint64_t words[TILE + 4]; /* element_words may write up to 3 words past what it was asked for */
+    double values[TILE];
+    const size_t itemsize = is_itemsize(program->dtype);
+    const int needs_words = program->kind != IS_CONSTANT;
+    const int last = layout->rank - 1;
+    uint64_t run_first = layout->base; /* flat index of the current run's first element */
+    for (int d = 0; d < layout->rank; d++)
+        run_first += coord[d] * layout->strides[d];
+    while (count > 0) {
+        size_t filled = 0;
+        while (filled < TILE && count > 0) {
+            const uint64_t left = layout->run_length - inside;
+            size_t n = TILE - filled < count ? TILE - filled : count;
+            if (left < (uint64_t)n)
+                n = (size_t)left;
+            if (needs_words)
+                element_words(program, run_first + inside, n, words + filled);
+            filled += n;
+            count -= n;
+            inside += n;
+            if (inside == layout->run_length) {
+                inside = 0;
+                if (++coord[last] < layout->extents[last]) { /* the common step: the next run along the last dim */
+                    run_first += layout->strides[last];
+                } else {
+                    coord[last] = 0;
+                    for (int d = last - 1; d >= 0; d--) { /* carry: odometer, then the index anew */
+                        if (++coord[d] < layout->extents[d])
+                            break;
+                        coord[d] = 0;
+                    }
+                    run_first = layout->base;
+                    for (int d = 0; d < layout->rank; d++)
+                        run_first += coord[d] * layout->strides[d];
+                }
+            }
+        }
+        if (program->kind == IS_WORDS) {
+            memcpy(cursor, words, filled * sizeof(uint64_t));
+        } else {
+            tile_values(program, words, filled, values);
+            store(program->dtype, values, filled, cursor);
+        }
+        cursor += filled * itemsize;
+    }
+}
+
 void is_fill_result(const is_program *program, const is_layout *layout, uint64_t start, size_t count, void *out)
 {
     unsigned char *cursor = (unsigned char *)out;
@@ -360,6 +415,10 @@ void is_fill_result(const is_program *program, const is_layout *layout, uint64_t
     for (int d = layout->rank - 1; d >= 0; d--) {
         coord[d] = run % layout->extents[d];
         run /= layout->extents[d];
+    }
+    if (layout->run_length < TILE) {
+        fill_short_runs(program, layout, coord, inside, count, cursor);
+        return;
     }
     while (count > 0) {
         uint64_t first = layout->base + inside;
