@@ -18,7 +18,7 @@ from ._flow import Blocking, Download, DownloadPart, Flow, Send, fetch_file
 from ._rawhttp import DownloadCancel, RawTransport, download_parts
 from ._retry import RetryPolicy
 from ._safetensors import SafetensorsFile
-from ._specs import init_body
+from ._specs import diagnose_body, init_body
 
 if TYPE_CHECKING:
     import torch as pt  # the method named `torch` shadows the module in the class body
@@ -214,6 +214,62 @@ class AsyncClient(BaseClient):
     async def stats_of(self, spec: Mapping[str, Any]) -> dict[str, Any]:
         """:meth:`stats` for a ready-made spec mapping."""
         result: dict[str, Any] = await self._drive(self._stats_flow(spec))
+        return result
+
+    async def diagnose(
+        self,
+        schemes: Sequence[str | Mapping[str, Any]],
+        *,
+        depth: int | None = None,
+        width: int | None = None,
+        activation: str | None = None,
+        input_width: int | None = None,
+        layers: Sequence[Mapping[str, Any]] | None = None,
+        residual: float | None = None,
+        negative_slope: float | None = None,
+        seed: int | None = None,
+        batch: int | None = None,
+        dtype: str | None = None,
+        jacobian: bool | None = None,
+        jacobian_q: float | None = None,
+    ) -> dict[str, Any]:
+        """``POST /v1/diagnose``: predicted (mean field) vs measured signal propagation, per scheme.
+
+        Args:
+            schemes: scheme names, or ``{"scheme", "params", "label"}`` mappings, compared side by side.
+            depth, width, activation: an MLP of ``depth`` layers of ``width`` units (or give ``layers``:
+                ``[{"width", "activation", "negative_slope", "residual"}, …]``); activation is one of
+                linear, tanh, relu, leaky_relu, selu, sigmoid, gelu.
+            input_width: units of the input (default: the first layer's width).
+            residual: α of ``x + α·φ(Wx)`` for every layer (shorthand form only).
+            seed, batch, dtype: the weights are ``/v1/init`` of each layer's spec with this seed and dtype,
+                named ``layers.{i}.weight``; the probe is a ``batch`` × input_width standard normal.
+            jacobian, jacobian_q: compute the input-output Jacobian's spectrum (widths ≤ 1024), at an input
+                of mean square ``jacobian_q`` per unit (default: the probe's first row).
+
+        Returns the server's JSON: per scheme, per layer predicted and measured std, gradient std, histogram,
+        effective rank; χ₁, depth scale, Jacobian spectrum and a verdict (see docs/diagnose.md).
+        Raises ``APIError`` (422 invalid, 413 over the server's limits, 503 saturated after retries)."""
+        body = diagnose_body(
+            schemes,
+            depth=depth,
+            width=width,
+            activation=activation,
+            input_width=input_width,
+            layers=layers,
+            residual=residual,
+            negative_slope=negative_slope,
+            seed=seed,
+            batch=batch,
+            dtype=dtype,
+            jacobian=jacobian,
+            jacobian_q=jacobian_q,
+        )
+        return await self.diagnose_of(body)
+
+    async def diagnose_of(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """:meth:`diagnose` for a ready-made request body."""
+        result: dict[str, Any] = await self._drive(self._diagnose_flow(body))
         return result
 
     async def resolve(self, body: Mapping[str, Any]) -> dict[str, Any]:

@@ -181,6 +181,10 @@ class BaseClient:
         )
         return (yield from send_json(request))
 
+    def _diagnose_flow(self, body: Mapping[str, Any]) -> Flow:
+        request = self._build_request("POST", "/v1/diagnose", json=dict(body), headers={"Accept": "application/json"})
+        return (yield from send_json(request))
+
     def _get_json_flow(self, path: str) -> Flow:
         return (yield from send_json(self._build_request("GET", path)))
 

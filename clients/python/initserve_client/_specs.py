@@ -13,7 +13,7 @@ import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["bundle_body", "init_body", "request_key", "tensor_spec"]
+__all__ = ["bundle_body", "diagnose_body", "init_body", "request_key", "tensor_spec"]
 
 
 def _plain(value: Any) -> Any:
@@ -76,6 +76,44 @@ def bundle_body(
     """The JSON body of ``POST /v1/bundle``: each entry is a spec without seed, named by its key."""
     body: dict[str, Any] = {"tensors": {str(name): _plain(spec) for name, spec in tensors.items()}}
     optional = {"seed": seed, "dtype": dtype, "layout": layout}
+    body.update({key: _plain(value) for key, value in optional.items() if value is not None})
+    return body
+
+
+def diagnose_body(
+    schemes: Sequence[str | Mapping[str, Any]],
+    *,
+    depth: int | None = None,
+    width: int | None = None,
+    activation: str | None = None,
+    input_width: int | None = None,
+    layers: Sequence[Mapping[str, Any]] | None = None,
+    residual: float | None = None,
+    negative_slope: float | None = None,
+    seed: int | None = None,
+    batch: int | None = None,
+    dtype: str | None = None,
+    jacobian: bool | None = None,
+    jacobian_q: float | None = None,
+) -> dict[str, Any]:
+    """The JSON body of ``POST /v1/diagnose``; a scheme is a name or ``{"scheme", "params", "label"}``."""
+    body: dict[str, Any] = {
+        "schemes": [{"scheme": item} if isinstance(item, str) else _plain(item) for item in schemes],
+    }
+    optional = {
+        "depth": depth,
+        "width": width,
+        "activation": activation,
+        "input_width": input_width,
+        "layers": layers,
+        "residual": residual,
+        "negative_slope": negative_slope,
+        "seed": seed,
+        "batch": batch,
+        "dtype": dtype,
+        "jacobian": jacobian,
+        "jacobian_q": jacobian_q,
+    }
     body.update({key: _plain(value) for key, value in optional.items() if value is not None})
     return body
 

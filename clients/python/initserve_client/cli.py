@@ -1,4 +1,4 @@
-"""Client commands of the ``initserve`` CLI: ``fetch``, ``stats``, ``schemes`` and ``cache ls|verify|prune``.
+"""Client commands of the ``initserve`` CLI: ``fetch``, ``stats``, ``schemes``, ``diagnose``, ``cache ls|verify|prune``.
 
 :func:`register` adds them to the dispatcher in :mod:`initserve.cli`; each parser sets ``func(args) -> int``.
 """
@@ -19,7 +19,7 @@ from ._cache import Cache
 from ._client import Client
 from ._config import default_cache_dir
 from ._errors import CorruptedDownloadError, InitserveError
-from ._specs import init_body
+from ._specs import diagnose_body, init_body
 
 __all__ = ["register"]
 
@@ -48,6 +48,12 @@ SCHEMES_EXAMPLES = """examples:
   initserve schemes kaiming_normal   # one scheme in full
   initserve schemes --json
 """
+DIAGNOSE_EXAMPLES = """examples:
+  initserve diagnose --depth 100 --width 512 --activation tanh \\
+                     --scheme xavier_normal --scheme kaiming_normal:nonlinearity=tanh --scheme orthogonal:gain=1
+  initserve diagnose --depth 50 --width 256 --activation relu --scheme kaiming_normal:nonlinearity=relu --layers
+  initserve diagnose --spec diagnose.json --json      # a full /v1/diagnose body
+"""
 CACHE_EXAMPLES = """examples:
   initserve cache ls
   initserve cache verify             # re-hash every blob; corrupted ones are deleted (exit 1 if any)
@@ -62,6 +68,7 @@ def register(subparsers: Subparsers) -> None:
     _register_fetch(subparsers)
     _register_stats(subparsers)
     _register_schemes(subparsers)
+    _register_diagnose(subparsers)
     _register_cache(subparsers)
     from . import cli_checkpoint  # imports this module's helpers
 
@@ -330,6 +337,112 @@ def _schemes(args: argparse.Namespace) -> int:
         for s in data
     ]
     _echo(_table(rows, ("scheme", "params", "torch", "reproducibility")))
+    return 0
+
+
+# -- diagnose -----------------------------------------------------------------------------------------
+def _register_diagnose(subparsers: Subparsers) -> None:
+    parser = _parser(
+        subparsers,
+        "diagnose",
+        "predicted vs measured signal propagation of schemes through an MLP (computed by the server)",
+        "Ask the server to propagate a Gaussian probe through an MLP initialised by each scheme and print, per "
+        "scheme, the verdict, χ₁, the depth scale, the gradient growth per layer (measured and √χ₁), the largest "
+        "|measured/predicted − 1| of the pre-activation std and the Jacobian's condition. See docs/diagnose.md.",
+        DIAGNOSE_EXAMPLES,
+    )
+    group = parser.add_argument_group("architecture and probe")
+    group.add_argument("--spec", type=Path, help="JSON file with a whole /v1/diagnose body (other flags ignored)")
+    group.add_argument("--depth", type=int, help="number of layers")
+    group.add_argument("--width", type=int, help="units per layer")
+    group.add_argument("--input-width", type=int, help="units of the input (default: --width)")
+    group.add_argument("--activation", help="linear, tanh, relu, leaky_relu, selu, sigmoid or gelu")
+    group.add_argument("--residual", type=float, help="α of x + α·φ(Wx) in every layer")
+    group.add_argument(
+        "--scheme",
+        action="append",
+        default=[],
+        metavar="NAME[:KEY=VALUE,...]",
+        help="a scheme to compare (repeat), e.g. orthogonal:gain=1.6667",
+    )
+    group.add_argument("--seed", type=int, help="seed of the weights and the probe (server default 0)")
+    group.add_argument("--batch", type=int, help="probe batch (server default 256)")
+    group.add_argument("--jacobian-q", type=float, help="mean square per unit of the Jacobian's input")
+    parser.add_argument("--layers", action="store_true", help="also print every layer's figures")
+    parser.add_argument("--json", action="store_true", help="print the raw JSON")
+    _connection_options(parser)
+    parser.set_defaults(func=lambda args: _run("diagnose", lambda: _diagnose(args)))
+
+
+def _scheme_arg(text: str) -> dict[str, Any]:
+    name, _, rest = text.partition(":")
+    if not name:
+        raise ValueError(f"--scheme must be NAME[:KEY=VALUE,...], got {text!r}")
+    params = _parse_params([item for item in rest.split(",") if item]) if rest else None
+    return {"scheme": name, "params": params} if params else {"scheme": name}
+
+
+def _diagnose(args: argparse.Namespace) -> int:
+    if args.spec is not None:
+        body = json.loads(args.spec.read_text())
+        if not isinstance(body, dict):
+            raise ValueError(f"{args.spec} must hold a JSON object")
+    else:
+        if not args.scheme:
+            raise ValueError("give at least one --scheme (or --spec FILE)")
+        body = diagnose_body(
+            [_scheme_arg(text) for text in args.scheme],
+            depth=args.depth,
+            width=args.width,
+            input_width=args.input_width,
+            activation=args.activation,
+            residual=args.residual,
+            seed=args.seed,
+            batch=args.batch,
+            jacobian_q=args.jacobian_q,
+        )
+    with Client(base_url=args.url, api_key=args.api_key, timeout=args.timeout, retries=args.retries, cache=False) as c:
+        result = c.diagnose_of(body)
+    if args.json:
+        _echo(json.dumps(result, indent=2, sort_keys=True, ensure_ascii=False))
+        return 0
+    rows = []
+    for scheme in result["schemes"]:
+        rate = scheme.get("gradient_rate") or {}
+        jacobian = scheme.get("jacobian") or {}
+        rows.append(
+            (
+                _clip(str(scheme["label"]), 36),
+                _fmt(scheme.get("chi1")),
+                _fmt(scheme.get("depth_scale"))
+                if scheme.get("depth_scale") is not None or not scheme["predicted"]
+                else "inf",
+                f"{_fmt(rate.get('measured'))} / {_fmt(rate.get('predicted'))}",
+                _fmt(scheme.get("max_abs_std_error")),
+                ("inf" if jacobian.get("condition") is None else _fmt(jacobian["condition"])) if jacobian else "-",
+                str(scheme["verdict"]["text"]),
+            )
+        )
+    _echo(_table(rows, ("scheme", "chi1", "depth scale", "grad x/layer meas / pred", "max err", "J cond", "verdict")))
+    if args.layers:
+        for scheme in result["schemes"]:
+            _echo(f"\n{scheme['label']}")
+            layer_rows = [
+                (
+                    str(layer["layer"]),
+                    _fmt(layer["measured_std"]),
+                    _fmt(layer["predicted_std"]),
+                    _fmt(layer["measured_mean"]),
+                    _fmt(layer["gradient_std"]),
+                    _fmt(layer["predicted_gradient_std"]),
+                    _fmt(layer["effective_rank"]),
+                    _fmt(layer["dead_fraction"]),
+                    _fmt(layer["saturated_fraction"]),
+                )
+                for layer in scheme["layers"]
+            ]
+            header = ("layer", "std", "pred std", "mean", "grad std", "pred grad", "eff rank", "dead", "saturated")
+            _echo(_table(layer_rows, header))
     return 0
 
 

@@ -48,18 +48,19 @@ OCTET = "application/octet-stream"
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before the answer
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """Replace non-finite floats (JSON cannot carry them) by null, recursively."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
-def _acquire(request: Request) -> GenerationSlot:
+def acquire_slot(request: Request) -> GenerationSlot:
+    """A generation slot, or the 503 ``saturated`` problem (counted as rejected)."""
     limiter: GenerationLimiter = request.app.state.limiter
     try:
         return limiter.try_acquire()
@@ -148,7 +149,7 @@ async def serve_target(
         headers=headers,
         segments=segments,
         send_body=not head,
-        slot=None if head else _acquire(request),
+        slot=None if head else acquire_slot(request),
         on_data=partial(_count_data, request.app.state.metrics, target),
         threads=settings.generation_threads,
         kernel=request.app.state.kernel,
@@ -220,7 +221,7 @@ async def _small_file(request: Request, target: Target, key: CacheKey) -> bytes:
                 return data
             continue  # the owner failed or gave up: try again, possibly as the owner
         try:
-            slot = _acquire(request)
+            slot = acquire_slot(request)
             try:
                 settings: Settings = request.app.state.settings
                 data = await anyio.to_thread.run_sync(
@@ -251,7 +252,7 @@ async def _serve_stats(request: Request, target: Target, *, conditional: bool) -
         return Response(status_code=304, headers=headers)
     settings: Settings = request.app.state.settings
     metrics: Metrics = request.app.state.metrics
-    slot = _acquire(request)
+    slot = acquire_slot(request)
     try:
         results = {}
         for spec in target.specs:
@@ -263,7 +264,7 @@ async def _serve_stats(request: Request, target: Target, *, conditional: bool) -
     finally:
         slot.release()
     body = results[target.specs[0].name] if isinstance(target.value, Spec) else {"tensors": results}
-    return JSONResponse(_json_safe(body), headers=headers)
+    return JSONResponse(json_safe(body), headers=headers)
 
 
 def _repr_digest(request: Request, key: CacheKey, data: bytes) -> str:
@@ -293,7 +294,7 @@ async def _serve_digest(request: Request, target: Target, *, conditional: bool) 
         if small is not None:
             body = digest_of_bytes(small)
         else:
-            slot = _acquire(request)
+            slot = acquire_slot(request)
             try:
                 run = await anyio.to_thread.run_sync(
                     partial(

@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from initserve.engine.diagnose import Limits as DiagnoseLimits
+
 GiB = 1 << 30
 
 
@@ -85,6 +87,16 @@ class Settings(BaseSettings):
         description="Files up to this size are generated in one step, sent in one piece and may be cached; "
         "larger ones stream and are never cached.",
     )
+    diagnose_max_depth: int = Field(default=500, ge=1, description="Most layers in one /v1/diagnose request.")
+    diagnose_max_width: int = Field(default=4096, ge=1, description="Widest layer (or input) in /v1/diagnose.")
+    diagnose_max_batch: int = Field(default=1024, ge=2, description="Largest probe batch in /v1/diagnose.")
+    diagnose_max_schemes: int = Field(default=8, ge=1, description="Most schemes compared in one /v1/diagnose.")
+    diagnose_max_cells: int = Field(
+        default=1 << 25, ge=1, description="Largest Σ width × batch (activations held) of one /v1/diagnose."
+    )
+    diagnose_max_weights: int = Field(
+        default=1 << 25, ge=1, description="Largest Σ width_l × width_(l-1) (weights held per scheme) of /v1/diagnose."
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         default="info", description="Level of the JSON logs."
     )
@@ -130,6 +142,18 @@ class Settings(BaseSettings):
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @property
+    def diagnose_limits(self) -> DiagnoseLimits:
+        """The /v1/diagnose bounds as the engine takes them."""
+        return DiagnoseLimits(
+            max_depth=self.diagnose_max_depth,
+            max_width=self.diagnose_max_width,
+            max_batch=self.diagnose_max_batch,
+            max_schemes=self.diagnose_max_schemes,
+            max_cells=self.diagnose_max_cells,
+            max_weights=self.diagnose_max_weights,
+        )
 
     @property
     def api_key_values(self) -> tuple[bytes, ...]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from initserve.api.routes import bundle, checkpoints, derive, health, init, resolve, schemes, tensors
+from initserve.api.routes import bundle, checkpoints, derive, diagnose, health, init, resolve, schemes, tensors, ui
 
 ROUTERS = (
     init.router,
@@ -10,6 +10,8 @@ ROUTERS = (
     resolve.router,
     tensors.router,
     schemes.router,
+    diagnose.router,
+    ui.router,
     health.router,
     checkpoints.router,
     derive.router,
