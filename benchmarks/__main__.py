@@ -19,13 +19,14 @@ from benchmarks.machine import describe
 from benchmarks.model import Row
 from benchmarks.report import print_table, write_markdown
 from benchmarks.rows.client import fresh_fetch_row, warm_fetch_row
+from benchmarks.rows.diagnose import diagnose_row
 from benchmarks.rows.kernel import fill_ceiling_rows, native_vs_numpy_rows, slice_row
 from benchmarks.rows.pretrained import checkpoint_rows, mean_rows_row
 from benchmarks.rows.shards import shard_rows
 from benchmarks.rows.small import small_request_rows
 from benchmarks.rows.streaming import nginx_row, range_row, rss_row
 
-ALL = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B11", "B12", "B13", "P1", "P2", "P3")
+ALL = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B11", "B12", "B13", "B14", "P1", "P2", "P3")
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 # Families in run order; each yields the rows of the keys it was given.
@@ -43,6 +44,7 @@ FAMILIES: list[tuple[frozenset[str], Callable[[Context, set[str]], list[Row]]]] 
     (frozenset({"B13"}), lambda ctx, _keys: native_vs_numpy_rows(ctx)),
     (frozenset({"P1"}), lambda ctx, _keys: [mean_rows_row(ctx)]),
     (frozenset({"P2", "P3"}), lambda ctx, keys: checkpoint_rows(ctx, keys)),
+    (frozenset({"B14"}), lambda ctx, _keys: [diagnose_row(ctx)]),
 ]
 
 

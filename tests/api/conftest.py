@@ -28,7 +28,8 @@ def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callabl
 @pytest.fixture(scope="session")
 def live(server_factory: Callable[..., LiveServer]) -> LiveServer:
     """The default server: default settings except a modest size limit for the error tests."""
-    return server_factory(max_bytes=str(3 << 30))
+    # Small diagnosis limits: the fuzzer must not send minute-long diagnoses.
+    return server_factory(max_bytes=str(3 << 30), diagnose_max_cells=str(1 << 14), diagnose_max_weights=str(1 << 14))
 
 
 @pytest.fixture(scope="session")

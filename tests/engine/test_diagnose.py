@@ -7,8 +7,6 @@ import math
 
 import numpy as np
 import pytest
-from scipy import integrate, optimize, special
-
 from initserve.engine import SpecError, generate, parse_spec
 from initserve.engine.diagnose import (
     HISTOGRAM_BINS,
@@ -20,11 +18,12 @@ from initserve.engine.diagnose import (
     fixed_point,
     hanin_band,
     histogram_edges,
+    meanfield,
     parse_diagnose,
 )
-from initserve.engine.diagnose import meanfield
 from initserve.engine.diagnose.activations import ACTIVATIONS, erfc
 from initserve.engine.diagnose.statistics import effective_rank, symlog_histogram
+from scipy import integrate, optimize, special
 
 
 def run(**body: object) -> dict:
@@ -120,7 +119,9 @@ def test_effective_rank_extremes() -> None:
     rng = np.random.default_rng(0)
     column = rng.standard_normal((64, 1))
     assert effective_rank(column @ np.ones((1, 32))) == pytest.approx(1.0, abs=1e-9)
-    assert effective_rank(np.eye(16)) == pytest.approx(16.0)
+    white = np.linalg.qr(rng.standard_normal((64, 64)))[0][:, :16]  # orthonormal columns, centred below
+    assert effective_rank(white - white.mean(axis=0)) > 14.5
+    assert effective_rank(np.ones((8, 4))) == 0.0  # no variation at all
 
 
 def test_layers_use_the_services_own_weights_and_probe() -> None:

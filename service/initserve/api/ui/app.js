@@ -9,7 +9,9 @@ const DEFAULT_SCHEMES = [
   { scheme: "orthogonal", params: { gain: 1 } },
   { scheme: "normal", params: { std: 0.01 } },
 ];
-const PLOT_CONFIG = { displaylogo: false, responsive: true };
+// No mode bar: it covers the titles; drag to zoom and double-click to reset still work.
+const PLOT_CONFIG = { displaylogo: false, responsive: true, displayModeBar: false };
+const JACOBIAN_FLOOR = 1e-17;  // singular values below s_max·1e-17 are rounding noise: kept, but off the axis
 const UNIFORM = new Set(["uniform", "xavier_uniform", "kaiming_uniform", "lecun_uniform", "he_uniform",
   "glorot_uniform", "torch_default", "uniform_unit_scaling"]);
 const NORMAL = new Set(["normal", "xavier_normal", "kaiming_normal"]);
@@ -22,11 +24,11 @@ let catalog = [];
 const $ = (selector, root = document) => root.querySelector(selector);
 
 async function api(method, path, body) {
-  const response = await fetch(path, {
-    method,
-    headers: body ? { "Content-Type": "application/json", Accept: "application/json" } : { Accept: "application/json" },
-    body: body ? JSON.stringify(body) : undefined,
-  });
+  const headers = { Accept: "application/json" };
+  if (body) headers["Content-Type"] = "application/json";
+  const key = $("#api-key").value.trim();
+  if (key) headers.Authorization = `Bearer ${key}`;
+  const response = await fetch(path, { method, headers, body: body ? JSON.stringify(body) : undefined });
   const data = await response.json().catch(() => null);
   if (!response.ok) {
     const detail = data && data.detail ? data.detail : `${response.status} ${response.statusText}`;
@@ -164,9 +166,21 @@ function jacobianPlot(schemes) {
       mode: "lines", line: { color: COLORS[index % COLORS.length] }, meta: { scheme: index, key: "singular_values" },
     });
   });
+  // The axis spans the meaningful part of every spectrum (down to s_max·1e-17); the data are all there.
+  let low = Infinity;
+  let high = 0;
+  schemes.forEach((scheme) => {
+    if (!scheme.jacobian) return;
+    const s = scheme.jacobian.singular_values.filter((v) => v > 0);
+    if (!s.length) return;
+    high = Math.max(high, s[0]);
+    low = Math.min(low, Math.max(s[s.length - 1], s[0] * JACOBIAN_FLOOR));
+  });
+  const range = high > 0 ? [Math.log10(low) - 0.3, Math.log10(high) + 0.3] : undefined;
   Plotly.react("plot-jacobian", traces, {
     title: { text: "Input–output Jacobian: singular values", font: { size: 14 } }, margin: { l: 60, r: 10, t: 40, b: 40 },
-    xaxis: { title: { text: "index (descending)" } }, yaxis: { title: { text: "s" }, type: "log", exponentformat: "power" },
+    xaxis: { title: { text: "index (descending)" } },
+    yaxis: { title: { text: "s" }, type: "log", exponentformat: "power", range, autorange: range ? false : true },
     legend: { font: { size: 10 } },
   }, PLOT_CONFIG);
 }
@@ -174,12 +188,14 @@ function jacobianPlot(schemes) {
 function binTicks(edges) {
   const values = [];
   const labels = [];
+  const innermost = Math.min(...edges.filter((edge) => edge > 0));  // ±innermost sit next to 0: no label
   edges.forEach((edge, index) => {
+    if (Math.abs(edge) === innermost) return;
     if (edge === 0) { values.push(index - 0.5); labels.push("0"); return; }
     const exponent = Math.log10(Math.abs(edge));
-    if (Math.abs(exponent - Math.round(exponent)) < 1e-9 && Math.round(exponent) % 2 === 0) {
-      values.push(edge > 0 ? index - 0.5 : index - 0.5);
-      labels.push(`${edge < 0 ? "−" : ""}1e${Math.round(exponent)}`);
+    if (Math.abs(exponent - Math.round(exponent)) < 1e-9 && Math.round(exponent) % 4 === 0) {
+      values.push(index - 0.5);
+      labels.push(`${edge < 0 ? "−" : ""}${Math.round(exponent) === 0 ? "1" : `1e${Math.round(exponent)}`}`);
     }
   });
   return { values, labels };
@@ -197,14 +213,15 @@ function heatmaps(result) {
     div.id = `heatmap-${index}`;
     container.appendChild(div);
     const z = scheme.layers.map((layer) => layer.histogram.map((count) => Math.log10(1 + count)));
+    const last = index === result.schemes.length - 1;
     Plotly.react(div, [{
       type: "heatmap", z, x: edges.slice(0, -1).map((_, i) => i), y: layerAxis(scheme), colorscale: "Viridis",
-      colorbar: { title: { text: "log₁₀(1+n)" }, thickness: 10 },
+      showscale: last, colorbar: { title: { text: "log₁₀(1+n)" }, thickness: 10 },
       hovertemplate: "layer %{y}<br>bin %{x}<br>log₁₀(1+count) %{z:.2f}<extra></extra>",
     }], {
       title: { text: scheme.label, font: { size: 13, color: COLORS[index % COLORS.length] } },
-      margin: { l: 45, r: 10, t: 34, b: 40 },
-      xaxis: { tickmode: "array", tickvals: ticks.values, ticktext: ticks.labels, title: { text: "pre-activation h" } },
+      autosize: true, height: 330, width: div.clientWidth || undefined, margin: { l: 45, r: 10, t: 34, b: 44 },
+      xaxis: { tickmode: "array", tickvals: ticks.values, ticktext: ticks.labels, title: { text: "pre-activation h (symlog)" } },
       yaxis: { title: { text: "layer" }, autorange: "reversed" },
     }, PLOT_CONFIG);
   });
@@ -304,7 +321,7 @@ function renderExplorer(stats) {
   }
   Plotly.react("plot-explorer", traces, {
     title: { text: `${stats.spec.scheme} ${JSON.stringify(stats.shape)}: histogram vs the scheme's density`, font: { size: 14 } },
-    margin: { l: 60, r: 10, t: 40, b: 40 }, bargap: 0, legend: { orientation: "h", y: -0.15 },
+    margin: { l: 60, r: 10, t: 40, b: 90 }, bargap: 0, legend: { orientation: "h", y: -0.3 },
     xaxis: { title: { text: "value" } }, yaxis: { title: { text: "density" } },
   }, PLOT_CONFIG);
   const e = stats.expected || {};
@@ -347,18 +364,32 @@ function showTab(name) {
 }
 
 async function start() {
+  const keyInput = $("#api-key");
+  keyInput.value = sessionStorage.getItem("initserve-api-key") || "";
+  keyInput.addEventListener("change", async () => {
+    sessionStorage.setItem("initserve-api-key", keyInput.value.trim());
+    await loadCatalog();
+  });
   document.querySelectorAll(".tab").forEach((tab) => tab.addEventListener("click", () => showTab(tab.dataset.tab)));
   $("#diagnose-form").addEventListener("submit", runDiagnosis);
   $("#explorer-form").addEventListener("submit", runExplorer);
   $("#add-scheme").addEventListener("click", () => addSchemeRow({ scheme: "kaiming_normal", params: {} }));
+  await loadCatalog();
+  DEFAULT_SCHEMES.forEach(addSchemeRow);
+  document.body.dataset.ready = "true";
+}
+
+async function loadCatalog() {
   try {
     catalog = await api("GET", "/v1/schemes");
+    status($("#status"), "");
   } catch (error) {
     status($("#status"), `could not load the scheme catalog: ${error.message}`, true);
   }
-  DEFAULT_SCHEMES.forEach(addSchemeRow);
-  $("#explorer-scheme").innerHTML = schemeOptions("kaiming_uniform");
-  document.body.dataset.ready = "true";
+  document.querySelectorAll("#scheme-rows select.scheme").forEach((select) => {
+    select.innerHTML = schemeOptions(select.value);
+  });
+  $("#explorer-scheme").innerHTML = schemeOptions($("#explorer-scheme").value || "kaiming_uniform");
 }
 
 start();

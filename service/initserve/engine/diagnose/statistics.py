@@ -21,31 +21,32 @@ _SIDE = (HIGH_DECADE - LOW_DECADE) * BINS_PER_DECADE
 HISTOGRAM_BINS = 2 * _SIDE + 2
 SATURATION_SLOPE = 0.05  # φ′ below this fraction of its maximum: the unit passes (almost) no gradient
 DEAD_SLOPE = 1e-3
+_POSITIVE_EDGES = np.array([10.0 ** (LOW_DECADE + k / BINS_PER_DECADE) for k in range(_SIDE + 1)])
 
 
 def histogram_edges() -> list[float]:
     """The HISTOGRAM_BINS + 1 edges, ascending: −10^HIGH … −10^LOW, 0, 10^LOW … 10^HIGH."""
-    positive = [10.0 ** (LOW_DECADE + k / BINS_PER_DECADE) for k in range(_SIDE + 1)]
+    positive = [float(v) for v in _POSITIVE_EDGES]
     return [-v for v in reversed(positive)] + [0.0] + positive
 
 
 def symlog_histogram(values: F64) -> list[int]:
-    """Counts of ``values`` in the :func:`histogram_edges` bins (computed by index, not by search)."""
+    """Counts of ``values`` in the :func:`histogram_edges` bins; beyond ±10^HIGH_DECADE: the outermost bins."""
     flat = values.reshape(-1)
-    magnitude = np.abs(flat)
-    with np.errstate(divide="ignore"):
-        level = np.floor((np.log10(magnitude) - LOW_DECADE) * BINS_PER_DECADE)
-    level = np.nan_to_num(level, nan=-1.0, neginf=-1.0)  # 0 → −inf → the central bin
-    level = np.clip(level, -1.0, _SIDE - 1).astype(np.int64) + 1  # 0 = |x| < 10^LOW; k = decade bin k−1
+    # level 0: |x| < 10^LOW; level k ≥ 1: 10^LOW·10^((k−1)/BINS_PER_DECADE) ≤ |x| < the next edge
+    level = np.searchsorted(_POSITIVE_EDGES, np.abs(flat), side="right")
+    np.minimum(level, _SIDE, out=level)
     index = np.where(flat < 0.0, _SIDE - level, _SIDE + 1 + level)
     counts = np.bincount(index, minlength=HISTOGRAM_BINS)
     return [int(c) for c in counts]
 
 
 def effective_rank(x: F64) -> float:
-    """Entropy effective rank exp(−Σ p_i ln p_i), p_i = λ_i/Σλ, λ the eigenvalues of the second-moment
-    matrix of the rows of ``x`` (batch × units): 1 when every unit is the same function of the input,
-    min(batch, units) for white activations (Roy & Vetterli 2007, on the squared singular values)."""
+    """Entropy effective rank exp(−Σ p_i ln p_i), p_i = λ_i/Σλ, λ the eigenvalues of the covariance of
+    the rows of ``x`` (batch × units; each unit centred over the batch, so a common offset such as
+    ReLU's mean is not counted as a direction): 1 when every unit is the same function of the input,
+    up to min(batch − 1, units) for white activations (Roy & Vetterli 2007, on the squared singular values)."""
+    x = x - x.mean(axis=0)
     gram = x @ x.T if x.shape[0] <= x.shape[1] else x.T @ x
     eigenvalues = np.linalg.eigvalsh(gram)
     eigenvalues = np.clip(eigenvalues, 0.0, None)
