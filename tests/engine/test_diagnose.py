@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from initserve.engine import SpecError, generate, parse_spec
+from initserve.engine import Kernel, SpecError, generate, parse_spec, resolve_kernel
 from initserve.engine.diagnose import (
     HISTOGRAM_BINS,
     Cancelled,
@@ -124,34 +124,44 @@ def test_effective_rank_extremes() -> None:
     assert effective_rank(np.ones((8, 4))) == 0.0  # no variation at all
 
 
-def test_layers_use_the_services_own_weights_and_probe() -> None:
-    result = run(
-        input_width=32,
-        depth=2,
-        width=48,
-        activation="tanh",
-        schemes=[{"scheme": "kaiming_uniform"}],
-        seed=7,
-        batch=16,
-        dtype="float64",
+def test_layers_use_the_services_own_weights_and_probe(kernel: Kernel) -> None:
+    result = diagnose(
+        parse_diagnose(
+            {
+                "input_width": 32,
+                "depth": 2,
+                "width": 48,
+                "activation": "tanh",
+                "schemes": [{"scheme": "kaiming_uniform"}],
+                "seed": 7,
+                "batch": 16,
+                "dtype": "float64",
+            }
+        ),
+        kernel=kernel,
     )
+    # the reference: the numpy kernel's tensors, whichever kernel the diagnosis generated with
+    numpy_kernel = resolve_kernel("numpy")
     probe = generate(
-        parse_spec({"shape": [16, 32], "scheme": "normal", "seed": 7, "dtype": "float64", "name": "diagnose.probe"})
+        parse_spec({"shape": [16, 32], "scheme": "normal", "seed": 7, "dtype": "float64", "name": "diagnose.probe"}),
+        kernel=numpy_kernel,
     )
     w0 = generate(
         parse_spec(
             {"shape": [48, 32], "scheme": "kaiming_uniform", "seed": 7, "dtype": "float64", "name": "layers.0.weight"}
-        )
+        ),
+        kernel=numpy_kernel,
     )
     w1 = generate(
         parse_spec(
             {"shape": [48, 48], "scheme": "kaiming_uniform", "seed": 7, "dtype": "float64", "name": "layers.1.weight"}
-        )
+        ),
+        kernel=numpy_kernel,
     )
     h1 = probe @ w0.T
     h2 = np.tanh(h1) @ w1.T
     layers = result["schemes"][0]["layers"]
-    assert layers[0]["measured_std"] == pytest.approx(float(h1.std()), rel=1e-12)
+    assert layers[0]["measured_std"] == float(h1.std())  # same bytes, same arithmetic
     assert layers[1]["measured_std"] == pytest.approx(float(h2.std()), rel=1e-12)
     assert layers[1]["measured_mean"] == pytest.approx(float(h2.mean()), rel=1e-9, abs=1e-15)
     assert [layer["name"] for layer in layers] == ["layers.0.weight", "layers.1.weight"]

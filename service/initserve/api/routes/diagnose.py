@@ -21,7 +21,7 @@ from initserve.api.problems import ProblemError
 from initserve.api.security import ApiKey
 from initserve.api.serving import acquire_slot, json_safe
 from initserve.api.settings import Settings
-from initserve.engine import SpecError
+from initserve.engine import Kernel, SpecError
 from initserve.engine.diagnose import Cancelled, LimitExceeded, diagnose, parse_diagnose
 from initserve.engine.diagnose.request import DiagnoseRequest
 
@@ -41,12 +41,12 @@ def _problem(exc: SpecError) -> ProblemError:
     return ProblemError(422, "invalid-spec", detail, errors=errors)
 
 
-def _run(request: DiagnoseRequest, stop: threading.Event, threads: int | None) -> dict[str, Any]:
+def _run(request: DiagnoseRequest, stop: threading.Event, kernel: Kernel, threads: int | None) -> dict[str, Any]:
     def check() -> None:
         if stop.is_set():
             raise Cancelled
 
-    return diagnose(request, check=check, threads=threads)
+    return diagnose(request, check=check, kernel=kernel, threads=threads)
 
 
 @router.post("/diagnose", responses={**_RESPONSE, **problems(400, 401, 413, 422, 503)})
@@ -75,7 +75,7 @@ async def diagnose_route(
             group.start_soon(watch)
             try:
                 result = await anyio.to_thread.run_sync(
-                    partial(_run, parsed, stop, settings.generation_threads),
+                    partial(_run, parsed, stop, request.app.state.kernel, settings.generation_threads),
                     limiter=request.app.state.cpu_limiter,
                     abandon_on_cancel=False,
                 )

@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from ..dtypes import to_float64
 from ..generate import generate
+from ..kernels import Kernel
 from ..spec import ALGORITHM_VERSION, parse_spec
 from . import meanfield
 from .jacobian import jacobian_spectrum
@@ -38,20 +39,26 @@ def _never() -> None:
     return None
 
 
-def standard_normal(shape: tuple[int, int], seed: int, name: str, threads: int | None) -> F64:
+def standard_normal(shape: tuple[int, int], seed: int, name: str, kernel: Kernel | None, threads: int | None) -> F64:
     """The service's own N(0, 1) float64 tensor for (seed, name): ``/v1/init`` of that spec, bit for bit."""
     spec = parse_spec({"shape": list(shape), "scheme": "normal", "seed": seed, "dtype": "float64", "name": name})
-    result: F64 = generate(spec, threads=threads).astype(np.float64, copy=False)
+    result: F64 = generate(spec, kernel=kernel, threads=threads).astype(np.float64, copy=False)
     return result
 
 
 def diagnose(
-    request: DiagnoseRequest, *, check: Callable[[], None] = _never, threads: int | None = None
+    request: DiagnoseRequest,
+    *,
+    check: Callable[[], None] = _never,
+    kernel: Kernel | None = None,
+    threads: int | None = None,
 ) -> dict[str, Any]:
-    """The diagnosis of every scheme in ``request`` (JSON-able; non-finite floats as Python floats)."""
-    probe = standard_normal((request.batch, request.input_width), request.seed, PROBE_NAME, threads)
-    projection = standard_normal((request.batch, request.widths[-1]), request.seed, PROJECTION_NAME, threads)
-    results = [_scheme(request, choice, probe, projection, check, threads) for choice in request.schemes]
+    """The diagnosis of every scheme in ``request`` (JSON-able; non-finite floats as Python floats).
+
+    ``kernel``/``threads`` are handed to the engine's ``generate`` (the bytes do not depend on them)."""
+    probe = standard_normal((request.batch, request.input_width), request.seed, PROBE_NAME, kernel, threads)
+    projection = standard_normal((request.batch, request.widths[-1]), request.seed, PROJECTION_NAME, kernel, threads)
+    results = [_scheme(request, choice, probe, projection, check, kernel, threads) for choice in request.schemes]
     return {
         "architecture": {
             "input_width": request.input_width,
@@ -78,6 +85,7 @@ def _scheme(
     probe: F64,
     projection: F64,
     check: Callable[[], None],
+    kernel: Kernel | None,
     threads: int | None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
@@ -105,7 +113,7 @@ def _scheme(
     for index, layer in enumerate(layers):
         check()
         spec = choice.specs[index]
-        stored.append(generate(spec, threads=threads).reshape(-1))
+        stored.append(generate(spec, kernel=kernel, threads=threads).reshape(-1))
         w = weight(index)
         h = x @ w.T
         phi = layer.activation
