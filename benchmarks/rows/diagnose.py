@@ -90,7 +90,7 @@ def diagnose_row(ctx: Context) -> Row:
             for name, _ in SCHEMES
         ),
         "the diagnosis also predicts every layer, histograms it, takes its effective rank, and builds and "
-        "decomposes the 512 × 512 input-output Jacobian; the torch anchor does none of that",
+        f"decomposes the {width} × {width} input-output Jacobian; the torch anchor does none of that",
     ]
     return Row(
         key="B14 diagnose per scheme",

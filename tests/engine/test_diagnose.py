@@ -322,6 +322,7 @@ def test_cancel_stops_between_layers() -> None:
             ("negative_slope",),
         ),
         ({"depth": 3, "width": 8, "schemes": []}, ("schemes",)),
+        ({"depth": 3, "width": 8, "schemes": [{"scheme": "xavier_normal"}], "dtype": "int8"}, ("dtype",)),
         ({"depth": 3, "width": 8, "schemes": [{"scheme": "xavier_normal"}], "colour": 1}, ("colour",)),
     ],
 )

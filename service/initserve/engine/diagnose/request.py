@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..dtypes import DTYPES
 from ..errors import FieldError, Loc, SpecError
 from ..spec import Spec, parse_spec
 from .activations import ACTIVATIONS, Activation, activation
@@ -233,6 +234,8 @@ def parse_diagnose(body: object, limits: Limits | None = None) -> DiagnoseReques
     if not _is_int(seed) or not 0 <= seed < 1 << 64:
         errors.append(FieldError(("seed",), f"seed must be an integer in 0..2^64-1, got {seed!r}"))
     dtype = body.get("dtype", "float32")
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        errors.append(FieldError(("dtype",), f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}"))
     jacobian = body.get("jacobian", True)
     if not isinstance(jacobian, bool):
         errors.append(FieldError(("jacobian",), f"jacobian must be true or false, got {jacobian!r}"))
