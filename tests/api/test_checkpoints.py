@@ -245,7 +245,9 @@ def test_derive_errors_name_the_field(http: httpx.Client, uploaded: dict[str, An
     response = http.post("/v1/derive", json=body)
     assert response.status_code == 422
     assert ["body", "target", "tensors", "encoder.weight", "shape"] in [e["loc"] for e in response.json()["errors"]]
-    assert http.get("/v1/derived/d.!!").status_code == 400
+    for token in ("d.!!", "d.AAAA", "x.eJzLSM3JyVcozy_KSQEAGgQEXQ", "d." + "A" * 9000):
+        response = http.get("/v1/derived/" + token)
+        assert response.status_code == 400 and response.json()["errors"][0]["loc"] == ["path", "token"], token
 
 
 # --- keys ----------------------------------------------------------------------------------------------

@@ -134,6 +134,14 @@ def test_derived_bert_is_bitwise_across_servers_and_simd_levels(
         with Client(base_url=server.url, cache=False) as client:
             files.append(bytes(client.derive_file(digest, tensors, reinit_rules(LAYERS, K), seed=SEED).buffer))
     assert files[0] == files[1] == files[2]
+    # The stateless URL of a real model's derived file fits the default token limit (deflated token).
+    import httpx
+
+    body = {"source": digest, "target": {"seed": SEED, "tensors": tensors}, "rules": reinit_rules(LAYERS, K)}
+    posted = httpx.post(servers[1].url + "/v1/derive", json=body, timeout=60)
+    location = posted.headers["content-location"]
+    assert posted.content == files[0]
+    assert httpx.get(servers[2].url + location, timeout=60).content == files[0]
 
 
 # --- a ResNet stem ---------------------------------------------------------------------------------------

@@ -1,16 +1,13 @@
 """``POST /v1/derive`` and ``GET|HEAD /v1/derived/{token}``: a model derived from stored checkpoints.
 
 The answer is a safetensors file computed tensor by tensor as it streams (only the tensors a range
-overlaps are computed). Its stateless URL is ``/v1/derived/d.<base64url(canonical request)>``: the request
+overlaps are computed). Its stateless URL is ``/v1/derived/d.<token>`` (:mod:`..derive_tokens`): the request
 names its sources by content digest, so the URL determines the bytes on every replica, like a tensor URL.
 Derived files are read access (the read rule); they need the checkpoints to be in this service's store.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -19,6 +16,7 @@ from fastapi import APIRouter, Body, Path, Request
 from starlette.responses import Response
 
 from initserve.api.checkpoint_access import checkpoints, store_problem
+from initserve.api.derive_tokens import InvalidDeriveToken, decode_token, encode_token
 from initserve.api.limits import GenerationLimiter
 from initserve.api.openapi import SAFETENSORS_BODY, problems
 from initserve.api.problems import PROBLEM_MEDIA_TYPE, ProblemError, field_path
@@ -58,29 +56,6 @@ EXAMPLE = {
         {"match": "*", "action": "copy"},
     ],
 }
-
-
-class InvalidDeriveToken(ValueError):
-    pass
-
-
-def encode_token(canonical_json: str) -> str:
-    return "d." + base64.urlsafe_b64encode(canonical_json.encode("utf-8")).rstrip(b"=").decode("ascii")
-
-
-def decode_token(token: str, max_length: int) -> dict[str, Any]:
-    if len(token) > max_length:
-        raise InvalidDeriveToken(f"token is {len(token)} characters long; the limit is {max_length}")
-    if not token.startswith("d.") or len(token) % 4 == 3 or not all(c.isalnum() or c in "-_" for c in token[2:]):
-        raise InvalidDeriveToken("a derive token is 'd.' + unpadded base64url (A-Z a-z 0-9 - _)")
-    try:
-        text = base64.urlsafe_b64decode(token[2:] + "=" * (-len(token[2:]) % 4)).decode("utf-8")
-        value = json.loads(text)
-    except (binascii.Error, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise InvalidDeriveToken("token payload is not base64url-encoded JSON") from exc
-    if not isinstance(value, dict):
-        raise InvalidDeriveToken("token payload must be a JSON object")
-    return value
 
 
 def _spec_problem(exc: SpecError, prefix: tuple[str, ...]) -> ProblemError:
