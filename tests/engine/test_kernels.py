@@ -281,3 +281,28 @@ def test_march_native_and_baseline_builds_give_the_same_bytes(tmp_path: Path, na
     # The -march=native build really targets more than the baseline here (where the CPU has it).
     if "avx2" in Path("/proc/cpuinfo").read_text():
         assert march["build"]["avx2"] and march["build"]["fma_available"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"shape": [70_001, 2], "scheme": "normal", "slice": [[0, 70_001], [1, 2]]},  # runs of 1, covering range
+        {"shape": [300, 1024], "scheme": "kaiming_uniform", "slice": [[7, 300], [64, 128]]},  # Shard(1), covering
+        {"shape": [50, 5000], "scheme": "uniform", "slice": [[0, 50], [0, 3]]},  # gaps too wide: run by run
+        {"shape": [9, 40, 33], "scheme": "normal", "dtype": "bfloat16", "slice": [[2, 9], [3, 39], [1, 4]]},
+    ],
+)
+def test_short_runs_read_from_a_covering_range(body: dict[str, Any], native: Kernel, numpy_kernel: Kernel) -> None:
+    """The numpy kernel's short-run path (one covering range per sub-chunk) and its run-by-run fallback
+    give the native kernel's bytes, whole and from odd starting points."""
+    _same(body, native, numpy_kernel)
+    spec = parse_spec(body)
+    layout = spec.run_layout
+    for start, count in ((0, spec.numel), (1, spec.numel - 1), (spec.numel // 3, 1000)):
+        count = min(count, spec.numel - start)
+        runs = [first + k for first, n in layout.runs_from(start, count) for k in range(n)]
+        assert layout.full_indices(start, count).tolist() == runs
+        a, b = np.empty(count, spec.dtype_info.storage), np.empty(count, spec.dtype_info.storage)
+        ResultWriter(spec, numpy_kernel).fill(start, a)
+        ResultWriter(spec, native).fill(start, b)
+        assert a.tobytes() == b.tobytes(), (start, count)

@@ -41,6 +41,8 @@ KERNEL_CHOICES: tuple[KernelChoice, ...] = ("auto", "native", "numpy")
 Filler = Callable[[int, Array], None]
 
 SUBCHUNK = 1 << 16  # numpy kernel: elements per inner step (per-call overhead vs temporaries in L2)
+SHORT_RUN = 256  # numpy kernel: runs shorter than this are read from a covering range ...
+COVER_GAP = 1024  # ... when it wastes at most this many elements per run (≈ the cost of one numpy call)
 _MASK64 = (1 << 64) - 1
 
 
@@ -82,13 +84,32 @@ class NumpyKernel:
     name: KernelName = "numpy"
 
     def prepare(self, sampler: ElementwiseSampler, key: int, dtype: DType, layout: RunLayout) -> Filler:
-        def fill(start: int, out: Array) -> None:
+        def fill_runs(start: int, out: Array) -> None:
             position = 0
             for first, n in layout.runs_from(start, out.shape[0]):
                 fill_full_range(sampler, key, dtype, first, out[position : position + n])
                 position += n
 
-        return fill
+        if not layout.extents or layout.run_length >= SHORT_RUN:
+            return fill_runs
+
+        def fill_short_runs(start: int, out: Array) -> None:
+            """Short runs (a column of a tall matrix): one numpy call per run would cost ~10 µs per
+            element, so each sub-chunk is read from the range of full indices that covers it when that
+            range holds at most COVER_GAP unused elements per run (same element values, fewer calls)."""
+            for offset in range(0, out.shape[0], SUBCHUNK):
+                n = min(SUBCHUNK, out.shape[0] - offset)
+                index = layout.full_indices(start + offset, n)
+                first, span = int(index[0]), int(index[-1] - index[0]) + 1
+                if span <= n + (n // layout.run_length + 1) * COVER_GAP:
+                    covering = np.empty(span, dtype=dtype.storage)
+                    fill_full_range(sampler, key, dtype, first, covering)
+                    index -= first
+                    np.take(covering, index, out=out[offset : offset + n])
+                else:
+                    fill_runs(start + offset, out[offset : offset + n])
+
+        return fill_short_runs
 
     def words(self, key: int, start: int, count: int, stream: int) -> U64:
         return WordStream(key, start, stream).next(count)

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
+
 
 @dataclass(frozen=True)
 class RunLayout:
@@ -44,3 +47,17 @@ class RunLayout:
                 if coords[axis] < self.extents[axis]:
                     break
                 coords[axis] = 0
+
+    def full_indices(self, start: int, count: int) -> npt.NDArray[np.int64]:
+        """The full-tensor index of each result element start .. start+count-1 (increasing), in
+        vectorised integer arithmetic: O(count) memory, for short runs read from a covering range."""
+        result = np.arange(start, start + count, dtype=np.int64)
+        if not self.extents:
+            result += self.base
+            return result
+        run, index = np.divmod(result, self.run_length)
+        index += self.base
+        for axis in range(len(self.extents) - 1, -1, -1):
+            run, coord = np.divmod(run, self.extents[axis])
+            index += coord * self.strides[axis]
+        return index
