@@ -162,7 +162,8 @@ function jacobianPlot(schemes) {
     if (!scheme.jacobian) return;
     const s = scheme.jacobian.singular_values;
     traces.push({
-      x: s.map((_, i) => i + 1), y: s, name: `${scheme.label} (cond ${fmt(scheme.jacobian.condition, 3)})`,
+      x: s.map((_, i) => i + 1), y: s,
+      name: `${scheme.label} (cond ${scheme.jacobian.condition === null ? "∞" : fmt(scheme.jacobian.condition, 3)})`,
       mode: "lines", line: { color: COLORS[index % COLORS.length] }, meta: { scheme: index, key: "singular_values" },
     });
   });
