@@ -13,9 +13,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 
+import numpy as np
+
 from .errors import FieldError, Loc
 from .params import ParamValue
 from .samplers import MIN_TRUNCATED_MASS, Constant, Eye, Orthogonal, Sparse, TruncatedNormal, Uniform
+
+# Largest |x| a scheme may be asked to produce: float64's largest finite value / 16. Schemes scale by
+# factors a little above 1 on the way (simplex_etf multiplies by gain·√(K/(K−1)) before normalising),
+# so a reach just under float64's limit overflowed to ±inf; no weight needs the last 4 bits of range.
+MAX_REACH = float(np.finfo(np.float64).max) / 16
 
 
 def culprit(given: Mapping[str, object], params: Mapping[str, ParamValue]) -> Loc:
@@ -69,8 +76,12 @@ def derived_problems(sampler: object, gain: float | None) -> list[str]:
     if moments is not None:
         finite("expected mean", moments.mean)
         finite("expected std", moments.std)
-    reach = sampler.max_abs() if hasattr(sampler, "max_abs") else 0.0
-    finite("largest |x|", float(reach))
+    reach = float(sampler.max_abs()) if hasattr(sampler, "max_abs") else 0.0
+    if finite("largest |x|", reach) and not reach <= MAX_REACH:
+        problems.append(
+            f"values could reach {reach:.6g}; at most {MAX_REACH:.6g} is allowed (float64's range with headroom "
+            "for the scheme's intermediate products, e.g. gain·√(K/(K−1)))"
+        )
     return problems
 
 
