@@ -25,11 +25,7 @@ from initserve.api.digests import TreeHashRun, digest_of_bytes, repr_digest
 from initserve.api.http_cache import (
     IMMUTABLE,
     ByteRange,
-    RangeNotSatisfiable,
     if_none_match_hits,
-    if_range_allows,
-    multipart_plan,
-    parse_range,
     strong_etag,
 )
 from initserve.api.limits import GenerationLimiter, GenerationSlot
@@ -38,6 +34,7 @@ from initserve.api.problems import ProblemError
 from initserve.api.repeats import STATE_CACHE_KEY
 from initserve.api.response_cache import CacheKey, ResponseCache
 from initserve.api.settings import Settings
+from initserve.api.stored_files import plan_body
 from initserve.api.streaming import ByteSource, GeneratedFileResponse, Segment, until_disconnect
 from initserve.api.targets import Target
 from initserve.engine import ALGORITHM_VERSION, Kernel, Spec
@@ -99,38 +96,7 @@ async def serve_target(
     key = _cache_key(target)
     cached = cache.get(key)  # a hit needs neither the engine's file object nor its header
     length = len(cached) if cached is not None else target.length
-    ranges = None
-    if conditional and request.method == "GET" and if_range_allows(request.headers.get("if-range"), target.etag):
-        try:
-            ranges = parse_range(request.headers.get("range"), length)
-        except RangeNotSatisfiable as exc:
-            raise ProblemError(
-                416,
-                "range-not-satisfiable",
-                str(exc),
-                errors=[(("header", "range"), f"range must start below {length}")],
-                headers={**headers, "Content-Range": f"bytes */{length}"},
-            ) from exc
-    segments: list[Segment]
-    if ranges is None:
-        status, segments = 200, [ByteRange(0, length)]
-        headers.update({"Content-Type": OCTET, "Content-Length": str(length)})
-    elif len(ranges) == 1:
-        status, segments = 206, [ranges[0]]
-        headers.update(
-            {
-                "Content-Type": OCTET,
-                "Content-Length": str(len(ranges[0])),
-                "Content-Range": ranges[0].content_range(length),
-            }
-        )
-    else:
-        plan = multipart_plan(ranges, length, target.digest, OCTET)
-        status, segments = 206, []
-        for preamble, span in zip(plan.parts, plan.ranges, strict=True):
-            segments += [preamble, span]
-        segments.append(plan.epilogue)
-        headers.update({"Content-Type": plan.content_type, "Content-Length": str(plan.content_length)})
+    status, segments = plan_body(request, length, target.digest, headers, ranges_allowed=conditional)
     head = request.method == "HEAD"
     settings: Settings = request.app.state.settings
     if not head and (cached is not None or length <= settings.response_cache_entry_bytes):

@@ -45,6 +45,46 @@ def not_modified(request: Request, headers: Mapping[str, str]) -> Response | Non
     return None
 
 
+def plan_body(
+    request: Request, length: int, digest: str, headers: dict[str, str], *, ranges_allowed: bool
+) -> tuple[int, list[Segment]]:
+    """``(status, segments)`` of the answer — the whole file (200), one range or several as
+    ``multipart/byteranges`` (206) — with its Content-Type/Length/Range set in ``headers``; raises the 416
+    problem when no requested range overlaps. Ranges count for GET only, and only while ``If-Range``
+    (if any) matches the ETag in ``headers``."""
+    ranges = None
+    if ranges_allowed and request.method == "GET" and if_range_allows(request.headers.get("if-range"), headers["ETag"]):
+        try:
+            ranges = parse_range(request.headers.get("range"), length)
+        except RangeNotSatisfiable as exc:
+            raise ProblemError(
+                416,
+                "range-not-satisfiable",
+                str(exc),
+                errors=[(("header", "range"), f"range must start below {length}")],
+                headers={**headers, "Content-Range": f"bytes */{length}"},
+            ) from exc
+    if ranges is None:
+        headers.update({"Content-Type": OCTET, "Content-Length": str(length)})
+        return 200, [ByteRange(0, length)]
+    if len(ranges) == 1:
+        headers.update(
+            {
+                "Content-Type": OCTET,
+                "Content-Length": str(len(ranges[0])),
+                "Content-Range": ranges[0].content_range(length),
+            }
+        )
+        return 206, [ranges[0]]
+    plan = multipart_plan(ranges, length, digest, OCTET)
+    segments: list[Segment] = []
+    for preamble, span in zip(plan.parts, plan.ranges, strict=True):
+        segments += [preamble, span]
+    segments.append(plan.epilogue)
+    headers.update({"Content-Type": plan.content_type, "Content-Length": str(plan.content_length)})
+    return 206, segments
+
+
 def serve_file(
     request: Request,
     source: ByteSource,
@@ -54,44 +94,15 @@ def serve_file(
     ranges_allowed: bool,
     slot: GenerationSlot | None = None,
 ) -> Response:
-    """The whole file or the requested ranges of ``source``; ``headers`` from :func:`immutable_headers`."""
-    length = source.total_length
-    ranges = None
-    if ranges_allowed and request.method == "GET" and if_range_allows(request.headers.get("if-range"), headers["ETag"]):
-        try:
-            ranges = parse_range(request.headers.get("range"), length)
-        except RangeNotSatisfiable as exc:
-            if slot is not None:
-                slot.release()
-            raise ProblemError(
-                416,
-                "range-not-satisfiable",
-                str(exc),
-                errors=[(("header", "range"), f"range must start below {length}")],
-                headers={**headers, "Content-Range": f"bytes */{length}"},
-            ) from exc
-    segments: list[Segment]
-    if ranges is None:
-        status, segments = 200, [ByteRange(0, length)]
-        headers.update({"Content-Type": OCTET, "Content-Length": str(length)})
-    elif len(ranges) == 1:
-        status, segments = 206, [ranges[0]]
-        headers.update(
-            {
-                "Content-Type": OCTET,
-                "Content-Length": str(len(ranges[0])),
-                "Content-Range": ranges[0].content_range(length),
-            }
-        )
-    else:
-        plan = multipart_plan(ranges, length, digest, OCTET)
-        status, segments = 206, []
-        for preamble, span in zip(plan.parts, plan.ranges, strict=True):
-            segments += [preamble, span]
-        segments.append(plan.epilogue)
-        headers.update({"Content-Type": plan.content_type, "Content-Length": str(plan.content_length)})
-    head = request.method == "HEAD"
-    if head and slot is not None:
+    """The whole file or the requested ranges of ``source``; ``headers`` from :func:`immutable_headers`.
+    ``slot`` (a generation slot already taken) is released when the response ends, or at once if none is sent."""
+    try:
+        status, segments = plan_body(request, source.total_length, digest, headers, ranges_allowed=ranges_allowed)
+    except ProblemError:
+        if slot is not None:
+            slot.release()
+        raise
+    if request.method == "HEAD" and slot is not None:
         slot.release()
         slot = None
     return GeneratedFileResponse(
@@ -99,7 +110,7 @@ def serve_file(
         status_code=status,
         headers=headers,
         segments=segments,
-        send_body=not head,
+        send_body=request.method != "HEAD",
         slot=slot,
         kernel=request.app.state.kernel,
         cpu_limiter=request.app.state.cpu_limiter,

@@ -10,9 +10,7 @@ supplies (the service's checkpoint store).
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import struct
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +25,7 @@ from .dtypes import DTYPES, cast_into
 from .errors import FieldError, Loc, SpecError, SpecTooLarge
 from .generate import generate
 from .kernels import Kernel
+from .safetensors import encode_header
 from .spec import ALGORITHM_VERSION, Spec, parse_spec
 
 DERIVE_VERSION = 1
@@ -495,9 +494,7 @@ class DerivedFile:
                 "data_offsets": [entry.begin, entry.end],
             }
         body["__metadata__"] = metadata
-        text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
-        padded = len(text) + (-(8 + len(text)) % ALIGNMENT)
-        return struct.pack("<Q", padded) + text.ljust(padded, b" ")
+        return encode_header(body)
 
     def iter_bytes_with(
         self, read: Reader, start: int = 0, stop: int | None = None, *, kernel: Kernel | None = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from .generate import DEFAULT_BLOCK, iter_result_chunks
@@ -18,6 +18,14 @@ from .kernels import Kernel
 from .spec import ALGORITHM_VERSION, BundleSpec, Spec
 
 ALIGNMENT = 8
+
+
+def encode_header(body: Mapping[str, object]) -> bytes:
+    """The 8-byte length and the JSON header (keys sorted, compact, ASCII), padded with spaces so the data
+    that follows starts at a multiple of 8."""
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    padded = len(text) + (-(8 + len(text)) % ALIGNMENT)
+    return struct.pack("<Q", padded) + text.ljust(padded, b" ")
 
 
 @dataclass(frozen=True)
@@ -56,9 +64,7 @@ class SafetensorsFile:
                 "shape": list(entry.spec.result_shape),
                 "data_offsets": [entry.begin, entry.end],
             }
-        text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
-        padded = len(text) + (-(8 + len(text)) % ALIGNMENT)
-        return struct.pack("<Q", padded) + text.ljust(padded, b" ")
+        return encode_header(body)
 
     def iter_bytes(
         self,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import struct
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -29,6 +28,7 @@ from initserve.api.stored_files import immutable_headers, not_modified, serve_fi
 from initserve.api.write_access import WriteKey
 from initserve.engine.errors import SpecError, SpecTooLarge
 from initserve.engine.kernels import Kernel
+from initserve.engine.safetensors import encode_header
 from initserve.store import BlobCorrupt, Checkpoints, Ingest, StoreError, manifest_of
 from initserve.store.checkpoints import entry_nbytes
 
@@ -133,9 +133,7 @@ class StoredTensorFile:
             "__metadata__": {"initserve.tensor_digest": entry["digest"]},
             name: {"dtype": entry["dtype"], "shape": entry["shape"], "data_offsets": [0, entry_nbytes(entry)]},
         }
-        text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
-        text = text.ljust(len(text) + (-(8 + len(text)) % 8), b" ")
-        self.header = struct.pack("<Q", len(text)) + text
+        self.header = encode_header(header)
         self.total_length = len(self.header) + entry_nbytes(entry)
 
     def iter_bytes(
