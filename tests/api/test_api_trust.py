@@ -50,6 +50,7 @@ ARITHMETIC = [
     ({"shape": [1], "scheme": "uniform", "dtype": "float64", "params": {"low": -9e307, "high": 9e307}}, "low"),
     ({"shape": [4], "scheme": "truncated_normal", "params": {"mean": 1e308, "std": 1e308}}, "mean"),
     ({"shape": [4, 4], "scheme": "sparse", "params": {"sparsity": 0.5, "std": 1e308}}, "std"),
+    ({"shape": [8, 4, 3], "scheme": "delta_orthogonal", "params": {"gain": 1e300}}, "gain"),
 ]
 
 

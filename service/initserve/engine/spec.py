@@ -247,6 +247,12 @@ def parse_spec(
             if checks:
                 raise SpecError([FieldError((*loc, *error.loc), error.msg) for error in checks])
             built = spec.built  # builds once; the cached build is the one generation uses
+            # The derived checks compute moments and bounds (gain², products of fans) in the same
+            # Python float arithmetic, so they are guarded too (delta_orthogonal's gain² raised here).
+            derived = check_derived(built.sampler, built.gain, raw_params, params, loc)
+            if derived:
+                raise SpecError(derived)
+            _check_magnitude(built, dtype, loc)
         except (ArithmeticError, ValueError) as exc:
             if isinstance(exc, SpecError):
                 raise
@@ -259,10 +265,6 @@ def parse_spec(
             else:
                 rule = f"the scheme's arithmetic fails on these params: {exc}"
             raise SpecError([FieldError(where, rule)]) from exc
-        derived = check_derived(built.sampler, built.gain, raw_params, params, loc)
-        if derived:
-            raise SpecError(derived)
-        _check_magnitude(built, dtype, loc)
     return spec
 
 
