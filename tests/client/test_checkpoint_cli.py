@@ -52,3 +52,28 @@ def test_errors_are_one_line_and_exit_1(live: LiveServer, tmp_path: Path, capsys
     (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
     assert main(["checkpoint", "upload", str(tmp_path / "bad.safetensors"), "--url", live.url, "--retries", "1"]) == 1
     assert "initserve checkpoint upload: error:" in capsys.readouterr().err
+
+
+def test_async_client_uploads_and_derives_like_the_sync_one(live: LiveServer, tmp_path: Path) -> None:
+    import asyncio
+
+    from initserve_client import AsyncClient, Client
+
+    weights = {"w": np.linspace(-1, 1, 20, dtype=np.float32).reshape(4, 5), "b": np.zeros(4, dtype=np.float32)}
+    save_file(weights, str(tmp_path / "m.safetensors"))
+    tensors = {"w": {"shape": [6, 5]}, "b": {"shape": [4]}}
+    rules = [{"match": "w", "action": "mean_rows", "noise": 0.1}]
+
+    async def run() -> tuple[str, str, bytes, np.ndarray]:
+        async with AsyncClient(base_url=live.url, cache=False) as client:
+            from_path = (await client.upload_checkpoint(tmp_path / "m.safetensors"))["digest"]
+            from_dict = (await client.upload_checkpoint(weights))["digest"]
+            file = await client.derive_file(from_path, tensors, rules, seed=9)
+            tensor = await client.checkpoint_tensor(from_path, "w")
+            return from_path, from_dict, bytes(file.buffer), tensor
+
+    from_path, from_dict, derived, tensor = asyncio.run(run())
+    assert from_path == from_dict  # a checkpoint is its tensors, not its file layout
+    assert tensor.tobytes() == weights["w"].tobytes()
+    with Client(base_url=live.url, cache=False) as client:
+        assert bytes(client.derive_file(from_path, tensors, rules, seed=9).buffer) == derived

@@ -14,6 +14,7 @@ import httpx
 import numpy as np
 
 from ._base import BaseClient, Decoded
+from ._checkpoints_async import AsyncCheckpointMethods
 from ._flow import Blocking, Download, DownloadPart, Flow, Send, fetch_file
 from ._rawhttp import DownloadCancel, RawTransport, download_parts
 from ._retry import RetryPolicy
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["AsyncClient"]
 
 
-class AsyncClient(BaseClient):
+class AsyncClient(AsyncCheckpointMethods, BaseClient):
     """Fetch deterministic initializations from an initserve server, with asyncio.
 
     Args:

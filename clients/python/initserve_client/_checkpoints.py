@@ -90,6 +90,32 @@ def safetensors_bytes(tensors: Mapping[str, Any]) -> bytes:
     return struct.pack("<Q", len(text)) + text + b"".join(blobs)
 
 
+def derive_body(
+    source: str, tensors: Mapping[str, Mapping[str, Any]], rules: Sequence[Mapping[str, Any]], seed: int, layout: str
+) -> dict[str, Any]:
+    """The ``POST /v1/derive`` body."""
+    return {
+        "source": source,
+        "target": {"seed": seed, "layout": layout, "tensors": {k: dict(v) for k, v in tensors.items()}},
+        "rules": [dict(rule) for rule in rules],
+    }
+
+
+def verified_tensor(response: httpx.Response, digest: str, name: str) -> np.ndarray[Any, Any]:
+    """The tensor of a ``GET /v1/checkpoints/{digest}/tensors/{name}`` answer, checked against its digest."""
+    file = parse(response.content)
+    info = file.tensors[name]
+    expected = response.headers.get("x-initserve-tensor-digest", "")
+    actual = record_digest(info.dtype, info.shape, file.buffer[info.begin : info.end])
+    if actual != expected:
+        raise IntegrityError(f"tensor {name!r} of {digest}: digest {actual} != {expected}")
+    return file.array(name)
+
+
+def tensor_path(digest: str, name: str) -> str:
+    return f"/v1/checkpoints/{digest}/tensors/{quote(name, safe='')}"
+
+
 def _file_chunks(path: Path) -> Iterator[bytes]:
     with path.open("rb") as source:
         while chunk := source.read(UPLOAD_CHUNK):
@@ -170,15 +196,8 @@ class CheckpointMethods:
 
     def checkpoint_tensor(self, digest: str, name: str) -> np.ndarray[Any, Any]:
         """One stored tensor as numpy (BF16 needs ml_dtypes), verified against its tensor digest."""
-        path = f"/v1/checkpoints/{digest}/tensors/{quote(name, safe='')}"
-        response = self._send(self._build_request("GET", path))
-        file = parse(response.content)
-        info = file.tensors[name]
-        expected = response.headers.get("x-initserve-tensor-digest", "")
-        actual = record_digest(info.dtype, info.shape, file.buffer[info.begin : info.end])
-        if actual != expected:
-            raise IntegrityError(f"tensor {name!r} of {digest}: digest {actual} != {expected}")
-        return file.array(name)
+        response = self._send(self._build_request("GET", tensor_path(digest, name)))
+        return verified_tensor(response, digest, name)
 
     def derive_file(
         self,
@@ -191,11 +210,7 @@ class CheckpointMethods:
     ) -> SafetensorsFile:
         """``POST /v1/derive``: the derived model's safetensors file, parsed (``.metadata`` records per
         tensor the rule, source digests and spec). ``tensors``: ``{name: {"shape", "dtype"}}``."""
-        body = {
-            "source": source,
-            "target": {"seed": seed, "layout": layout, "tensors": {k: dict(v) for k, v in tensors.items()}},
-            "rules": [dict(rule) for rule in rules],
-        }
+        body = derive_body(source, tensors, rules, seed, layout)
         response = self._send(self._build_request("POST", "/v1/derive", json=body))
         return parse(response.content)
 

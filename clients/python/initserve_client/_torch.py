@@ -243,8 +243,16 @@ async def ainit_module(
     tp_rank: int | None = None,
     tp_size: int | None = None,
     tp_group: Any = None,
+    from_checkpoint: str | None = None,
+    rules: Sequence[Mapping[str, Any]] = (),
 ) -> torch.nn.Module:
     """:func:`init_module` with an :class:`~initserve_client.AsyncClient`."""
+    if from_checkpoint is not None:
+        if policy is not None:
+            raise ValueError("policy and from_checkpoint exclude each other: write fresh tensors as reinit rules")
+        materialize(module, device)
+        _load_derived(module, await client.derive_torch(from_checkpoint, _derive_targets(module), rules, seed=seed))
+        return module
     tensor_parallel = _tensor_parallel(module, tp_rank, tp_size, tp_group)
     filling = _prepare(module, policy, device, tensor_parallel)
     for k, specs in enumerate(filling.rounds):
