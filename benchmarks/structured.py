@@ -152,7 +152,7 @@ def train_once(
             loss = loss_fn(model(x_train[batch]), y_train[batch])
             loss.backward()
             optimizer.step()
-            total, batches = total + float(loss), batches + 1
+            total, batches = total + loss.item(), batches + 1
         losses.append(total / batches)
     model.eval()
     with torch.no_grad():

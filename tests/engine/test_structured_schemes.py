@@ -406,3 +406,14 @@ def test_exact_ops_cosine_is_within_two_ulp_of_the_50_digit_value() -> None:
         exact = np.array([float(mpmath.cos(mpmath.pi * int(x) / d)) for x in t])
         assert np.all(np.abs(got - exact) <= 2 * np.spacing(np.abs(exact)) + 1e-300 + 2**-54 * (np.abs(exact) < 1e-3))
         assert np.array_equal(got, [ref.cos_pi_ratio(int(x), d) for x in t])
+
+
+def test_tall_sylvester_blocks_repeat_rows_as_documented() -> None:
+    """docs/schemes.md: in a (256, 64) block rows r and r + 64 share their sign pattern, so the row
+    coherence is 1 — columns stay orthonormal, units are not spread."""
+    for scheme in ("hadamard_orthogonal", "zero"):
+        w = tensor(scheme, [256, 64])
+        assert coherence(w)[0] == pytest.approx(1.0, abs=1e-12)
+        assert np.array_equal(np.abs(w[3]), np.abs(w[3 + 64]))
+        gram = w.T @ w
+        assert np.allclose(gram, gram[0, 0] * np.eye(64), rtol=0, atol=1e-12)
