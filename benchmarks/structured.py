@@ -2,6 +2,7 @@
 
     python -m benchmarks.structured                # 8 seeds, writes docs/structured.md + docs/structured.png
     python -m benchmarks.structured --seeds 2 --epochs 3 --out /tmp/s.md   # a quick smoke run
+    python -m benchmarks.structured --frames       # only the coherence-by-shape section (about a minute)
 
 Data: scikit-learn's bundled ``digits`` (1,797 8×8 images, 10 classes), one fixed split (1,297 train,
 500 test), features standardised on the training set. Models: an MLP 64→256→256→10 and a small CNN
@@ -302,6 +303,53 @@ def plot_losses(results: dict[tuple[str, str], Result], path: Path) -> Path | No
     return path
 
 
+FRAME_SHAPES = ((32, 16), (128, 64), (256, 64), (512, 128))  # (N vectors, m dimensions), as next-wave.md
+FRAMES_START, FRAMES_END = "<!-- frames start -->", "<!-- frames end -->"
+
+
+def frame_table(seed: int = 0) -> str:
+    """Coherence / Welch of N×m weights (torch layout: N output units in ℝ^m) per scheme, one seed,
+    and the CPU time near_etf took (default 500 steps; all of this process's threads)."""
+    from initserve.engine import generate, parse_spec
+
+    schemes = ("kaiming_normal", "orthogonal", "hadamard_orthogonal", "dct", "near_etf")
+    lines = [
+        FRAMES_START,
+        "## Coherence against the Welch bound, by shape",
+        "",
+        "Rows of an N×m weight as N vectors in ℝ^m (coherence / Welch bound; seed 0). Reproduce with",
+        "`python -m benchmarks.structured --frames` (rewrites this section only).",
+        "",
+        "| N × m | Welch | " + " | ".join(f"`{name}`" for name in schemes) + " | near_etf CPU s |",
+        "|---|---|" + "---|" * len(schemes) + "---|",
+    ]
+    for n, m in FRAME_SHAPES:
+        bound = welch_bound(n, m)
+        cells, seconds = [], 0.0
+        for name in schemes:
+            started = time.process_time()
+            w = np.asarray(generate(parse_spec({"shape": [n, m], "scheme": name, "seed": seed, "dtype": "float64"})))
+            if name == "near_etf":
+                seconds = time.process_time() - started
+            cells.append(f"{coherence(w.reshape(n, m))[0] / bound:.2f}")
+        lines.append(f"| {n} × {m} | {bound:.4f} | " + " | ".join(cells) + f" | {seconds:.1f} |")
+        print(lines[-1], flush=True)
+    lines += ["", FRAMES_END]
+    return "\n".join(lines) + "\n"
+
+
+def write_frames(path: Path) -> None:
+    """Insert or replace the frames section of ``path``."""
+    text = path.read_text() if path.exists() else ""
+    section = frame_table()
+    if FRAMES_START in text and FRAMES_END in text:
+        head, rest = text.split(FRAMES_START, 1)
+        text = head + section + rest.split(FRAMES_END, 1)[1].lstrip("\n")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=8)
@@ -309,7 +357,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cnn-epochs", type=int, default=10)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "structured.md")
     parser.add_argument("--only", nargs="*", default=None, help="scheme names to run (default: all)")
+    parser.add_argument("--frames", action="store_true", help="only (re)compute the coherence-by-shape section")
     args = parser.parse_args(argv)
+    if args.frames:
+        write_frames(args.out)
+        print(f"wrote the frames section of {args.out}")
+        return 0
     torch.set_num_threads(1)
     data = load_digits()
     client = LocalClient(threads=1)
@@ -332,7 +385,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{scheme.name:20s} {model}: {_fmt(result.accuracy)} %  ({result.seconds:.1f} s)", flush=True)
     elapsed = time.perf_counter() - started
     plot = plot_losses(results, args.out.with_suffix(".png"))
-    args.out.write_text(write_report(results, args, elapsed, plot))
+    previous = args.out.read_text() if args.out.exists() else ""
+    report = write_report(results, args, elapsed, plot)
+    if FRAMES_START in previous and FRAMES_END in previous:  # keep the last --frames section
+        report += "\n" + FRAMES_START + previous.split(FRAMES_START, 1)[1].split(FRAMES_END, 1)[0] + FRAMES_END + "\n"
+    args.out.write_text(report)
     print(f"wrote {args.out}" + (f" and {plot}" if plot else ""))
     return 0
 
