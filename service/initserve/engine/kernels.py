@@ -34,6 +34,7 @@ from .samplers import Constant, ElementwiseSampler, TruncatedNormal, Uniform
 Array = npt.NDArray[np.generic]
 F64 = npt.NDArray[np.float64]
 U64 = npt.NDArray[np.uint64]
+I64 = npt.NDArray[np.int64]
 KernelName = Literal["native", "numpy"]
 KernelChoice = Literal["auto", "native", "numpy"]
 KERNEL_CHOICES: tuple[KernelChoice, ...] = ("auto", "native", "numpy")
@@ -77,6 +78,23 @@ def fill_full_range(sampler: ElementwiseSampler, key: int, dtype: DType, start: 
         cast_into(sampler.values(chunk_words, start + offset, n), out[offset : offset + n], dtype)
 
 
+def gather_covering(sampler: ElementwiseSampler, key: int, dtype: DType, index: I64, out: Array) -> None:
+    """numpy: ``out[j]`` = element ``index[j]`` of the full flat tensor (``index`` increasing), read
+    from the covering range window by window: a window of at most SUBCHUNK elements starts at the
+    next wanted index, so memory is one window however far apart the indices are (a covering range
+    of one-element runs COVER_GAP apart is ~1,000× the result) and gaps wider than a window are
+    skipped, not generated."""
+    window = np.empty(min(SUBCHUNK, int(index[-1] - index[0]) + 1), dtype=dtype.storage)
+    position, count = 0, index.shape[0]
+    while position < count:
+        first = int(index[position])
+        size = min(window.shape[0], int(index[-1]) + 1 - first)
+        end = position + int(np.searchsorted(index[position:], first + size))
+        fill_full_range(sampler, key, dtype, first, window[:size])
+        np.take(window, index[position:end] - first, out=out[position:end])
+        position = end
+
+
 @dataclass(frozen=True)
 class NumpyKernel:
     """The reference implementation: numpy's Philox raw words and the transforms of samplers.py."""
@@ -100,12 +118,9 @@ class NumpyKernel:
             for offset in range(0, out.shape[0], SUBCHUNK):
                 n = min(SUBCHUNK, out.shape[0] - offset)
                 index = layout.full_indices(start + offset, n)
-                first, span = int(index[0]), int(index[-1] - index[0]) + 1
+                span = int(index[-1] - index[0]) + 1
                 if span <= n + (n // layout.run_length + 1) * COVER_GAP:
-                    covering = np.empty(span, dtype=dtype.storage)
-                    fill_full_range(sampler, key, dtype, first, covering)
-                    index -= first
-                    np.take(covering, index, out=out[offset : offset + n])
+                    gather_covering(sampler, key, dtype, index, out[offset : offset + n])
                 else:
                     fill_runs(start + offset, out[offset : offset + n])
 
