@@ -173,6 +173,11 @@ def test_bundle_into_writes_the_bundles_values_into_caller_memory() -> None:
         local.bundle_into({"w": tensors["w"]}, {"w": torch.empty(64, 17)}, seed=2)
     with pytest.raises(ValueError, match=r"out\['w'\].*contiguous: False"):
         local.bundle_into({"w": tensors["w"]}, {"w": torch.empty(16, 64).t()}, seed=2)
+    # A missing buffer is named before anything is written (not a bare KeyError after "w" was filled).
+    untouched = torch.full((64, 16), float("nan"))
+    with pytest.raises(ValueError, match=r"out has no buffer for 'e'"):
+        local.bundle_into(tensors, {"w": untouched}, seed=2)
+    assert untouched.isnan().all()
 
 
 def test_init_module_with_local_client_generates_into_the_parameters() -> None:

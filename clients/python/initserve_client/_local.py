@@ -151,11 +151,14 @@ class LocalClient:
 
         ``out[name]``: a writable, C-contiguous numpy array or CPU ``torch.Tensor`` (a parameter's own
         storage, bfloat16 included) with the tensor's number of elements and its dtype. The values are
-        :meth:`bundle`'s. Raises ``ValueError`` naming the tensor when a buffer does not fit."""
+        :meth:`bundle`'s. Raises ``ValueError`` naming the tensor when a buffer is missing or does not fit."""
         bundle = _parse(bundle_body(tensors, seed=seed, dtype=dtype, layout=layout))
         from initserve.engine import BundleSpec, generate
 
         assert isinstance(bundle, BundleSpec)
+        missing = [spec.name for spec in bundle.tensors if spec.name not in out]
+        if missing:  # checked before any write, so a failed call leaves every buffer as it was
+            raise ValueError(f"out has no buffer for {', '.join(map(repr, missing))} (one per tensor of the bundle)")
         for spec in bundle.tensors:
             target = _as_numpy(out[spec.name])
             try:
