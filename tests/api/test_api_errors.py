@@ -138,7 +138,7 @@ CASES: list[tuple[str, str, str, Any, int, str, list[Any]]] = [
     ("eye on 3-D", "POST", "/v1/init", {"shape": [2, 2, 2], "scheme": "eye"}, 422, "invalid-spec", ["body", "shape"]),
     ("dirac on 2-D", "POST", "/v1/init", {"shape": [2, 2], "scheme": "dirac"}, 422, "invalid-spec", ["body", "shape"]),
     ("unknown top-level key", "POST", "/v1/init", {**OK, "colour": "red"}, 422, "invalid-spec", ["body", "colour"]),
-    ("bad name", "POST", "/v1/init", {**OK, "name": "a b"}, 422, "invalid-spec", ["body", "name"]),
+    ("bad name", "POST", "/v1/init", {**OK, "name": "a\u0007b"}, 422, "invalid-spec", ["body", "name"]),
     ("slice out of range", "POST", "/v1/init", {**OK, "slice": [[0, 9]]}, 422, "invalid-spec", ["body", "slice", 0]),
     ("slice not pairs", "POST", "/v1/init", {**OK, "slice": [[0, 1, 2]]}, 422, "invalid-spec", ["body", "slice", 0]),
     ("body is an array", "POST", "/v1/init", [1, 2], 422, "invalid-spec", ["body"]),

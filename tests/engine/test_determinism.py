@@ -30,6 +30,8 @@ def _body(scheme: str, dtype: str = "float32", shape: list[int] | None = None) -
         "seed": 31337,
         "dtype": dtype,
         "params": REQUIRED.get(scheme, {}),
+        # keras/jax-family schemes need a layout when it changes their fans (here it does).
+        "layout": CATALOG[scheme].family,
     }
 
 

@@ -21,19 +21,52 @@ ACCESS_LOGGER = "initserve.access"
 _SANE_ID = re.compile(r"[\x21-\x7e]{1,128}")
 
 
-def log_config(level: str) -> dict[str, Any]:
-    """A :func:`logging.config.dictConfig` mapping that writes every record as one JSON object."""
-    formatter = {
+# Attributes every LogRecord has; anything else on a record came in through ``extra=``.
+_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+# uvicorn attaches an ANSI-coloured copy of its messages; it belongs to no log line of ours.
+_DROPPED = frozenset({"color_message"})
+
+
+class ReadableFormatter(logging.Formatter):
+    """``12:00:01 INFO  initserve.access request method=POST path=/v1/init status=200 …``: one
+    line per record for a person at a terminal, extras as ``key=value`` (values with spaces or
+    non-printable characters quoted with ``repr``, so a tensor name cannot break a line)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-5s %(name)s %(message)s", "%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extras = [
+            f"{key}={_readable(value)}"
+            for key, value in vars(record).items()
+            if key not in _RECORD_FIELDS and key not in _DROPPED and value is not None
+        ]
+        return " ".join([line, *extras])
+
+
+def _readable(value: object) -> str:
+    text = str(value)
+    return text if text and text.isprintable() and " " not in text else repr(text)
+
+
+def log_config(level: str, *, readable: bool = False) -> dict[str, Any]:
+    """A :func:`logging.config.dictConfig` mapping: one JSON object per record, or with ``readable``
+    one text line per record (:class:`ReadableFormatter`)."""
+    json_formatter = {
         "()": "pythonjsonlogger.json.JsonFormatter",
         "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
         "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        "reserved_attrs": [*_RECORD_FIELDS, *_DROPPED],
     }
-    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    text_formatter = {"()": "initserve.api.access_log.ReadableFormatter"}
+    chosen = "text" if readable else "json"
+    handler = {"class": "logging.StreamHandler", "formatter": chosen, "stream": "ext://sys.stderr"}
     upper = level.upper()
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"json": formatter},
+        "formatters": {"json": json_formatter, "text": text_formatter},
         "handlers": {"stderr": handler},
         "loggers": {
             "initserve": {"handlers": ["stderr"], "level": upper, "propagate": False},

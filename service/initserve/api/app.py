@@ -14,6 +14,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from initserve import __version__
 from initserve.api.access_log import AccessLogMiddleware
 from initserve.api.digests import DIGEST_MEMO_ENTRIES
+from initserve.api.content_type import JSON_BODY_ROUTES, JsonBodyMiddleware
+from initserve.api.docs_ui import install_docs
 from initserve.api.limits import BodySizeLimitMiddleware, GenerationLimiter
 from initserve.api.metrics import Metrics, RequestMetricsMiddleware
 from initserve.api.openapi import install_openapi
@@ -34,7 +36,9 @@ EXPOSED = [
     "Content-Location",
     "Content-Range",
     "Content-Length",
+    "Content-Disposition",
     "X-Initserve-Algorithm",
+    "X-Initserve-Fans",
     "X-Request-ID",
 ]
 
@@ -73,7 +77,14 @@ def _cache_size_reporter(metrics: Metrics) -> Callable[[int, int], None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service; without ``settings`` they are read from ``INITSERVE_*`` variables."""
     settings = settings or Settings()
-    app = FastAPI(title="initserve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="initserve",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,  # served by install_docs from installed assets, not a CDN
+        redoc_url=None,
+    )
     app.state.settings = settings
     # Resolved once per process and passed to every generation (the engine holds no global switch);
     # INITSERVE_KERNEL=native without the extension raises KernelUnavailable here, at start-up.
@@ -93,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.digest_memo = LRUCache(maxsize=DIGEST_MEMO_ENTRIES)
     install_problem_handlers(app)
     install_openapi(app)
+    install_docs(app)
     for router in ROUTERS:
         app.include_router(router)
     if settings.cors_origins:
@@ -105,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.state.repeat_memo = memo = RepeatMemo()
     app.add_middleware(RepeatMiddleware, cache=cache, metrics=metrics, api_keys=settings.api_key_values, memo=memo)
+    app.add_middleware(JsonBodyMiddleware, paths=JSON_BODY_ROUTES)  # before the memo: both spellings share its key
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=settings.max_body_bytes,

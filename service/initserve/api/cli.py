@@ -41,6 +41,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=serve)
 
 
+def _readable_logs(log_format: str) -> bool:
+    """Readable text lines for a person at a terminal; JSON for collectors (and anything piped)."""
+    if log_format != "auto":
+        return log_format == "text"
+    return sys.stderr.isatty()
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -71,7 +78,7 @@ def serve(args: argparse.Namespace) -> int:
         http=GuardedHttpToolsProtocol,  # httptools with head limits and a head timeout (api/protocol.py)
         timeout_keep_alive=settings.timeout_keep_alive,
         timeout_graceful_shutdown=settings.graceful_shutdown_timeout,
-        log_config=log_config(settings.log_level),
+        log_config=log_config(settings.log_level, readable=_readable_logs(settings.log_format)),
         access_log=False,
         server_header=False,
     )

@@ -13,6 +13,7 @@ import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from initserve.api.problems import PROBLEM_MEDIA_TYPE, TITLES, TYPE_PREFIX, ProblemError
+from initserve.engine.errors import human_bytes
 
 
 class GenerationSlot:
@@ -91,7 +92,7 @@ class BodySizeLimitMiddleware:
             except ValueError:
                 too_big = False  # the server rejects a malformed Content-Length itself
             if too_big:
-                await self._refuse(scope, send, f"Content-Length {int(declared)}")
+                await self._refuse(scope, send, human_bytes(int(declared)))
                 return
         chunks: list[bytes] = []
         size = 0
@@ -113,7 +114,7 @@ class BodySizeLimitMiddleware:
             await self.app(scope, _replay([], other, receive), send)
             return
         if size > self.max_bytes:
-            await self._refuse(scope, send, f"more than {self.max_bytes} bytes")
+            await self._refuse(scope, send, f"more than {human_bytes(self.max_bytes)}")
             return
         if deadline.cancelled_caught:
             detail = f"the request body did not arrive within {self.timeout:g} s ({size} bytes received)"
@@ -124,7 +125,7 @@ class BodySizeLimitMiddleware:
     async def _refuse(
         self, scope: Scope, send: Send, seen: str, *, status: int = 413, slug: str = "too-large", detail: str = ""
     ) -> None:
-        detail = detail or f"request body of {seen} exceeds the limit of {self.max_bytes} bytes"
+        detail = detail or f"request body of {seen} exceeds the limit of {human_bytes(self.max_bytes)}"
         body = json.dumps(
             {
                 "type": TYPE_PREFIX + slug,

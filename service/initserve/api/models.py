@@ -130,6 +130,53 @@ class Resolved(BaseModel):
     canonical: dict[str, Any] = Field(description="The canonical spec: defaults filled in.")
 
 
+class Histogram(BaseModel):
+    """Counts of the values in equal bins over the scheme's support (mean ± 6σ where unbounded)."""
+
+    edges: list[float] = Field(description="65 bin edges, ascending.")
+    counts: list[int] = Field(description="64 counts; bin i is [edges[i], edges[i+1]) (the last bin is closed).")
+    below: int = Field(description="Values below edges[0].")
+    above: int = Field(description="Values above edges[-1].")
+
+
+class ExpectedMoments(BaseModel):
+    """The exact law of the scheme's values before the cast."""
+
+    mean: float
+    std: float
+    low: float | None = Field(description="Lower end of the support; null when unbounded.")
+    high: float | None = Field(description="Upper end of the support; null when unbounded.")
+
+
+class Stats(BaseModel):
+    """``POST /v1/init?format=stats``: statistics of the generated (cast) values, in float64."""
+
+    numel: int = Field(description="Number of elements (of the slice, if one was asked for).")
+    shape: list[int] = Field(description="Shape of the result (the slice's, if any).")
+    dtype: DType
+    mean: float | None = Field(description="Mean of the values; null for a zero-size tensor.")
+    std: float | None = Field(description="Population standard deviation; null for a zero-size tensor.")
+    min: float | None = Field(description="Smallest value; null for a zero-size tensor.")
+    max: float | None = Field(description="Largest value; null for a zero-size tensor.")
+    zeros_fraction: float | None = Field(description="Fraction of elements equal to 0.")
+    histogram: Histogram
+    fan_in: int | None = Field(description="fan_in the scheme used (null when it uses none).")
+    fan_out: int | None = Field(description="fan_out the scheme used (null when it uses none).")
+    layout: Layout = Field(description="The layout the fans were read with.")
+    gain: float | None = Field(description="The gain applied (xavier, kaiming, orthogonal, torch_default).")
+    expected: ExpectedMoments | None = Field(description="The scheme's exact moments; null for zero size.")
+    sha256: str = Field(description="sha256 of the tensor's bytes (not of the file).")
+    algorithm: int = Field(description="Version of the generation algorithm.")
+    reproducibility: str = Field(description="bitwise or numerical (see docs/determinism.md).")
+    spec: dict[str, Any] = Field(description="The canonical spec.")
+
+
+class BundleStats(BaseModel):
+    """Statistics of a bundle: one :class:`Stats` per tensor name."""
+
+    tensors: dict[str, Stats]
+
+
 class Health(BaseModel):
     status: Literal["ok"]
     kernel: Literal["native", "numpy"] = Field(description="The generation kernel this process runs.")

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from initserve.api.models import ResolveBundle
+from initserve.api.models import MAX_DIM, MAX_SEED, BundleStats, ResolveBundle, Stats
 from initserve.api.problems import PROBLEM_MEDIA_TYPE, TITLES, FieldProblem, Problem
 
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
@@ -22,7 +22,16 @@ _SLUGS = {
 }
 
 SAFETENSORS_BODY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
-STATS_BODY = {"application/json": {"schema": {"type": "object", "title": "Stats"}}}
+STATS_BODY = {"application/json": {"schema": {"$ref": "#/components/schemas/Stats"}}}
+ANY_STATS_BODY = {
+    "application/json": {
+        "schema": {"oneOf": [{"$ref": "#/components/schemas/Stats"}, {"$ref": "#/components/schemas/BundleStats"}]}
+    }
+}
+BUNDLE_STATS_BODY = {"application/json": {"schema": {"$ref": "#/components/schemas/BundleStats"}}}
+# pydantic writes integer bounds as floats (9.223372036854776e+18); the schema should say the exact ints.
+_EXACT_INTS = {float(value): value for value in (MAX_DIM, MAX_SEED)}
+_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
 
 
@@ -54,12 +63,26 @@ def install_openapi(app: FastAPI) -> None:
                 routes=app.routes,
             )
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in (Problem, FieldProblem, ResolveBundle):
+            for model in (Problem, FieldProblem, ResolveBundle, Stats, BundleStats):
                 model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 for name, definition in model_schema.pop("$defs", {}).items():
                     components.setdefault(name, definition)
                 components.setdefault(model.__name__, model_schema)
+            _exact_integer_bounds(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _exact_integer_bounds(node: Any) -> None:
+    """Integral float bounds become ints, restoring the exact value where rounding lost it."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in _BOUNDS and isinstance(value, float) and value.is_integer():
+                node[key] = _EXACT_INTS.get(value, int(value))
+            else:
+                _exact_integer_bounds(value)
+    elif isinstance(node, list):
+        for item in node:
+            _exact_integer_bounds(item)

@@ -9,6 +9,7 @@ bodies. Nothing internal (tracebacks, exception text) ever reaches a client.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -149,6 +150,14 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+@functools.cache
+def _param_names() -> frozenset[str]:
+    """Every parameter name of every scheme: a top-level key among them belongs under ``params``."""
+    from initserve.engine import CATALOG
+
+    return frozenset(param.name for scheme in CATALOG.values() for param in scheme.params)
+
+
 def describe_validation_error(error: Mapping[str, Any]) -> tuple[Loc, str]:
     """Turn one pydantic error into ``(loc, "<field> <rule>, got <value>")``.
 
@@ -182,6 +191,10 @@ def describe_validation_error(error: Mapping[str, Any]) -> tuple[Loc, str]:
         "string_too_short": f"must be at least {ctx.get('min_length')} characters",
         "string_pattern_mismatch": f"must match {ctx.get('pattern')}, got {_short(value)}",
     }
+    if kind == "extra_forbidden" and isinstance(loc[-1] if loc else None, str) and str(loc[-1]) in _param_names():
+        rules[kind] += (
+            f"; scheme parameters go under `params`, e.g. {{\"params\": {{\"{loc[-1]}\": {_short(value)}}}}}"
+        )
     rule = rules.get(kind)
     if rule is None:
         msg = str(error.get("msg", "is invalid"))
@@ -200,11 +213,22 @@ async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     raw = list(exc.errors())
     malformed = [e for e in raw if e.get("type") == "json_invalid"]
+    sent_type = request.scope.get("state", {}).get("sent_content_type")
     if malformed:
         ctx = malformed[0].get("ctx") or {}
         pos = malformed[0].get("loc", ("body", 0))[-1]
         msg = f"body is not valid JSON: {ctx.get('error', 'decode error')} at character {pos}"
+        if sent_type is not None:
+            msg += f" (it came with Content-Type {sent_type}; this API takes a JSON body)"
         return problem_response(400, "malformed-json", msg, instance=request.url.path, errors=[(("body",), msg)])
+    not_json = [e for e in raw if tuple(e.get("loc", ())) == ("body",) and isinstance(e.get("input"), bytes)]
+    if not_json:
+        media = request.headers.get("content-type", "none")
+        msg = (
+            f"body must be JSON sent with Content-Type: application/json; it came as {media} "
+            "(with curl: -H 'Content-Type: application/json' --data '{...}')"
+        )
+        return problem_response(415, "unsupported-media-type", msg, instance=request.url.path, errors=[(("header", "content-type"), msg)])
     errors = [describe_validation_error(e) for e in raw]
     detail = "; ".join(msg for _, msg in errors[:5]) + ("; …" if len(errors) > 5 else "")
     return problem_response(422, "invalid-spec", detail, instance=request.url.path, errors=errors)

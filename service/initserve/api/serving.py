@@ -30,6 +30,7 @@ from initserve.api.http_cache import (
 )
 from initserve.api.limits import GenerationLimiter, GenerationSlot
 from initserve.api.metrics import Metrics
+from initserve.api.names import content_disposition
 from initserve.api.problems import ProblemError
 from initserve.api.repeats import STATE_CACHE_KEY
 from initserve.api.response_cache import CacheKey, ResponseCache
@@ -40,6 +41,7 @@ from initserve.api.targets import Target
 from initserve.engine import ALGORITHM_VERSION, Kernel, Spec
 from initserve.engine.samplers import is_elementwise
 from initserve.engine.stats import StatsRun
+from initserve.engine.stats import fans_header
 
 OCTET = "application/octet-stream"
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before the answer
@@ -76,6 +78,14 @@ def _base_headers(target: Target, etag: str, location_suffix: str = "") -> dict[
     }
     if target.url is not None:
         headers["Content-Location"] = target.url + location_suffix
+    if isinstance(target.value, Spec):
+        fans = fans_header(target.value)
+        if fans is not None:
+            headers["X-Initserve-Fans"] = fans
+        if not location_suffix:
+            headers["Content-Disposition"] = content_disposition(target.value.name + ".safetensors")
+    elif not location_suffix:
+        headers["Content-Disposition"] = content_disposition("bundle.safetensors")
     return headers
 
 

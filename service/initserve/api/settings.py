@@ -98,7 +98,12 @@ class Settings(BaseSettings):
         default=1 << 25, ge=1, description="Largest Σ width_l × width_(l-1) (weights held per scheme) of /v1/diagnose."
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
-        default="info", description="Level of the JSON logs."
+        default="info", description="Level of the logs."
+    )
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto",
+        description="json: one JSON object per line (for collectors); text: readable lines; auto: text when "
+        "stderr is a terminal, else json.",
     )
     timeout_keep_alive: int = Field(
         default=75,
@@ -138,7 +143,7 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
-    @field_validator("log_level", "kernel", mode="before")
+    @field_validator("log_level", "kernel", "log_format", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value

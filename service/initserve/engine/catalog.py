@@ -8,6 +8,7 @@ uniform bound √3·σ; normal untruncated).
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -110,6 +111,16 @@ class Scheme:
     uses_fans: bool = False
     check: Callable[[Layer], list[FieldError]] | None = None
     notes: str = ""
+    # Framework spellings of this very function *with the same defaults*; a request may use them
+    # and the canonical spec holds ``name``, so bytes and ETag are those of the catalog name.
+    aliases: tuple[str, ...] = ()
+    # "keras": a keras/jax-family scheme whose shapes are (in, out) / (*k, in, out) in those
+    # frameworks. Without an explicit layout, a request whose result depends on it is refused.
+    family: str = "torch"
+    # The gain from the params alone (known even for a zero-size tensor); None: no gain.
+    gain_of: Callable[[Mapping[str, ParamValue]], float] | None = None
+    # The params the scheme derives from the shape (fans), written into the canonical spec.
+    derived: Callable[[Layer], dict[str, ParamValue]] | None = None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -125,6 +136,8 @@ class Scheme:
             "reproducibility": self.reproducibility,
             "random_access": self.reproducibility == "bitwise",
             "notes": self.notes,
+            "aliases": list(self.aliases),
+            "family": self.family,
         }
 
 
@@ -481,16 +494,24 @@ def _params(*params: Param) -> tuple[Param, ...]:
     return params
 
 
+_KERAS = " + layout keras"
+_KERAS_NOTE = (
+    "keras/jax-family scheme: in keras, jax and TF1 a dense kernel is (in, out) and a conv kernel "
+    "(*k, in, out) — send layout 'keras' for those shapes, 'torch' for (out, in, *k). Without a layout, "
+    "a request whose fans differ between the two readings is refused (422); when they agree, the result "
+    "is the same either way and the canonical spec says torch. Every response shows the fans used "
+    "(X-Initserve-Fans header, stats fan_in/fan_out/layout)."
+)
+
+
 def _keras_vs(
     name: str,
     scale: float,
     mode: str,
     distribution: str,
-    keras: str,
-    jax: str,
-    tf1: str,
-    torch: str | None,
+    equivalents: Mapping[str, str | None],
     formula: str,
+    aliases: tuple[str, ...],
 ) -> Scheme:
     return Scheme(
         name,
@@ -498,25 +519,48 @@ def _keras_vs(
         variance_scaling(scale, mode, distribution),
         FAN_OVERRIDES,
         Rank(0, 8),
-        {"torch": torch, "keras": keras, "jax": jax, "tf1": tf1},
+        equivalents,
         uses_fans=True,
+        notes=_KERAS_NOTE,
+        aliases=aliases,
+        family="keras",
     )
 
 
+def _param_gain(params: Mapping[str, ParamValue]) -> float:
+    return float(params["gain"])
+
+
+def _kaiming_gain(params: Mapping[str, ParamValue]) -> float:
+    return calculate_gain(str(params["nonlinearity"]), float(params["a"]))
+
+
+def _uniform_unit_scaling_fans(layer: Layer) -> dict[str, ParamValue]:
+    """The d the scheme divides by, as ``fan_in``: writing it out gives the same bytes."""
+    if "fan_in" in layer.params:
+        return {}
+    if len(layer.shape) < 2:
+        return {"fan_in": 1}
+    return {"fan_in": max(1, compute_fans(layer.shape, layer.layout)[0])}
+
+
 _TN = "σ₀ = σ/0.87962566103423978, N(0, σ₀²) truncated to [−2σ₀, 2σ₀]"
+_RANK1 = " Rank < 2 (a bias): pass both params.fan_in and params.fan_out (torch refuses rank < 2)."
 
 SCHEMES: tuple[Scheme, ...] = (
     Scheme(
         "zeros",
         "x = 0",
         _constant(0.0),
-        equivalents={"torch": "zeros_", "keras": "Zeros", "jax": "zeros", "tf1": "zeros_initializer"},
+        equivalents={"torch": "zeros_(w)", "keras": "Zeros()", "jax": "zeros", "tf1": "zeros_initializer()"},
+        aliases=("zeros_", "Zeros", "zeros_initializer"),
     ),
     Scheme(
         "ones",
         "x = 1",
         _constant(1.0),
-        equivalents={"torch": "ones_", "keras": "Ones", "jax": "ones", "tf1": "ones_initializer"},
+        equivalents={"torch": "ones_(w)", "keras": "Ones()", "jax": "ones", "tf1": "ones_initializer()"},
+        aliases=("ones_", "Ones", "ones_initializer"),
     ),
     Scheme(
         "constant",
@@ -524,11 +568,12 @@ SCHEMES: tuple[Scheme, ...] = (
         lambda layer: Built(Constant(layer.float("value"))),
         _params(_float("value", doc="the value of every element")),
         equivalents={
-            "torch": "constant_",
-            "keras": "Constant",
-            "jax": "constant",
-            "tf1": "constant_initializer",
+            "torch": "constant_(w, val=v) ≡ {value: v}",
+            "keras": "Constant(value=v) ≡ {value: v}",
+            "jax": "constant(v) ≡ {value: v} (scalar v)",
+            "tf1": "constant_initializer(value=v) ≡ {value: v} (scalar v)",
         },
+        aliases=("constant_", "Constant", "constant_initializer"),
     ),
     Scheme(
         "uniform",
@@ -536,10 +581,10 @@ SCHEMES: tuple[Scheme, ...] = (
         lambda layer: Built(Uniform(layer.float("low"), layer.float("high"))),
         _params(_float("low", 0.0), _float("high", 1.0)),
         equivalents={
-            "torch": "uniform_",
-            "keras": "RandomUniform",
-            "jax": "uniform",
-            "tf1": "random_uniform_initializer",
+            "torch": "uniform_(w, a, b) ≡ {low: a, high: b} (same defaults 0, 1)",
+            "keras": "RandomUniform(minval=a, maxval=b) ≡ {low: a, high: b} (keras defaults ±0.05: write them)",
+            "jax": "uniform(scale=s) ≡ {low: 0, high: s} (jax default s = 0.01)",
+            "tf1": "random_uniform_initializer(minval=a, maxval=b) ≡ {low: a, high: b} (same defaults 0, 1)",
         },
         check=lambda layer: (
             []
@@ -552,6 +597,7 @@ SCHEMES: tuple[Scheme, ...] = (
             ]
         ),
         notes="torch defaults (0, 1); keras uses ±0.05 and jax [0, scale): pass low/high explicitly",
+        aliases=("uniform_", "random_uniform_initializer"),
     ),
     Scheme(
         "normal",
@@ -559,11 +605,12 @@ SCHEMES: tuple[Scheme, ...] = (
         lambda layer: Built(TruncatedNormal(layer.float("mean"), layer.float("std"))),
         _params(_float("mean", 0.0), _float("std", 1.0, positive=True)),
         equivalents={
-            "torch": "normal_",
-            "keras": "RandomNormal",
-            "jax": "normal",
-            "tf1": "random_normal_initializer",
+            "torch": "normal_(w, mean=m, std=s) ≡ {mean: m, std: s} (same defaults 0, 1)",
+            "keras": "RandomNormal(mean=m, stddev=s) ≡ {mean: m, std: s} (keras default stddev 0.05: write it)",
+            "jax": "normal(stddev=s) ≡ {std: s} (jax default s = 0.01)",
+            "tf1": "random_normal_initializer(mean=m, stddev=s) ≡ {mean: m, std: s} (same defaults 0, 1)",
         },
+        aliases=("normal_", "random_normal_initializer"),
     ),
     Scheme(
         "truncated_normal",
@@ -576,14 +623,20 @@ SCHEMES: tuple[Scheme, ...] = (
             _float("high", rule="mean + 2*std", doc="absolute upper bound"),
         ),
         equivalents={
-            "torch": "trunc_normal_",
-            "keras": "TruncatedNormal",
-            "jax": "truncated_normal",
-            "tf1": "truncated_normal_initializer",
+            "torch": "trunc_normal_(w, mean=m, std=s, a=lo, b=hi) ≡ {mean: m, std: s, low: lo, high: hi}; torch's "
+            "defaults a=−2, b=2 are absolute whatever std is: write low: -2, high: 2 for them",
+            "keras": "TruncatedNormal(mean=m, stddev=s) ≡ {mean: m, std: s} (cut at m ± 2s; keras default "
+            "stddev 0.05: write it)",
+            "jax": "truncated_normal(stddev=s, lower=l, upper=u) ≡ {std: s, low: l·s, high: u·s} (jax bounds are "
+            "in units of stddev, mean 0; defaults s = 0.01, l = −2, u = 2)",
+            "tf1": "truncated_normal_initializer(mean=m, stddev=s) ≡ {mean: m, std: s} (cut at m ± 2s)",
         },
         check=_check_truncated,
         notes="bounds default to mean ± 2·std (keras/TF); torch's defaults are the absolute values ±2 "
-        "whatever std is — pass low=-2, high=2 to get them",
+        "whatever std is — pass low=-2, high=2 to get them. One-sided truncation: put the other bound far "
+        "out, ≥ 40·std from the mean (e.g. low=0, high=mean+40·std for a half-normal): the normal's mass "
+        "beyond it is below 10⁻³⁰⁰, so the law is the one-sided one to double precision.",
+        aliases=("truncated_normal_initializer",),
     ),
     Scheme(
         "xavier_uniform",
@@ -592,12 +645,15 @@ SCHEMES: tuple[Scheme, ...] = (
         (GAIN, *FAN_OVERRIDES),
         Rank(2, 8, unless_fans=BOTH_FANS),
         {
-            "torch": "xavier_uniform_",
-            "keras": "GlorotUniform (gain 1)",
-            "jax": "glorot_uniform",
-            "tf1": "glorot_uniform_initializer",
+            "torch": "xavier_uniform_(w, gain=g) ≡ {gain: g}",
+            "keras": "GlorotUniform() ≡ {}" + _KERAS,
+            "jax": "glorot_uniform() ≡ {}" + _KERAS,
+            "tf1": "glorot_uniform_initializer() ≡ {}" + _KERAS,
         },
         uses_fans=True,
+        notes="torch semantics (fans from the layout, default torch)." + _RANK1,
+        aliases=("xavier_uniform_",),
+        gain_of=_param_gain,
     ),
     Scheme(
         "xavier_normal",
@@ -605,9 +661,16 @@ SCHEMES: tuple[Scheme, ...] = (
         gain_scaled(_xavier_std, "normal"),
         (GAIN, *FAN_OVERRIDES),
         Rank(2, 8, unless_fans=BOTH_FANS),
-        {"torch": "xavier_normal_", "keras": None, "jax": None, "tf1": None},
+        {
+            "torch": "xavier_normal_(w, gain=g) ≡ {gain: g}",
+            "keras": "VarianceScaling(1.0, 'fan_avg', 'untruncated_normal') ≡ {}" + _KERAS,
+            "jax": "variance_scaling(1.0, 'fan_avg', 'normal') ≡ {}" + _KERAS,
+            "tf1": None,
+        },
         uses_fans=True,
-        notes="keras/jax glorot_normal is truncated: use glorot_normal for that",
+        notes="keras/jax glorot_normal is truncated: use glorot_normal for that." + _RANK1,
+        aliases=("xavier_normal_",),
+        gain_of=_param_gain,
     ),
     Scheme(
         "kaiming_uniform",
@@ -616,12 +679,15 @@ SCHEMES: tuple[Scheme, ...] = (
         (*KAIMING, *FAN_OVERRIDES),
         Rank(2, 8, unless_fans=BOTH_FANS),
         {
-            "torch": "kaiming_uniform_",
-            "keras": "HeUniform (relu, fan_in)",
-            "jax": "he_uniform",
-            "tf1": "he_uniform",
+            "torch": "kaiming_uniform_(w, a, mode, nonlinearity) ≡ {a, mode, nonlinearity} (same defaults)",
+            "keras": "HeUniform() ≡ {nonlinearity: relu}" + _KERAS,
+            "jax": "he_uniform() ≡ {nonlinearity: relu}" + _KERAS,
+            "tf1": "he_uniform() ≡ {nonlinearity: relu}" + _KERAS,
         },
         uses_fans=True,
+        notes="torch semantics (fans from the layout, default torch)." + _RANK1,
+        aliases=("kaiming_uniform_",),
+        gain_of=_kaiming_gain,
     ),
     Scheme(
         "kaiming_normal",
@@ -629,75 +695,100 @@ SCHEMES: tuple[Scheme, ...] = (
         gain_scaled(_kaiming_std, "normal"),
         (*KAIMING, *FAN_OVERRIDES),
         Rank(2, 8, unless_fans=BOTH_FANS),
-        {"torch": "kaiming_normal_", "keras": None, "jax": None, "tf1": None},
+        {
+            "torch": "kaiming_normal_(w, a, mode, nonlinearity) ≡ {a, mode, nonlinearity} (same defaults)",
+            "keras": "VarianceScaling(2.0, 'fan_in', 'untruncated_normal') ≡ {nonlinearity: relu}" + _KERAS,
+            "jax": "variance_scaling(2.0, 'fan_in', 'normal') ≡ {nonlinearity: relu}" + _KERAS,
+            "tf1": None,
+        },
         uses_fans=True,
-        notes="keras/jax he_normal is truncated: use he_normal for that",
+        notes="keras/jax he_normal is truncated: use he_normal for that." + _RANK1,
+        aliases=("kaiming_normal_",),
+        gain_of=_kaiming_gain,
     ),
     _keras_vs(
         "lecun_uniform",
         1.0,
         "fan_in",
         "uniform",
-        "LecunUniform",
-        "lecun_uniform",
-        "lecun_uniform",
-        "kaiming_uniform_(nonlinearity='linear')",
+        {
+            "torch": "kaiming_uniform_(w, nonlinearity='linear') ≡ {} + layout torch",
+            "keras": "LecunUniform() ≡ {}" + _KERAS,
+            "jax": "lecun_uniform() ≡ {}" + _KERAS,
+            "tf1": "lecun_uniform() ≡ {}" + _KERAS,
+        },
         "x ~ U(±√(3/fan_in))",
+        ("LecunUniform",),
     ),
     _keras_vs(
         "lecun_normal",
         1.0,
         "fan_in",
         "truncated_normal",
-        "LecunNormal",
-        "lecun_normal",
-        "lecun_normal",
-        None,
+        {
+            "torch": None,
+            "keras": "LecunNormal() ≡ {}" + _KERAS,
+            "jax": "lecun_normal() ≡ {}" + _KERAS,
+            "tf1": "lecun_normal() ≡ {}" + _KERAS,
+        },
         f"σ = √(1/fan_in); {_TN}",
+        ("LecunNormal",),
     ),
     _keras_vs(
         "he_uniform",
         2.0,
         "fan_in",
         "uniform",
-        "HeUniform",
-        "he_uniform",
-        "he_uniform",
-        "kaiming_uniform_(nonlinearity='relu')",
+        {
+            "torch": "kaiming_uniform_(w, nonlinearity='relu') ≡ {} + layout torch",
+            "keras": "HeUniform() ≡ {}" + _KERAS,
+            "jax": "he_uniform() ≡ {}" + _KERAS,
+            "tf1": "he_uniform() ≡ {}" + _KERAS,
+        },
         "x ~ U(±√(6/fan_in))",
+        ("HeUniform",),
     ),
     _keras_vs(
         "he_normal",
         2.0,
         "fan_in",
         "truncated_normal",
-        "HeNormal",
-        "he_normal",
-        "he_normal",
-        None,
+        {
+            "torch": None,
+            "keras": "HeNormal() ≡ {}" + _KERAS,
+            "jax": "he_normal() ≡ {}" + _KERAS,
+            "tf1": "he_normal() ≡ {}" + _KERAS,
+        },
         f"σ = √(2/fan_in); {_TN}",
+        ("HeNormal",),
     ),
     _keras_vs(
         "glorot_uniform",
         1.0,
         "fan_avg",
         "uniform",
-        "GlorotUniform",
-        "glorot_uniform",
-        "glorot_uniform_initializer",
-        "xavier_uniform_",
+        {
+            "torch": "xavier_uniform_(w) ≡ {} + layout torch",
+            "keras": "GlorotUniform() ≡ {}" + _KERAS,
+            "jax": "glorot_uniform() ≡ {}" + _KERAS,
+            "tf1": "glorot_uniform_initializer() ≡ {}" + _KERAS,
+        },
         "x ~ U(±√(6/(fan_in+fan_out)))",
+        ("GlorotUniform", "glorot_uniform_initializer"),
     ),
     _keras_vs(
         "glorot_normal",
         1.0,
         "fan_avg",
         "truncated_normal",
-        "GlorotNormal",
-        "glorot_normal",
-        "glorot_normal_initializer",
-        None,
+        {
+            "torch": None,
+            "keras": "GlorotNormal() ≡ {}" + _KERAS,
+            "jax": "glorot_normal() ≡ {}" + _KERAS,
+            "tf1": "glorot_normal_initializer() ≡ {}" + _KERAS,
+        },
         f"σ = √(2/(fan_in+fan_out)); {_TN}",
+        ("GlorotNormal", "glorot_normal_initializer"),
     ),
     Scheme(
         "variance_scaling",
@@ -708,12 +799,17 @@ SCHEMES: tuple[Scheme, ...] = (
         Rank(0, 8),
         {
             "torch": None,
-            "keras": "VarianceScaling",
-            "jax": "variance_scaling",
-            "tf1": "variance_scaling_initializer",
+            "keras": "VarianceScaling(scale, mode, distribution) ≡ {scale, mode, distribution}" + _KERAS
+            + "; keras 'normal' is our 'truncated_normal', keras 'untruncated_normal' our 'normal'",
+            "jax": "variance_scaling(scale, mode, distribution) ≡ {scale, mode, distribution}" + _KERAS
+            + " (jax 'normal' is untruncated, as ours)",
+            "tf1": "variance_scaling_initializer(scale, mode, distribution) ≡ {scale, mode, distribution}"
+            + _KERAS + "; TF1 'normal' is our 'truncated_normal'",
         },
         uses_fans=True,
-        notes="distribution 'normal' is untruncated (jax); keras and TF1 silently map 'normal' to truncated",
+        notes="distribution 'normal' is untruncated (jax); keras and TF1 silently map 'normal' to truncated. "
+        + _KERAS_NOTE,
+        family="keras",
     ),
     Scheme(
         "orthogonal",
@@ -721,10 +817,17 @@ SCHEMES: tuple[Scheme, ...] = (
         _orthogonal,
         _params(GAIN),
         Rank(2, 8),
-        {"torch": "orthogonal_", "keras": "Orthogonal", "jax": "orthogonal", "tf1": "orthogonal_initializer"},
+        {
+            "torch": "orthogonal_(w, gain=g) ≡ {gain: g}",
+            "keras": "Orthogonal(gain=g) ≡ {gain: g}" + _KERAS,
+            "jax": "orthogonal(scale=s) ≡ {gain: s}" + _KERAS,
+            "tf1": "orthogonal_initializer(gain=g) ≡ {gain: g}" + _KERAS,
+        },
         reproducibility="numerical",
         check=_check_whole,
         notes="flattening follows the layout: torch (shape[0], ∏rest), keras (∏shape[:-1], shape[-1])",
+        aliases=("orthogonal_", "Orthogonal", "orthogonal_initializer"),
+        gain_of=_param_gain,
     ),
     Scheme(
         "eye",
@@ -732,7 +835,13 @@ SCHEMES: tuple[Scheme, ...] = (
         _eye,
         _params(GAIN),
         Rank(2, 2),
-        {"torch": "eye_ (gain 1)", "keras": "Identity", "jax": None, "tf1": "identity_initializer"},
+        {
+            "torch": "eye_(w) ≡ {}",
+            "keras": "Identity(gain=g) ≡ {gain: g}",
+            "jax": None,
+            "tf1": "identity_initializer(gain=g) ≡ {gain: g}",
+        },
+        aliases=("eye_", "Identity", "identity_initializer"),
     ),
     Scheme(
         "dirac",
@@ -740,23 +849,27 @@ SCHEMES: tuple[Scheme, ...] = (
         _dirac,
         _params(Param("groups", "int", 1, minimum=1)),
         Rank(3, 5),
-        {"torch": "dirac_", "keras": None, "jax": None, "tf1": None},
+        {"torch": "dirac_(w, groups=g) ≡ {groups: g}", "keras": None, "jax": None, "tf1": None},
         check=_check_dirac,
         notes="centre tap k//2 as torch (jax/TF1 delta-orthogonal use (k-1)//2)",
+        aliases=("dirac_",),
     ),
     Scheme(
         "sparse",
-        "N(0, std²), then exactly ⌈sparsity·rows⌉ zeros in every column",
+        "N(0, std²), then exactly ⌈sparsity·n_out⌉ zeros among the n_out outputs of every input unit: "
+        "torch (out, in) ⌈sparsity·shape[0]⌉ per column, keras (in, out) ⌈sparsity·shape[1]⌉ per row",
         _sparse,
         _params(
-            Param("sparsity", "float", minimum=0.0, maximum=1.0, doc="fraction of zeros per column"),
+            Param("sparsity", "float", minimum=0.0, maximum=1.0, doc="fraction of zeros per input unit"),
             _float("std", 0.01, positive=True),
         ),
         Rank(2, 2),
-        {"torch": "sparse_", "keras": None, "jax": None, "tf1": None},
+        {"torch": "sparse_(w, sparsity=s, std=σ) ≡ {sparsity: s, std: σ} (same default std)", "keras": None,
+         "jax": None, "tf1": None},
         check=_check_whole,
         notes="zero positions come from the same keyed generator (torch's use the global RNG); keras layout "
         "counts zeros along the out axis (each row of (in, out))",
+        aliases=("sparse_",),
     ),
     Scheme(
         "torch_default",
@@ -765,21 +878,32 @@ SCHEMES: tuple[Scheme, ...] = (
         FAN_OVERRIDES,
         Rank(2, 8, unless_fans=("fan_in",)),
         {
-            "torch": "Linear/ConvNd.reset_parameters (kaiming_uniform_(a=√5))",
+            "torch": "Linear/ConvNd.reset_parameters (kaiming_uniform_(w, a=√5)) ≡ {}",
             "keras": None,
             "jax": None,
             "tf1": None,
         },
         uses_fans=True,
         notes="for a bias pass params.fan_in (and fan_out) of its weight",
+        gain_of=lambda params: 1.0 / math.sqrt(3.0),
     ),
     Scheme(
         "uniform_unit_scaling",
-        "x ~ U(±factor·√(3/d)), d = max(1, fan_in) (1 for rank < 2)",
+        "x ~ U(±factor·√(3/d)), d = params.fan_in if given, else max(1, fan_in) (1 for rank < 2)",
         _uniform_unit_scaling,
         _params(_float("factor", 1.0), FAN_OVERRIDES[0]),
         Rank(0, 8),
-        {"torch": None, "keras": None, "jax": None, "tf1": "uniform_unit_scaling_initializer"},
+        {
+            "torch": None,
+            "keras": None,
+            "jax": None,
+            "tf1": "uniform_unit_scaling_initializer(factor=f) ≡ {factor: f}" + _KERAS,
+        },
+        uses_fans=True,
+        notes="TF1 shapes are (in, out): send layout keras for them (the default stays torch, as in algorithm "
+        "1's golden vectors). The d used is written into the canonical spec as params.fan_in.",
+        aliases=("uniform_unit_scaling_initializer",),
+        derived=_uniform_unit_scaling_fans,
     ),
     Scheme(
         "hadamard_orthogonal",
@@ -908,7 +1032,54 @@ SCHEMES: tuple[Scheme, ...] = (
     ),
 )
 
+# Framework spellings that name a *different* function or different defaults: refused, with the
+# arguments that reproduce them (an alias would silently change the result).
+NEAR_MISSES: Mapping[str, str] = {
+    "RandomUniform": "keras RandomUniform is U[−0.05, 0.05) by default: scheme 'uniform' with params "
+    "{low: -0.05, high: 0.05}",
+    "RandomNormal": "keras RandomNormal has stddev 0.05 by default: scheme 'normal' with params {std: 0.05}",
+    "TruncatedNormal": "keras TruncatedNormal has stddev 0.05 by default: scheme 'truncated_normal' with params "
+    "{std: 0.05}",
+    "trunc_normal_": "torch trunc_normal_ cuts at the absolute values a=−2, b=2: scheme 'truncated_normal' with "
+    "params {std: s, low: -2, high: 2}",
+    "VarianceScaling": "scheme 'variance_scaling' with layout keras; keras' distribution 'normal' is our "
+    "'truncated_normal' (its 'untruncated_normal' is our 'normal')",
+    "variance_scaling_initializer": "scheme 'variance_scaling' with layout keras; TF1's distribution 'normal' is "
+    "our 'truncated_normal'",
+}
+
+
+def scheme_names() -> list[str]:
+    """Catalog names and accepted aliases (what a request may say)."""
+    return [*CATALOG, *ALIASES]
+
+
+def resolve_scheme(name: str) -> str | None:
+    """The catalog name for ``name`` (itself or an accepted alias), or None."""
+    if name in CATALOG:
+        return name
+    return ALIASES.get(name)
+
+
+def unknown_scheme_message(name: object) -> str:
+    """Why ``name`` is refused and what to send instead: the near-miss hint, else the closest names."""
+    if not isinstance(name, str):
+        return f"scheme must be a string naming a catalog scheme, got {type(name).__name__}"
+    if name in NEAR_MISSES:
+        return f"unknown scheme {name!r}: {NEAR_MISSES[name]}"
+    lowered = {candidate.lower(): candidate for candidate in scheme_names()}
+    close = [lowered[name.lower()]] if name.lower() in lowered else []
+    close += difflib.get_close_matches(name, scheme_names(), n=3, cutoff=0.6)
+    close += [lowered[m] for m in difflib.get_close_matches(name.lower(), list(lowered), n=3, cutoff=0.6)]
+    suggestions = [resolve_scheme(c) or c for c in dict.fromkeys(close)]
+    suggestions = list(dict.fromkeys(suggestions))[:3]
+    if suggestions:
+        return f"unknown scheme {name!r}; did you mean {' or '.join(repr(c) for c in suggestions)}? (GET /v1/schemes lists all)"
+    return f"unknown scheme {name!r} (known: {', '.join(CATALOG)})"
+
+
 CATALOG: Mapping[str, Scheme] = {scheme.name: scheme for scheme in SCHEMES}
+ALIASES: Mapping[str, str] = {alias: scheme.name for scheme in SCHEMES for alias in scheme.aliases}
 COMPUTED_DEFAULTS: Mapping[str, Callable[[Mapping[str, ParamValue]], dict[str, ParamValue]]] = {
     "truncated_normal": _truncated_defaults,
 }
@@ -920,5 +1091,5 @@ def catalog() -> list[dict[str, Any]]:
 
 
 def scheme_info(name: str) -> dict[str, Any]:
-    """One scheme's description; KeyError for an unknown name."""
-    return CATALOG[name].describe()
+    """One scheme's description (an alias gives its scheme's); KeyError for an unknown name."""
+    return CATALOG[resolve_scheme(name) or name].describe()

@@ -8,6 +8,7 @@ and stored as its raw uint16 pattern, which is also what safetensors stores.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,14 +22,21 @@ class DType:
     storage: np.dtype[np.generic]  # numpy dtype of the stored bits (little-endian)
     itemsize: int
     max_finite: float
+    # Round-to-nearest-even sends |x| ≥ overflow to ±inf: the midpoint between max_finite and the next
+    # power of two (a tie goes to the even neighbour, which is the infinity). Anything below it rounds
+    # to a finite value, e.g. 65510 → 65504 in float16, whose overflow is 65520.
+    overflow: float
 
 
 DTYPES: dict[str, DType] = {
-    "float32": DType("float32", "F32", np.dtype("<f4"), 4, float(np.finfo(np.float32).max)),
-    "float64": DType("float64", "F64", np.dtype("<f8"), 8, float(np.finfo(np.float64).max)),
-    "float16": DType("float16", "F16", np.dtype("<f2"), 2, float(np.finfo(np.float16).max)),
+    "float32": DType(
+        "float32", "F32", np.dtype("<f4"), 4, float(np.finfo(np.float32).max), (2.0 - 2.0**-24) * 2.0**127
+    ),
+    # Every finite binary64 value is already a float64: nothing overflows.
+    "float64": DType("float64", "F64", np.dtype("<f8"), 8, float(np.finfo(np.float64).max), math.inf),
+    "float16": DType("float16", "F16", np.dtype("<f2"), 2, float(np.finfo(np.float16).max), 65520.0),
     # bfloat16 keeps float32's exponent range: max = (2 - 2**-7) * 2**127.
-    "bfloat16": DType("bfloat16", "BF16", np.dtype("<u2"), 2, (2.0 - 2.0**-7) * 2.0**127),
+    "bfloat16": DType("bfloat16", "BF16", np.dtype("<u2"), 2, (2.0 - 2.0**-7) * 2.0**127, (2.0 - 2.0**-8) * 2.0**127),
 }
 
 _BF16_DROPPED_BITS = 45  # float64 keeps 52 fraction bits, bfloat16 keeps 7

@@ -43,7 +43,28 @@ class SpecTooLarge(SpecError):
     def __init__(self, loc: Loc, nbytes: int, limit: int) -> None:
         self.nbytes = nbytes
         self.limit = limit
-        super().__init__([FieldError(loc, f"result would be {nbytes} bytes, above the limit of {limit} bytes")])
+        super().__init__(
+            [
+                FieldError(
+                    loc,
+                    f"result would be {human_bytes(nbytes)}, above the limit of {human_bytes(limit)}; "
+                    "ask for a slice or a smaller shape",
+                )
+            ]
+        )
+
+
+def human_bytes(count: int) -> str:
+    """``1073741824`` → ``1 GiB (1,073,741,824 bytes)``: binary units for reading, exact count to check."""
+    value, unit = float(count), "bytes"
+    for name in ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, name
+    if unit == "bytes":
+        return f"{count:,} bytes"
+    shown = f"{value:.0f}" if value >= 100 or value.is_integer() else f"{value:.3g}"
+    return f"{shown} {unit} ({count:,} bytes)"
 
 
 def fail(loc: Loc, msg: str) -> SpecError:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
+import unicodedata
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from .catalog import CATALOG, COMPUTED_DEFAULTS, Built, Layer, Scheme
+from .catalog import CATALOG, COMPUTED_DEFAULTS, Built, Layer, Scheme, resolve_scheme, unknown_scheme_message
 from .derived import check_derived, culprit
 from .dtypes import DTYPES, DType
 from .errors import FieldError, Loc, SpecError, SpecTooLarge
@@ -31,7 +31,10 @@ MAX_RANK = 8
 MAX_DIM = (1 << 63) - 1
 SEED_LIMIT = 1 << 64
 MAX_ELEMENTS = 1 << 62  # element i uses counter word c0 = i div 4, which must fit in 64 bits
-NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:/\-\[\]]{1,256}")
+MAX_NAME_CHARS = 256  # code points, so at most 1024 bytes of UTF-8
+# Control characters (Cc), line/paragraph separators (Zl, Zp) and lone surrogates (Cs, which have no
+# UTF-8 encoding) are refused; every other Unicode character torch or keras accept in a name is fine.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
 SPEC_KEYS = ("shape", "scheme", "params", "seed", "dtype", "layout", "name", "slice")
 DEFAULT_DTYPE, DEFAULT_LAYOUT, DEFAULT_NAME = "float32", "torch", "weight"
 
@@ -191,15 +194,17 @@ def parse_spec(
     seed = _parse_seed(merged.get("seed", 0), loc, errors)
     dtype = _parse_choice(merged.get("dtype", DEFAULT_DTYPE), "dtype", tuple(DTYPES), loc, errors)
     layout = _parse_choice(merged.get("layout", DEFAULT_LAYOUT), "layout", LAYOUTS, loc, errors)
+    layout_given = "layout" in merged
     name = _parse_name(merged.get("name", DEFAULT_NAME), (*loc, "name"), errors)
     scheme_name = merged.get("scheme")
     scheme = None
+    canonical_scheme = resolve_scheme(scheme_name) if isinstance(scheme_name, str) else None
     if "scheme" not in merged:
         errors.append(FieldError((*loc, "scheme"), "scheme is required"))
-    elif not isinstance(scheme_name, str) or scheme_name not in CATALOG:
-        errors.append(FieldError((*loc, "scheme"), f"unknown scheme {scheme_name!r} (known: {', '.join(CATALOG)})"))
+    elif canonical_scheme is None:
+        errors.append(FieldError((*loc, "scheme"), unknown_scheme_message(scheme_name)))
     else:
-        scheme = CATALOG[scheme_name]
+        scheme = CATALOG[canonical_scheme]
     raw_params = merged.get("params", {})
     if raw_params is None:
         raw_params = {}
@@ -237,6 +242,10 @@ def parse_spec(
     rank_error = scheme.rank.check(shape, params, scheme.name)
     if rank_error is not None:
         raise SpecError([FieldError((*loc, *rank_error.loc), rank_error.msg)])
+    if scheme.family == "keras" and not layout_given and math.prod(shape) > 0:
+        ambiguity = _layout_ambiguity(scheme, shape, params)
+        if ambiguity is not None:
+            raise SpecError([FieldError((*loc, "layout"), ambiguity)])
     if scheme.uses_fans and math.prod(shape) > 0:
         params = _fill_fans(scheme, layer, params)
         layer = Layer(shape, layout, params)
@@ -268,8 +277,31 @@ def parse_spec(
     return spec
 
 
+def _layout_ambiguity(scheme: Scheme, shape: tuple[int, ...], params: dict[str, ParamValue]) -> str | None:
+    """Why a keras-family request without a layout is refused: its result differs between reading the
+    shape as torch's (out, in, *k) and as keras' (*k, in, out); None when both give the same law."""
+    torch_layer, keras_layer = Layer(shape, "torch", params), Layer(shape, "keras", params)
+    (t_in, t_out), (k_in, k_out) = torch_layer.fans, keras_layer.fans
+    if (t_in, t_out) == (k_in, k_out) or _law(scheme.build(torch_layer)) == _law(scheme.build(keras_layer)):
+        return None
+    return (
+        f"{scheme.name} is a keras/jax-family scheme and shape {list(shape)} reads differently in the two "
+        f"layouts: layout 'keras' ((in, out) / (*k, in, out), as keras, jax and TF1 store kernels) gives "
+        f"fan_in {k_in}, fan_out {k_out}; layout 'torch' ((out, in, *k)) gives fan_in {t_in}, fan_out {t_out}. "
+        f"Say which: add \"layout\": \"keras\" or \"layout\": \"torch\""
+    )
+
+
+def _law(built: Built) -> tuple[object, ...]:
+    """What determines the values: the sampler's type and its parameters."""
+    sampler = built.sampler
+    return (type(sampler).__name__, *(getattr(sampler, key, None) for key in ("mean", "std", "low", "high")))
+
+
 def _fill_fans(scheme: Scheme, layer: Layer, params: dict[str, ParamValue]) -> dict[str, ParamValue]:
     """Write the fans used into the canonical params, so spelling them out changes nothing."""
+    if scheme.derived is not None:
+        return {**params, **scheme.derived(layer)}
     names = {param.name for param in scheme.params}
     fan_in, fan_out = layer.fans
     filled = dict(params)
@@ -281,14 +313,17 @@ def _fill_fans(scheme: Scheme, layer: Layer, params: dict[str, ParamValue]) -> d
 
 
 def _check_magnitude(built: Built, dtype: str, loc: Loc) -> None:
-    reach, limit = built.sampler.max_abs(), DTYPES[dtype].max_finite
-    if not reach <= limit:
+    reach, info = built.sampler.max_abs(), DTYPES[dtype]
+    # A value rounds to a finite one iff it lies below the overflow threshold: 65510 becomes float16's
+    # 65504 and is fine; 65520 would round to inf.
+    if not reach < info.overflow:
         raise SpecError(
             [
                 FieldError(
                     (*loc, "dtype"),
-                    f"values can reach {reach:.6g}, beyond the largest finite "
-                    f"{dtype} ({limit:.6g}); use a wider dtype or smaller params",
+                    f"values can reach {reach:.6g}, which rounds to infinity in {dtype} (values must stay "
+                    f"below {info.overflow:.6g}, the midpoint above the largest finite {info.max_finite:.6g}); "
+                    "use a wider dtype or smaller params",
                 )
             ]
         )
@@ -319,11 +354,14 @@ def parse_bundle(body: object, *, max_tensors: int | None = None) -> BundleSpec:
         name = _parse_name(tensor_name, ("tensors", str(tensor_name)), errors)
         if name is None or seed is None or dtype is None or layout is None:
             continue
+        defaults: dict[str, Any] = {"seed": seed, "dtype": dtype, "name": name}
+        if "layout" in body:  # a bundle-level layout counts as given for every tensor
+            defaults["layout"] = layout
         try:
             specs.append(
                 parse_spec(
                     tensor_body,
-                    defaults={"seed": seed, "dtype": dtype, "layout": layout, "name": name},
+                    defaults=defaults,
                     loc=("tensors", name),
                     allowed_keys=("shape", "scheme", "params", "dtype", "layout", "slice"),
                 )
@@ -395,16 +433,33 @@ def _parse_choice(
     return value
 
 
-def _parse_name(value: object, loc: Loc, errors: list[FieldError]) -> str | None:
-    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value) or value == "__metadata__":
-        shown = repr(value) if isinstance(value, str) else _kind(value)
-        errors.append(
-            FieldError(
-                loc,
-                f"name must be 1-256 characters from A-Z a-z 0-9 _ . : / - [ ] and not '__metadata__'; got {shown}",
+def name_problem(value: object) -> str | None:
+    """Why ``value`` is not a valid tensor name, or None. Any Unicode text torch or keras can produce:
+    1–256 characters (code points), no control characters (Cc), line or paragraph
+    separators (Zl, Zp) or lone surrogates (Cs), and not ``__metadata__`` (safetensors' own key)."""
+    if not isinstance(value, str):
+        return f"name must be a string, got {_kind(value)}"
+    if not value:
+        return "name must not be empty"
+    if len(value) > MAX_NAME_CHARS:
+        return f"name must be at most {MAX_NAME_CHARS} characters, got {len(value)}"
+    for position, char in enumerate(value):
+        if unicodedata.category(char) in _REFUSED_CATEGORIES:
+            return (
+                f"name must not contain control characters, line separators or lone surrogates; "
+                f"got U+{ord(char):04X} at position {position}"
             )
-        )
+    if value == "__metadata__":
+        return "name must not be '__metadata__' (the safetensors header's own key)"
+    return None
+
+
+def _parse_name(value: object, loc: Loc, errors: list[FieldError]) -> str | None:
+    problem = name_problem(value)
+    if problem is not None:
+        errors.append(FieldError(loc, problem))
         return None
+    assert isinstance(value, str)
     return value
 
 

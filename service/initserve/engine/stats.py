@@ -124,7 +124,8 @@ class StatsRun:
             },
             "fan_in": fan_in,
             "fan_out": fan_out,
-            "gain": None if empty else spec.built.gain,
+            "layout": spec.layout,
+            "gain": gain_of(spec),
             "expected": None
             if moments is None
             else {"mean": moments.mean, "std": moments.std, "low": moments.low, "high": moments.high},
@@ -148,12 +149,32 @@ def compute_stats(spec: Spec, *, kernel: Kernel | None = None, threads: int | No
     return run.result()
 
 
+def gain_of(spec: Spec) -> float | None:
+    """The gain the scheme applies; from the params alone, so a zero-size tensor knows it too."""
+    gain = spec.scheme_entry.gain_of
+    return None if gain is None else gain(dict(spec.params))
+
+
+def fans_header(spec: Spec) -> str | None:
+    """``fan_in=784; fan_out=256; layout=keras``: the fans a fan-using scheme divided by, else None."""
+    fan_in, fan_out = _fans(spec)
+    if fan_in is None and fan_out is None:
+        return None
+    parts = [f"{key}={value}" for key, value in (("fan_in", fan_in), ("fan_out", fan_out)) if value is not None]
+    return "; ".join([*parts, f"layout={spec.layout}"])
+
+
 def _fans(spec: Spec) -> tuple[int | None, int | None]:
+    """The fans the scheme uses (canonical params first, else from the shape); None for a fan it ignores."""
     if not spec.scheme_entry.uses_fans:
         return None, None
+    names = {param.name for param in spec.scheme_entry.params}
     params = dict(spec.params)
     fan_in, fan_out = spec.layer.fans
-    return int(params.get("fan_in", fan_in)), int(params.get("fan_out", fan_out))
+    return (
+        int(params.get("fan_in", fan_in)) if "fan_in" in names else None,
+        int(params.get("fan_out", fan_out)) if "fan_out" in names else None,
+    )
 
 
 def _frame_prefix(spec: Spec) -> int:

@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from initserve.api.models import BUNDLE_EXAMPLES, BundleRequest
 from initserve.api.negotiation import wanted_format
-from initserve.api.openapi import SAFETENSORS_BODY, STATS_BODY, problems
+from initserve.api.openapi import BUNDLE_STATS_BODY, SAFETENSORS_BODY, problems
 from initserve.api.routes.init import FormatQuery
 from initserve.api.security import ApiKey
 from initserve.api.serving import serve_target
@@ -24,7 +24,7 @@ router = APIRouter(prefix="/v1", tags=["bundle"], dependencies=[ApiKey])
     responses={
         200: {
             "description": "The safetensors file (or per-tensor statistics).",
-            "content": {**SAFETENSORS_BODY, **STATS_BODY},
+            "content": {**SAFETENSORS_BODY, **BUNDLE_STATS_BODY},
         },
         **problems(400, 401, 413, 422, 503),
     },

@@ -10,6 +10,7 @@ from initserve.api.openapi import problems
 from initserve.api.problems import ProblemError
 from initserve.api.security import ApiKey
 from initserve.engine import catalog, scheme_info
+from initserve.engine.catalog import unknown_scheme_message
 
 router = APIRouter(prefix="/v1", tags=["schemes"], dependencies=[ApiKey])
 
@@ -22,10 +23,9 @@ async def list_schemes() -> list[dict[str, Any]]:
 
 @router.get("/schemes/{name}", responses=problems(401, 404))
 async def get_scheme(name: str) -> dict[str, Any]:
-    """One scheme of the catalog."""
+    """One scheme of the catalog; a framework alias (`HeNormal`, `kaiming_uniform_`) gives its scheme."""
     try:
         return scheme_info(name)
     except KeyError as exc:
-        known = ", ".join(entry["name"] for entry in catalog())
-        msg = f"unknown scheme {name!r}; known: {known}"
+        msg = unknown_scheme_message(name)
         raise ProblemError(404, "not-found", msg, errors=[(("path", "name"), msg)]) from exc

@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from initserve.api.http_cache import IMMUTABLE
 from initserve.api.negotiation import wanted_format
-from initserve.api.openapi import SAFETENSORS_BODY, STATS_BODY, problems
+from initserve.api.openapi import ANY_STATS_BODY, SAFETENSORS_BODY, problems
 from initserve.api.problems import ProblemError
 from initserve.api.routes.init import FormatQuery
 from initserve.api.security import ApiKey
@@ -28,7 +28,7 @@ _CACHE_HEADERS = {
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The whole file.",
-        "content": {**SAFETENSORS_BODY, **STATS_BODY},
+        "content": {**SAFETENSORS_BODY, **ANY_STATS_BODY},
         "headers": _CACHE_HEADERS,
     },
     206: {
