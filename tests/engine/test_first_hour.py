@@ -54,7 +54,9 @@ def test_control_characters_and_overlong_names_are_refused(bad: str) -> None:
 
 
 def test_bundle_keys_follow_the_same_name_rule() -> None:
-    bundle = parse_bundle({"tensors": {"task a": {"shape": [2], "scheme": "zeros"}, "b ü": {"shape": [2], "scheme": "ones"}}})
+    bundle = parse_bundle(
+        {"tensors": {"task a": {"shape": [2], "scheme": "zeros"}, "b ü": {"shape": [2], "scheme": "ones"}}}
+    )
     assert sorted(spec.name for spec in bundle.tensors) == ["b ü", "task a"]
     with pytest.raises(SpecError, match="U\\+000A"):
         parse_bundle({"tensors": {"a\nb": {"shape": [2], "scheme": "zeros"}}})
@@ -188,9 +190,10 @@ def test_uniform_unit_scaling_writes_the_d_it_uses_as_fan_in(body: dict[str, Any
 @pytest.mark.parametrize("scheme", ["kaiming_uniform", "kaiming_normal", "xavier_uniform", "xavier_normal"])
 def test_rank_one_torch_schemes_need_both_fans(scheme: str) -> None:
     assert "explicit params.fan_in and params.fan_out" in _errors({"shape": [8], "scheme": scheme})[0]
-    assert "explicit params.fan_in and params.fan_out" in _errors(
-        {"shape": [8], "scheme": scheme, "params": {"fan_in": 8}}
-    )[0]
+    assert (
+        "explicit params.fan_in and params.fan_out"
+        in _errors({"shape": [8], "scheme": scheme, "params": {"fan_in": 8}})[0]
+    )
     parse_spec({"shape": [8], "scheme": scheme, "params": {"fan_in": 8, "fan_out": 4}})
     assert "Rank < 2" in CATALOG[scheme].notes
 
@@ -213,16 +216,22 @@ def test_values_that_round_to_the_largest_finite_are_accepted(
         values = bfloat16_bits_to_float64(out) if dtype == "bfloat16" else out.astype(np.float64)
         assert values.tolist() == [rounds_to, rounds_to]
         assert rounds_to == DTYPES[dtype].max_finite
-    assert "rounds to infinity" in _errors(
-        {"shape": [2], "scheme": "constant", "params": {"value": -refused}, "dtype": dtype}
-    )[0]
+    assert (
+        "rounds to infinity"
+        in _errors({"shape": [2], "scheme": "constant", "params": {"value": -refused}, "dtype": dtype})[0]
+    )
 
 
 # --- truncation --------------------------------------------------------------------------------------
 def test_one_sided_truncation_with_a_far_bound_is_the_half_normal() -> None:
     spec = parse_spec(
-        {"shape": [20000], "scheme": "truncated_normal", "seed": 4, "dtype": "float64",
-         "params": {"mean": 0.0, "std": 2.0, "low": 0.0, "high": 80.0}}
+        {
+            "shape": [20000],
+            "scheme": "truncated_normal",
+            "seed": 4,
+            "dtype": "float64",
+            "params": {"mean": 0.0, "std": 2.0, "low": 0.0, "high": 80.0},
+        }
     )
     values = generate(spec)
     assert values.min() >= 0.0

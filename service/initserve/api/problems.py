@@ -192,9 +192,7 @@ def describe_validation_error(error: Mapping[str, Any]) -> tuple[Loc, str]:
         "string_pattern_mismatch": f"must match {ctx.get('pattern')}, got {_short(value)}",
     }
     if kind == "extra_forbidden" and isinstance(loc[-1] if loc else None, str) and str(loc[-1]) in _param_names():
-        rules[kind] += (
-            f"; scheme parameters go under `params`, e.g. {{\"params\": {{\"{loc[-1]}\": {_short(value)}}}}}"
-        )
+        rules[kind] += f'; scheme parameters go under `params`, e.g. {{"params": {{"{loc[-1]}": {_short(value)}}}}}'
     rule = rules.get(kind)
     if rule is None:
         msg = str(error.get("msg", "is invalid"))
@@ -228,7 +226,9 @@ async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
             f"body must be JSON sent with Content-Type: application/json; it came as {media} "
             "(with curl: -H 'Content-Type: application/json' --data '{...}')"
         )
-        return problem_response(415, "unsupported-media-type", msg, instance=request.url.path, errors=[(("header", "content-type"), msg)])
+        return problem_response(
+            415, "unsupported-media-type", msg, instance=request.url.path, errors=[(("header", "content-type"), msg)]
+        )
     errors = [describe_validation_error(e) for e in raw]
     detail = "; ".join(msg for _, msg in errors[:5]) + ("; …" if len(errors) > 5 else "")
     return problem_response(422, "invalid-spec", detail, instance=request.url.path, errors=errors)

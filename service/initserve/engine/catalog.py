@@ -799,12 +799,15 @@ SCHEMES: tuple[Scheme, ...] = (
         Rank(0, 8),
         {
             "torch": None,
-            "keras": "VarianceScaling(scale, mode, distribution) ≡ {scale, mode, distribution}" + _KERAS
+            "keras": "VarianceScaling(scale, mode, distribution) ≡ {scale, mode, distribution}"
+            + _KERAS
             + "; keras 'normal' is our 'truncated_normal', keras 'untruncated_normal' our 'normal'",
-            "jax": "variance_scaling(scale, mode, distribution) ≡ {scale, mode, distribution}" + _KERAS
+            "jax": "variance_scaling(scale, mode, distribution) ≡ {scale, mode, distribution}"
+            + _KERAS
             + " (jax 'normal' is untruncated, as ours)",
             "tf1": "variance_scaling_initializer(scale, mode, distribution) ≡ {scale, mode, distribution}"
-            + _KERAS + "; TF1 'normal' is our 'truncated_normal'",
+            + _KERAS
+            + "; TF1 'normal' is our 'truncated_normal'",
         },
         uses_fans=True,
         notes="distribution 'normal' is untruncated (jax); keras and TF1 silently map 'normal' to truncated. "
@@ -864,8 +867,12 @@ SCHEMES: tuple[Scheme, ...] = (
             _float("std", 0.01, positive=True),
         ),
         Rank(2, 2),
-        {"torch": "sparse_(w, sparsity=s, std=σ) ≡ {sparsity: s, std: σ} (same default std)", "keras": None,
-         "jax": None, "tf1": None},
+        {
+            "torch": "sparse_(w, sparsity=s, std=σ) ≡ {sparsity: s, std: σ} (same default std)",
+            "keras": None,
+            "jax": None,
+            "tf1": None,
+        },
         check=_check_whole,
         notes="zero positions come from the same keyed generator (torch's use the global RNG); keras layout "
         "counts zeros along the out axis (each row of (in, out))",
@@ -1074,7 +1081,8 @@ def unknown_scheme_message(name: object) -> str:
     suggestions = [resolve_scheme(c) or c for c in dict.fromkeys(close)]
     suggestions = list(dict.fromkeys(suggestions))[:3]
     if suggestions:
-        return f"unknown scheme {name!r}; did you mean {' or '.join(repr(c) for c in suggestions)}? (GET /v1/schemes lists all)"
+        choices = " or ".join(repr(c) for c in suggestions)
+        return f"unknown scheme {name!r}; did you mean {choices}? (GET /v1/schemes lists all)"
     return f"unknown scheme {name!r} (known: {', '.join(CATALOG)})"
 
 

@@ -288,7 +288,7 @@ def _layout_ambiguity(scheme: Scheme, shape: tuple[int, ...], params: dict[str, 
         f"{scheme.name} is a keras/jax-family scheme and shape {list(shape)} reads differently in the two "
         f"layouts: layout 'keras' ((in, out) / (*k, in, out), as keras, jax and TF1 store kernels) gives "
         f"fan_in {k_in}, fan_out {k_out}; layout 'torch' ((out, in, *k)) gives fan_in {t_in}, fan_out {t_out}. "
-        f"Say which: add \"layout\": \"keras\" or \"layout\": \"torch\""
+        f'Say which: add "layout": "keras" or "layout": "torch"'
     )
 
 
