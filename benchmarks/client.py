@@ -66,7 +66,7 @@ def _client(base_url: str, spec: dict[str, object], *, cache_root: Path | None) 
             cache_dir = Path(tempfile.mkdtemp(dir=cache_root))
         try:
             with Client(base_url=base_url, cache=cache_dir is not None, cache_dir=cache_dir, progress=False) as client:
-                taken = seconds(lambda: client.tensor(shape, scheme, seed=0))
+                taken = seconds(lambda: client.tensor(shape, scheme, seed=0, name="weight"))
         finally:
             if cache_dir is not None:
                 shutil.rmtree(cache_dir, ignore_errors=True)

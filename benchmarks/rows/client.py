@@ -64,7 +64,7 @@ def warm_fetch_row(ctx: Context) -> Row:
     cache_dir = ctx.workdir / "b5-cache"
     npy = ctx.workdir / "b5-same-size.npy"
     with Client(base_url=ctx.service().url, cache_dir=cache_dir, progress=False) as client:
-        fetched = client.tensor(list(shape), "kaiming_normal", seed=5)
+        fetched = client.tensor(list(shape), "kaiming_normal", seed=5, name="weight")
         np.save(npy, np.asarray(fetched))
         del fetched
         gc.collect()

@@ -37,13 +37,13 @@ def test_second_fetch_makes_no_http_request(
 ) -> None:
     proxy = proxy_factory()
     with Client(base_url=proxy.url) as client:
-        first = client.tensor([128, 64], "kaiming_uniform", seed=5)
+        first = client.tensor([128, 64], "kaiming_uniform", seed=5, name="weight")
     assert proxy.connections >= 1
     proxy.reset_counts()
     served = [server.request_count(m, route) for m, route in (("POST", "/v1/"), ("GET", "/v1/tensors"))]
     with Client(base_url=proxy.url) as client:  # a fresh client: no pooled connection to reuse
-        second = client.tensor([128, 64], "kaiming_uniform", seed=5)
-        torch_second = client.torch([128, 64], "kaiming_uniform", seed=5)
+        second = client.tensor([128, 64], "kaiming_uniform", seed=5, name="weight")
+        torch_second = client.torch([128, 64], "kaiming_uniform", seed=5, name="weight")
     assert proxy.connections == 0, "a cache hit must not touch the network"
     assert served == [server.request_count(m, route) for m, route in (("POST", "/v1/"), ("GET", "/v1/tensors"))]
     assert second.tobytes() == first.tobytes() == torch_second.numpy().tobytes()
@@ -54,8 +54,8 @@ def test_second_fetch_makes_no_http_request(
 
 def test_same_spec_spelled_differently_is_stored_once(server: Server, isolated_env: Path) -> None:
     with Client(base_url=server.url) as client:
-        a = client.tensor([32, 16], "normal", seed=2)
-        b = client.tensor([32, 16], "normal", seed=2, params={"mean": 0.0, "std": 1.0}, dtype="float32")
+        a = client.tensor([32, 16], "normal", seed=2, name="weight")
+        b = client.tensor([32, 16], "normal", seed=2, params={"mean": 0.0, "std": 1.0}, dtype="float32", name="weight")
     assert a.tobytes() == b.tobytes()
     assert len(blobs(isolated_env)) == 1
     assert len(list((isolated_env / "v2" / "index" / "requests").iterdir())) == 2
@@ -63,14 +63,14 @@ def test_same_spec_spelled_differently_is_stored_once(server: Server, isolated_e
 
 def test_flipped_byte_is_detected_and_refetched(server: Server, isolated_env: Path) -> None:
     with Client(base_url=server.url) as client:
-        good = client.tensor([64, 64], "xavier_normal", seed=8).copy()
+        good = client.tensor([64, 64], "xavier_normal", seed=8, name="weight").copy()
     (blob,) = blobs(isolated_env)
     data = bytearray(blob.read_bytes())
     data[-5] ^= 0x01  # one bit in the last tensor element
     blob.write_bytes(bytes(data))
     before = server.request_count("GET", "tensors")
     with Client(base_url=server.url) as client:
-        again = client.tensor([64, 64], "xavier_normal", seed=8)
+        again = client.tensor([64, 64], "xavier_normal", seed=8, name="weight")
     assert server.request_count("GET", "tensors") == before + 1, "a corrupted blob must be fetched again"
     assert again.tobytes() == good.tobytes()
     (blob,) = blobs(isolated_env)
@@ -79,40 +79,40 @@ def test_flipped_byte_is_detected_and_refetched(server: Server, isolated_env: Pa
 
 def test_offline_serves_from_cache_and_fails_clearly_without(server: Server, isolated_env: Path) -> None:
     with Client(base_url=server.url) as client:
-        online = client.tensor([10, 10], "orthogonal", seed=1)
+        online = client.tensor([10, 10], "orthogonal", seed=1, name="weight")
     # An unreachable URL proves nothing is sent: offline must not even try.
     with Client(base_url="http://127.0.0.1:9", offline=True) as client:
-        offline = client.tensor([10, 10], "orthogonal", seed=1)
+        offline = client.tensor([10, 10], "orthogonal", seed=1, name="weight")
         assert offline.tobytes() == online.tobytes()
         with pytest.raises(OfflineError, match=r"offline mode is on .* not in the cache"):
-            client.tensor([10, 10], "orthogonal", seed=2)
+            client.tensor([10, 10], "orthogonal", seed=2, name="weight")
     with (
         Client(base_url="http://127.0.0.1:9", offline=True, cache=False) as client,
         pytest.raises(OfflineError, match="cache is disabled"),
     ):
-        client.tensor([10, 10], "orthogonal", seed=1)
+        client.tensor([10, 10], "orthogonal", seed=1, name="weight")
 
 
 def test_offline_from_environment(server: Server, isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with Client(base_url=server.url) as client:
-        client.tensor([3], "ones")
+        client.tensor([3], "ones", name="weight")
     monkeypatch.setenv("INITSERVE_OFFLINE", "1")
     with Client(base_url="http://127.0.0.1:9") as client:
         assert client.config.offline
-        np.testing.assert_array_equal(client.tensor([3], "ones"), np.ones(3, np.float32))
+        np.testing.assert_array_equal(client.tensor([3], "ones", name="weight"), np.ones(3, np.float32))
         with pytest.raises(OfflineError):
-            client.tensor([4], "ones")
+            client.tensor([4], "ones", name="weight")
 
 
 def test_corrupted_blob_offline_is_an_error_not_wrong_data(server: Server, isolated_env: Path) -> None:
     with Client(base_url=server.url) as client:
-        client.tensor([16], "normal", seed=4)
+        client.tensor([16], "normal", seed=4, name="weight")
     (blob,) = blobs(isolated_env)
     data = bytearray(blob.read_bytes())
     data[-1] ^= 0xFF
     blob.write_bytes(bytes(data))
     with Client(base_url=server.url, offline=True) as client, pytest.raises(OfflineError):
-        client.tensor([16], "normal", seed=4)
+        client.tensor([16], "normal", seed=4, name="weight")
     assert blobs(isolated_env) == []
 
 
@@ -121,7 +121,7 @@ FETCH_SCRIPT = textwrap.dedent(
     import hashlib, sys
     from initserve_client import Client
     with Client(base_url=sys.argv[1], cache_dir=sys.argv[2]) as client:
-        array = client.tensor([64, 1 << 20], "normal", seed=2024)
+        array = client.tensor([64, 1 << 20], "normal", seed=2024, name="weight")
     print(hashlib.sha256(array.tobytes()).hexdigest())
     """
 )
@@ -149,17 +149,17 @@ def test_four_processes_fetch_a_256_mib_tensor_once(server: Server, tmp_path: Pa
     assert tree_hash(blob.read_bytes()) == blob.name
     assert list((cache_dir / "v2" / "tmp").iterdir()) == []
     entry, _ = Cache(cache_dir).entries()[0]
-    assert entry.tensors == {"weight": {"dtype": "F32", "shape": [64, 1 << 20]}}
+    assert entry.tensors == {"weight": {"dtype": "F32", "shape": [64, 1 << 20], "scheme": "normal", "seed": 2024}}
     # and the arrays are the server's: compare with the sha256 the server computes of the tensor bytes
     with Client(base_url=server.url, cache=False) as client:
-        stats = client.stats([64, 1 << 20], "normal", seed=2024)
+        stats = client.stats([64, 1 << 20], "normal", seed=2024, name="weight")
     assert digests == {stats["sha256"]}
 
 
 def test_cache_maintenance(server: Server, isolated_env: Path) -> None:
     with Client(base_url=server.url) as client:
-        client.tensor([8, 8], "normal", seed=1)
-        client.tensor([8, 8], "normal", seed=2)
+        client.tensor([8, 8], "normal", seed=1, name="weight")
+        client.tensor([8, 8], "normal", seed=2, name="weight")
     cache = Cache(isolated_env)
     assert len(cache.entries()) == 2
     victim = blobs(isolated_env)[0]

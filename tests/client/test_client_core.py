@@ -211,16 +211,18 @@ def test_bodies_and_request_keys() -> None:
     # numpy scalars are accepted at run time (they come out of shape arithmetic) though not typed as int
     seed: Any = np.uint64(2**64 - 1)
     shape: Any = (np.int64(4), 3)
-    body = init_body(shape, "normal", seed=seed, params={"std": np.float32(0.5)})
-    assert body == {"shape": [4, 3], "scheme": "normal", "seed": 2**64 - 1, "params": {"std": 0.5}}
+    body = init_body(shape, "normal", seed=seed, params={"std": np.float32(0.5)}, name="w")
+    assert body == {"shape": [4, 3], "scheme": "normal", "seed": 2**64 - 1, "params": {"std": 0.5}, "name": "w"}
     assert json.loads(json.dumps(body)) == body
-    reordered = {"seed": 2**64 - 1, "params": {"std": 0.5}, "scheme": "normal", "shape": [4, 3]}
+    reordered = {"name": "w", "seed": 2**64 - 1, "params": {"std": 0.5}, "scheme": "normal", "shape": [4, 3]}
     assert request_key("/v1/init", body) == request_key("/v1/init", reordered)
     assert request_key("/v1/init", body) != request_key("/v1/bundle", body)
     assert request_key("/v1/init", body) != request_key("/v1/init", {**body, "seed": 1})
     bundle = bundle_body({"fc.weight": {"shape": (2, 2), "scheme": "eye"}}, seed=3, dtype="float16")
     assert bundle == {"tensors": {"fc.weight": {"shape": [2, 2], "scheme": "eye"}}, "seed": 3, "dtype": "float16"}
-    assert init_body([1], "constant", params={"value": True})["params"] == {"value": True}, "booleans stay booleans"
+    assert init_body([1], "constant", params={"value": True}, name="w")["params"] == {"value": True}, (
+        "booleans stay booleans"
+    )
 
 
 def test_problem_details_become_typed_errors() -> None:

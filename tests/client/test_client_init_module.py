@@ -162,7 +162,7 @@ def test_inserting_a_layer_leaves_the_others_bit_identical(server: Server) -> No
 def test_scheme_and_pattern_policies(server: Server) -> None:
     with Client(base_url=server.url) as client:
         module: Any = init_module(small_cnn(), client=client, seed=1, policy="kaiming_normal")
-        stats = client.stats([32, 8, 3, 3], "kaiming_normal")
+        stats = client.stats([32, 8, 3, 3], "kaiming_normal", name="weight")
         patterned: Any = init_module(
             Block(),
             client=client,

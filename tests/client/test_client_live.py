@@ -66,11 +66,11 @@ def test_numpy_and_torch_equal_server_bytes(server: Server, dtype: str, cache: b
 
 def test_torch_bfloat16_shares_memory_with_the_numpy_buffer(server: Server) -> None:
     with Client(base_url=server.url) as client:
-        t = client.torch([8, 8], "normal", seed=1, dtype="bfloat16")
+        t = client.torch([8, 8], "normal", seed=1, dtype="bfloat16", name="weight")
     # writable (copy-on-write map of the cache file), so torch warns about nothing and can modify in place
     t.add_(1)
     with Client(base_url=server.url) as client:
-        again = client.torch([8, 8], "normal", seed=1, dtype="bfloat16")
+        again = client.torch([8, 8], "normal", seed=1, dtype="bfloat16", name="weight")
     assert torch.equal(again + 1, t), "in-place edits of a returned tensor must not reach the cache"
 
 
@@ -82,14 +82,16 @@ def test_async_equals_sync(server: Server, cache: bool) -> None:
         ([100], "uniform", "float16"),
     ]
     with Client(base_url=server.url, cache=cache) as client:
-        sync = [client.tensor(shape, scheme, seed=9, dtype=dt).tobytes() for shape, scheme, dt in specs]
+        sync = [client.tensor(shape, scheme, seed=9, dtype=dt, name="weight").tobytes() for shape, scheme, dt in specs]
         sync_bundle = client.bundle(
             {"a": {"shape": [3, 3], "scheme": "orthogonal"}, "b": {"shape": [4], "scheme": "ones"}}, seed=5
         )
 
     async def fetch() -> tuple[list[bytes], dict[str, np.ndarray[Any, Any]]]:
         async with AsyncClient(base_url=server.url, cache=cache) as client:
-            arrays = await asyncio.gather(*(client.tensor(s, sc, seed=9, dtype=dt) for s, sc, dt in specs))
+            arrays = await asyncio.gather(
+                *(client.tensor(s, sc, seed=9, dtype=dt, name="weight") for s, sc, dt in specs)
+            )
             bundle = await client.bundle(
                 {"a": {"shape": [3, 3], "scheme": "orthogonal"}, "b": {"shape": [4], "scheme": "ones"}}, seed=5
             )
@@ -121,8 +123,8 @@ def test_bundle_tensors_equal_their_init(server: Server) -> None:
 
 def test_slice_equals_slice_of_whole(server: Server) -> None:
     with Client(base_url=server.url) as client:
-        whole = client.tensor([40, 6], "normal", seed=3)
-        part = client.tensor([40, 6], "normal", seed=3, slice=[[10, 25]])
+        whole = client.tensor([40, 6], "normal", seed=3, name="weight")
+        part = client.tensor([40, 6], "normal", seed=3, slice=[[10, 25]], name="weight")
     np.testing.assert_array_equal(part, whole[10:25])
 
 
@@ -130,11 +132,11 @@ def test_slice_equals_slice_of_whole(server: Server) -> None:
 def test_parallel_ranges_equal_single_stream(server: Server, cache: bool) -> None:
     shape = [6 << 20]  # 24 MiB of float32
     with Client(base_url=server.url, cache=False) as client:
-        single = client.tensor(shape, "uniform", seed=11)
+        single = client.tensor(shape, "uniform", seed=11, name="weight")
     with Client(base_url=server.url, cache=cache, parallel=4) as client:
         client._config = dataclasses.replace(client._config, parallel_threshold=1 << 20)
         before = server.request_count("GET", "tensors")
-        parallel = client.tensor(shape, "uniform", seed=11)
+        parallel = client.tensor(shape, "uniform", seed=11, name="weight")
         ranged_gets = server.request_count("GET", "tensors") - before
     # 24 MiB split in ranges of >= 8 MiB gives 3 parts, plus one ?format=digest to verify them
     assert ranged_gets == 3 + 1, "3 ranged GETs and the digest GET"
@@ -143,8 +145,8 @@ def test_parallel_ranges_equal_single_stream(server: Server, cache: bool) -> Non
 
 def test_stats_and_schemes(server: Server) -> None:
     with Client(base_url=server.url) as client:
-        stats = client.stats([256, 128], "kaiming_uniform", seed=42)
-        array = client.tensor([256, 128], "kaiming_uniform", seed=42)
+        stats = client.stats([256, 128], "kaiming_uniform", seed=42, name="weight")
+        array = client.tensor([256, 128], "kaiming_uniform", seed=42, name="weight")
         schemes = client.schemes()
         one = client.scheme("kaiming_normal")
     assert stats["numel"] == array.size
@@ -157,19 +159,19 @@ def test_stats_and_schemes(server: Server) -> None:
 def test_typed_errors_carry_field_and_rule(server: Server) -> None:
     with Client(base_url=server.url, cache=False) as client:
         with pytest.raises(InvalidSpecError) as info:
-            client.tensor([4, -3], "normal")
+            client.tensor([4, -3], "normal", name="weight")
         assert info.value.status == 422
         assert [tuple(e.loc) for e in info.value.errors] == [("body", "shape", 1)]
         assert "shape[1]" in str(info.value) and "≥ 0" in str(info.value)
         with pytest.raises(InvalidSpecError) as info:
-            client.tensor([4, 4], "normal", params={"stdev": 1})
+            client.tensor([4, 4], "normal", params={"stdev": 1}, name="weight")
         assert "stdev" in str(info.value)
         with pytest.raises(TooLargeError):
-            client.tensor([1 << 40, 1 << 40], "zeros")
+            client.tensor([1 << 40, 1 << 40], "zeros", name="weight")
         with pytest.raises(NotFoundError):
             client.scheme("no_such_scheme")
     with Client(base_url=server.url) as client, pytest.raises(InvalidSpecError):
-        client.tensor([4, 4], "no_such_scheme")
+        client.tensor([4, 4], "no_such_scheme", name="weight")
 
 
 def test_cli_commands(server: Server, tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
@@ -177,9 +179,10 @@ def test_cli_commands(server: Server, tmp_path: Any, capsys: pytest.CaptureFixtu
 
     url = ["--url", server.url]
     out = tmp_path / "w.safetensors"
-    assert main(["fetch", "--shape", "16,8", "--scheme", "kaiming_uniform", "--seed", "4", "-o", str(out), *url]) == 0
+    fetch = ["fetch", "--shape", "16,8", "--scheme", "kaiming_uniform", "--seed", "4", "--name", "fc.weight"]
+    assert main([*fetch, "-o", str(out), *url]) == 0
     assert out.read_bytes() == server_file(
-        server, "/v1/init", {"shape": [16, 8], "scheme": "kaiming_uniform", "seed": 4}
+        server, "/v1/init", {"shape": [16, 8], "scheme": "kaiming_uniform", "seed": 4, "name": "fc.weight"}
     )
     npy = tmp_path / "w.npy"
     assert (
@@ -194,6 +197,8 @@ def test_cli_commands(server: Server, tmp_path: Any, capsys: pytest.CaptureFixtu
                 "mode=fan_out",
                 "--param",
                 "a=0.1",
+                "--name",
+                "weight",
                 "-o",
                 str(npy),
                 *url,
@@ -202,7 +207,7 @@ def test_cli_commands(server: Server, tmp_path: Any, capsys: pytest.CaptureFixtu
         == 0
     )
     with Client(base_url=server.url) as client:
-        expected = client.tensor([16, 8], "kaiming_normal", params={"mode": "fan_out", "a": 0.1})
+        expected = client.tensor([16, 8], "kaiming_normal", params={"mode": "fan_out", "a": 0.1}, name="weight")
     np.testing.assert_array_equal(np.load(npy), expected)
     spec_file = tmp_path / "bundle.json"
     spec_file.write_text(json.dumps({"seed": 1, "tensors": {"a": {"shape": [2, 2], "scheme": "eye"}}}))
@@ -210,7 +215,7 @@ def test_cli_commands(server: Server, tmp_path: Any, capsys: pytest.CaptureFixtu
     assert main(["fetch", "--spec", str(spec_file), "-o", str(bundle_out), *url]) == 0
     np.testing.assert_array_equal(safetensors.torch.load(bundle_out.read_bytes())["a"].numpy(), np.eye(2))
     capsys.readouterr()
-    assert main(["stats", "--shape", "64,64", "--scheme", "normal", *url]) == 0
+    assert main(["stats", "--shape", "64,64", "--scheme", "normal", "--name", "w", *url]) == 0
     table = capsys.readouterr().out
     assert "std" in table and "sha256" in table
     assert main(["schemes", *url]) == 0
@@ -218,7 +223,7 @@ def test_cli_commands(server: Server, tmp_path: Any, capsys: pytest.CaptureFixtu
     assert main(["cache", "ls"]) == 0
     assert "3 entries" in capsys.readouterr().out
     assert main(["cache", "verify"]) == 0
-    assert main(["fetch", "--shape", "4,-1", "--scheme", "normal", "-o", str(npy), *url]) == 1
+    assert main(["fetch", "--shape", "4,-1", "--scheme", "normal", "--name", "w", "-o", str(npy), *url]) == 1
     assert "shape[1]" in capsys.readouterr().err
     assert main(["cache", "prune", "--all"]) == 0
     capsys.readouterr()
@@ -226,7 +231,9 @@ def test_cli_commands(server: Server, tmp_path: Any, capsys: pytest.CaptureFixtu
     assert "0 entries" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("command", ["fetch", "stats", "schemes", "cache", "cache ls", "cache verify", "cache prune"])
+@pytest.mark.parametrize(
+    "command", ["fetch", "stats", "schemes", "plan", "cache", "cache ls", "cache verify", "cache prune"]
+)
 def test_cli_help_has_examples(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     from initserve.cli import main
 
@@ -240,17 +247,17 @@ def test_api_key_from_argument_or_environment(tmp_path: Path, monkeypatch: pytes
     secured = start_server(tmp_path, {"INITSERVE_API_KEYS": "k1,secret"})
     try:
         with Client(base_url=secured.url) as client, pytest.raises(AuthenticationError) as info:
-            client.tensor([2, 2], "normal")
+            client.tensor([2, 2], "normal", name="weight")
         assert info.value.status == 401
         with Client(base_url=secured.url, api_key="wrong", cache=False) as client, pytest.raises(AuthenticationError):
-            client.tensor([2, 2], "normal")
+            client.tensor([2, 2], "normal", name="weight")
         with Client(base_url=secured.url, api_key="secret") as client:
-            assert client.tensor([2, 2], "normal").shape == (2, 2)
+            assert client.tensor([2, 2], "normal", name="weight").shape == (2, 2)
         monkeypatch.setenv("INITSERVE_URL", secured.url)
         monkeypatch.setenv("INITSERVE_API_KEY", "k1")
         with Client(cache=False) as client:
             assert client.base_url == secured.url
-            assert client.tensor([2, 2], "normal").shape == (2, 2)
+            assert client.tensor([2, 2], "normal", name="weight").shape == (2, 2)
     finally:
         stop_server(secured)
 
@@ -274,7 +281,7 @@ def test_async_parallel_ranges_and_ainit_module(server: Server) -> None:
     async def run() -> tuple[bytes, dict[str, torch.Tensor]]:
         async with AsyncClient(base_url=server.url, parallel=2) as client:
             client._config = dataclasses.replace(client._config, parallel_threshold=1 << 20)
-            array = await client.tensor(shape, "normal", seed=12)
+            array = await client.tensor(shape, "normal", seed=12, name="weight")
             module = await ainit_module(nn.Linear(16, 4), client=client, seed=3)
             return array.tobytes(), dict(module.state_dict())
 
@@ -282,7 +289,7 @@ def test_async_parallel_ranges_and_ainit_module(server: Server) -> None:
     data, state = asyncio.run(run())
     assert server.request_count("GET", "tensors", status="206") - before == 2
     with Client(base_url=server.url, cache=False) as client:
-        assert data == client.tensor(shape, "normal", seed=12).tobytes()
+        assert data == client.tensor(shape, "normal", seed=12, name="weight").tobytes()
         sync_state = init_module(nn.Linear(16, 4), client=client, seed=3).state_dict()
     assert all(torch.equal(state[k], sync_state[k]) for k in sync_state)
 

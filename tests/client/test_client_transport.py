@@ -39,7 +39,7 @@ def test_both_transports_give_the_servers_bytes_through_a_broken_stream(
     with Client(base_url=proxy.url, cache=cache, retry_policy=FAST) as client:
         assert client._raw_downloads, "no proxy in the environment: downloads use the readinto transport"
         client._raw_downloads = transport == "readinto"
-        array = client.tensor(SHAPE, "uniform", seed=41)
+        array = client.tensor(SHAPE, "uniform", seed=41, name="weight")
     assert array.tobytes() == expected
     assert proxy.cuts_left == 0
     if cache:  # resumed from the tensor URL: only the missing bytes came again
@@ -53,12 +53,12 @@ def test_async_readinto_resumes_and_equals_sync(server: Server, proxy_factory: C
     async def run() -> bytes:
         async with AsyncClient(base_url=proxy.url, retry_policy=FAST) as client:
             assert client._raw_downloads
-            return (await client.tensor(SHAPE, "normal", seed=42)).tobytes()
+            return (await client.tensor(SHAPE, "normal", seed=42, name="weight")).tobytes()
 
     assert asyncio.run(run()) == expected
     assert proxy.cuts_left == 0
     with Client(base_url=server.url) as client:  # and from the cache the async client filled
-        assert client.tensor(SHAPE, "normal", seed=42).tobytes() == expected
+        assert client.tensor(SHAPE, "normal", seed=42, name="weight").tobytes() == expected
 
 
 def _download_threads() -> list[str]:
@@ -73,7 +73,7 @@ def test_cancelling_an_async_download_stops_its_thread_and_leaves_no_partial_fil
 
     async def run() -> bool:
         async with AsyncClient(base_url=server.url) as client:
-            task = asyncio.create_task(client.tensor([64, 4 << 20], "kaiming_normal", seed=43))  # 1 GiB
+            task = asyncio.create_task(client.tensor([64, 4 << 20], "kaiming_normal", seed=43, name="weight"))  # 1 GiB
             while not (tmp_dir.exists() and any(tmp_dir.iterdir())):
                 await asyncio.sleep(0.005)
                 assert not task.done(), "the download should still be running"
@@ -110,8 +110,8 @@ def test_the_old_cache_layout_is_ignored_and_pruned(
     (isolated_env / "index" / "etags").mkdir(parents=True)
     (isolated_env / "index" / "etags" / "e.json").write_text('{"etag": "e", "sha256": "' + "0" * 64 + '", "size": 23}')
     with Client(base_url=server.url) as client:
-        first = client.tensor([8, 8], "normal", seed=44)
-        assert client.tensor([8, 8], "normal", seed=44).tobytes() == first.tobytes()
+        first = client.tensor([8, 8], "normal", seed=44, name="weight")
+        assert client.tensor([8, 8], "normal", seed=44, name="weight").tobytes() == first.tobytes()
     cache = Cache(isolated_env)
     assert len(cache.entries()) == 1 and cache.legacy_size() > 0
     from initserve.cli import main

@@ -54,10 +54,10 @@ from ._recipes import (
     torchtitan_policy,
 )
 from ._retry import RetryPolicy
-from ._specs import tensor_spec
+from ._specs import NameRequiredError, tensor_spec
 
 if TYPE_CHECKING:
-    from ._torch import ainit_module, init_module, to_torch
+    from ._torch import PlannedParameter, ainit_module, init_module, plan_init, to_torch
 
 __version__ = "0.1.0"
 
@@ -83,9 +83,11 @@ __all__ = [
     "LocalClient",
     "MissingDependencyError",
     "MuPPolicy",
+    "NameRequiredError",
     "NotFoundError",
     "OfflineError",
     "PatternPolicy",
+    "PlannedParameter",
     "Policy",
     "RangeNotSatisfiableError",
     "RateLimitedError",
@@ -104,12 +106,13 @@ __all__ = [
     "default_cache_dir",
     "gpt2_policy",
     "init_module",
+    "plan_init",
     "tensor_spec",
     "to_torch",
     "torchtitan_policy",
 ]
 
-_LAZY = {"init_module", "ainit_module", "to_torch"}
+_LAZY = {"init_module", "ainit_module", "plan_init", "PlannedParameter", "to_torch"}
 
 
 def __getattr__(name: str) -> Any:

@@ -19,7 +19,7 @@ from ._flow import Blocking, Download, DownloadPart, Flow, Send, fetch_file
 from ._rawhttp import DownloadCancel, RawTransport, download_parts
 from ._retry import RetryPolicy
 from ._safetensors import SafetensorsFile
-from ._specs import diagnose_body, init_body
+from ._specs import DTypeLike, diagnose_body, init_body, plain_spec
 
 if TYPE_CHECKING:
     import torch as pt  # the method named `torch` shadows the module in the class body
@@ -101,7 +101,7 @@ class AsyncClient(AsyncCheckpointMethods, BaseClient):
         *,
         seed: int | None = None,
         params: Mapping[str, Any] | None = None,
-        dtype: str | None = None,
+        dtype: DTypeLike = None,
         layout: str | None = None,
         name: str | None = None,
         slice: Sequence[Sequence[int]] | None = None,
@@ -130,7 +130,7 @@ class AsyncClient(AsyncCheckpointMethods, BaseClient):
         *,
         seed: int | None = None,
         params: Mapping[str, Any] | None = None,
-        dtype: str | None = None,
+        dtype: DTypeLike = None,
         layout: str | None = None,
         name: str | None = None,
         slice: Sequence[Sequence[int]] | None = None,
@@ -161,7 +161,7 @@ class AsyncClient(AsyncCheckpointMethods, BaseClient):
         tensors: Mapping[str, Mapping[str, Any]],
         *,
         seed: int | None = None,
-        dtype: str | None = None,
+        dtype: DTypeLike = None,
         layout: str | None = None,
     ) -> dict[str, np.ndarray[Any, Any]]:
         """Many named tensors from one ``/v1/bundle`` request; each equals ``tensor()`` of its spec with that name."""
@@ -175,7 +175,7 @@ class AsyncClient(AsyncCheckpointMethods, BaseClient):
         tensors: Mapping[str, Mapping[str, Any]],
         *,
         seed: int | None = None,
-        dtype: str | None = None,
+        dtype: DTypeLike = None,
         layout: str | None = None,
         device: str | pt.device | None = None,
     ) -> dict[str, pt.Tensor]:
@@ -194,7 +194,7 @@ class AsyncClient(AsyncCheckpointMethods, BaseClient):
         *,
         seed: int | None = None,
         params: Mapping[str, Any] | None = None,
-        dtype: str | None = None,
+        dtype: DTypeLike = None,
         layout: str | None = None,
         name: str | None = None,
         slice: Sequence[Sequence[int]] | None = None,
@@ -209,12 +209,12 @@ class AsyncClient(AsyncCheckpointMethods, BaseClient):
 
         ``.buffer`` holds the file's bytes; ``.array(name)`` gives zero-copy views."""
         path = "/v1/bundle" if "tensors" in spec else "/v1/init"
-        file: SafetensorsFile = await self._drive(fetch_file(self._context(path), path, dict(spec)))
+        file: SafetensorsFile = await self._drive(fetch_file(self._context(path), path, plain_spec(spec)))
         return file
 
     async def stats_of(self, spec: Mapping[str, Any]) -> dict[str, Any]:
         """:meth:`stats` for a ready-made spec mapping."""
-        result: dict[str, Any] = await self._drive(self._stats_flow(spec))
+        result: dict[str, Any] = await self._drive(self._stats_flow(plain_spec(spec)))
         return result
 
     async def diagnose(
@@ -275,7 +275,7 @@ class AsyncClient(AsyncCheckpointMethods, BaseClient):
 
     async def resolve(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """``POST /v1/resolve``: URL, ETag and size of a spec (or ``{"bundle": ...}``), without generating it."""
-        result: dict[str, Any] = await self._drive(self._resolve_flow(body))
+        result: dict[str, Any] = await self._drive(self._resolve_flow(plain_spec(body)))
         return result
 
     async def schemes(self) -> list[dict[str, Any]]:

@@ -15,9 +15,9 @@ from ._cache import Cache
 from ._config import ClientConfig, resolve_config
 from ._errors import APIError, InitserveError, RetriesExhaustedError, TransportError, error_from_response
 from ._flow import FetchContext, Flow, fetch_file, send_json
-from ._retry import RetryPolicy
+from ._retry import RetryPolicy, refused_locally
 from ._safetensors import SafetensorsFile
-from ._specs import bundle_body, init_body
+from ._specs import DTypeLike, bundle_body, init_body
 
 __all__ = ["BaseClient", "Decoded"]
 
@@ -113,6 +113,7 @@ class BaseClient:
             progress_threshold=c.progress_threshold,
             lock_timeout=c.lock_timeout,
             desc=desc,
+            offline_source=c.offline_source,
         )
 
     # -- responses ----------------------------------------------------------------------------------
@@ -135,6 +136,12 @@ class BaseClient:
         return error
 
     def _give_up(self, request: httpx.Request, attempt: int, exc: BaseException) -> InitserveError:
+        if refused_locally(exc):
+            origin = f"{request.url.scheme}://{request.url.netloc.decode('ascii', 'replace')}"
+            return TransportError(
+                f"{request.method} {request.url} failed: connection refused — is `initserve serve` running at "
+                f"{origin}? (the URL comes from {self._config.base_url_source})"
+            )
         if attempt > 1:
             return RetriesExhaustedError(f"{request.method} {request.url}", attempt, exc)
         return TransportError(f"{request.method} {request.url} failed: {type(exc).__name__}: {exc}")
@@ -148,7 +155,7 @@ class BaseClient:
         raw_bits: bool,
         seed: int | None,
         params: Mapping[str, Any] | None,
-        dtype: str | None,
+        dtype: DTypeLike,
         layout: str | None,
         name: str | None,
         slice: Sequence[Sequence[int]] | None,
@@ -165,7 +172,7 @@ class BaseClient:
         *,
         raw_bits: bool,
         seed: int | None,
-        dtype: str | None,
+        dtype: DTypeLike,
         layout: str | None,
     ) -> Flow:
         body = bundle_body(tensors, seed=seed, dtype=dtype, layout=layout)

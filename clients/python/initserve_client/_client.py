@@ -18,7 +18,7 @@ from ._flow import Blocking, Download, DownloadPart, Flow, Send, authoritative_t
 from ._rawhttp import RawTransport, download_parts
 from ._retry import RetryPolicy
 from ._safetensors import SafetensorsFile
-from ._specs import diagnose_body, init_body
+from ._specs import DTypeLike, diagnose_body, init_body, plain_spec
 
 if TYPE_CHECKING:
     import torch as pt  # the method named `torch` shadows the module in the class body
@@ -100,7 +100,7 @@ class Client(CheckpointMethods, BaseClient):
         *,
         seed: int | None = None,
         params: Mapping[str, Any] | None = None,
-        dtype: str | None = None,
+        dtype: DTypeLike = None,
         layout: str | None = None,
         name: str | None = None,
         slice: Sequence[Sequence[int]] | None = None,
@@ -129,7 +129,7 @@ class Client(CheckpointMethods, BaseClient):
         *,
         seed: int | None = None,
         params: Mapping[str, Any] | None = None,
-        dtype: str | None = None,
+        dtype: DTypeLike = None,
         layout: str | None = None,
         name: str | None = None,
         slice: Sequence[Sequence[int]] | None = None,
@@ -160,7 +160,7 @@ class Client(CheckpointMethods, BaseClient):
         tensors: Mapping[str, Mapping[str, Any]],
         *,
         seed: int | None = None,
-        dtype: str | None = None,
+        dtype: DTypeLike = None,
         layout: str | None = None,
     ) -> dict[str, np.ndarray[Any, Any]]:
         """Many named tensors from one ``/v1/bundle`` request; each equals ``tensor()`` of its spec with that name."""
@@ -174,7 +174,7 @@ class Client(CheckpointMethods, BaseClient):
         tensors: Mapping[str, Mapping[str, Any]],
         *,
         seed: int | None = None,
-        dtype: str | None = None,
+        dtype: DTypeLike = None,
         layout: str | None = None,
         device: str | pt.device | None = None,
     ) -> dict[str, pt.Tensor]:
@@ -193,7 +193,7 @@ class Client(CheckpointMethods, BaseClient):
         *,
         seed: int | None = None,
         params: Mapping[str, Any] | None = None,
-        dtype: str | None = None,
+        dtype: DTypeLike = None,
         layout: str | None = None,
         name: str | None = None,
         slice: Sequence[Sequence[int]] | None = None,
@@ -208,12 +208,12 @@ class Client(CheckpointMethods, BaseClient):
 
         ``.buffer`` holds the file's bytes; ``.array(name)`` gives zero-copy views."""
         path = "/v1/bundle" if "tensors" in spec else "/v1/init"
-        file: SafetensorsFile = self._drive(fetch_file(self._context(path), path, dict(spec)))
+        file: SafetensorsFile = self._drive(fetch_file(self._context(path), path, plain_spec(spec)))
         return file
 
     def stats_of(self, spec: Mapping[str, Any]) -> dict[str, Any]:
         """:meth:`stats` for a ready-made spec mapping."""
-        result: dict[str, Any] = self._drive(self._stats_flow(spec))
+        result: dict[str, Any] = self._drive(self._stats_flow(plain_spec(spec)))
         return result
 
     def diagnose(
@@ -274,7 +274,7 @@ class Client(CheckpointMethods, BaseClient):
 
     def resolve(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """``POST /v1/resolve``: URL, ETag and size of a spec (or ``{"bundle": ...}``), without generating it."""
-        result: dict[str, Any] = self._drive(self._resolve_flow(body))
+        result: dict[str, Any] = self._drive(self._resolve_flow(plain_spec(body)))
         return result
 
     def tree_sha256(self, url: str, size: int) -> str:

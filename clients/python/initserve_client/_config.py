@@ -67,6 +67,9 @@ class ClientConfig:
     lock_timeout: float
     progress_threshold: int = DEFAULT_PROGRESS_THRESHOLD
     parallel_threshold: int = DEFAULT_PARALLEL_THRESHOLD
+    # Where base_url and offline came from, for messages that name the setting actually used.
+    base_url_source: str = "the default"
+    offline_source: str = "off"
 
 
 def resolve_config(
@@ -86,6 +89,12 @@ def resolve_config(
     """Merge arguments with the environment. Raises ``ValueError`` naming the bad setting."""
     env = os.environ if env is None else env
     url = (base_url or env.get("INITSERVE_URL") or DEFAULT_BASE_URL).rstrip("/")
+    if base_url:
+        url_source = "base_url="
+    elif env.get("INITSERVE_URL"):
+        url_source = "INITSERVE_URL"
+    else:
+        url_source = f"the default, {DEFAULT_BASE_URL}; set INITSERVE_URL or base_url= for another"
     if not url.startswith(("http://", "https://")):
         raise ValueError(f"base_url must start with http:// or https://, got {url!r}")
     if retries < 1:
@@ -108,6 +117,9 @@ def resolve_config(
         resolved_timeout = httpx.Timeout(timeout)
     if offline is None:
         offline = bool(_env_bool(env, "INITSERVE_OFFLINE"))
+        offline_source = f"INITSERVE_OFFLINE={env.get('INITSERVE_OFFLINE')}" if offline else "off"
+    else:
+        offline_source = "offline=True" if offline else "off"
     if progress is None and _env_bool(env, "INITSERVE_PROGRESS") is False:
         progress = False
     resolved_cache: Path | None = None
@@ -123,4 +135,6 @@ def resolve_config(
         progress=progress,
         parallel=parallel,
         lock_timeout=lock_timeout,
+        base_url_source=url_source,
+        offline_source=offline_source,
     )

@@ -103,6 +103,21 @@ class FetchContext:
     lock_timeout: float
     desc: str = "initserve"
     extra: dict[str, Any] = field(default_factory=dict)
+    offline_source: str = "offline=True"  # the setting that turned offline mode on, named in OfflineError
+
+
+def offline_message(source: str, what: str, root: object) -> str:
+    """Why an offline fetch failed and how to get out of offline mode, naming the setting that set it."""
+    if source.startswith("INITSERVE_OFFLINE"):
+        how = "unset INITSERVE_OFFLINE (or pass offline=False)"
+    elif source == "--offline":
+        how = "drop --offline"
+    else:
+        how = "create the client with offline=False"
+    return (
+        f"offline mode is on ({source}) and {what} is not in the cache at {root} (or its copy was corrupted); "
+        f"to fetch it once online, {how}"
+    )
 
 
 def send_json(request: httpx.Request) -> Flow:
@@ -119,7 +134,21 @@ def _resolve_body(path: str, body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _summary(file: SafetensorsFile) -> dict[str, Any]:
-    return {name: {"dtype": info.dtype, "shape": list(info.shape)} for name, info in file.tensors.items()}
+    """Per tensor: dtype and shape, plus the scheme and seed from the file's canonical spec (what
+    ``initserve cache ls`` shows to tell entries apart)."""
+    try:
+        spec = json.loads(file.metadata.get("initserve.spec", "{}"))
+    except ValueError:
+        spec = {}
+    specs = spec.get("tensors", {}) if isinstance(spec, dict) and "tensors" in spec else {}
+    summary: dict[str, Any] = {}
+    for name, info in file.tensors.items():
+        own = specs.get(name) if specs else spec
+        entry: dict[str, Any] = {"dtype": info.dtype, "shape": list(info.shape)}
+        if isinstance(own, dict) and isinstance(spec, dict):
+            entry.update(scheme=own.get("scheme"), seed=spec.get("seed"))
+        summary[name] = entry
+    return summary
 
 
 def _parts(
@@ -234,7 +263,10 @@ def fetch_file(ctx: FetchContext, path: str, body: Mapping[str, Any]) -> Flow:
     """Return a parsed :class:`SafetensorsFile` for ``POST path body``, through the cache when enabled."""
     if ctx.cache is None:
         if ctx.offline:
-            raise OfflineError("offline mode is on and the cache is disabled (cache=False): nothing can be served")
+            raise OfflineError(
+                f"offline mode is on ({ctx.offline_source}) and the cache is disabled (cache=False): "
+                "nothing can be served"
+            )
         return (yield from _fetch_uncached(ctx, path, body))
     return (yield from _fetch_cached(ctx, ctx.cache, path, body))
 
@@ -383,8 +415,7 @@ def _fetch_cached_unchecked(ctx: FetchContext, cache: Cache, path: str, body: Ma
             return hit
     if ctx.offline:
         raise OfflineError(
-            f"offline mode is on and {path} {json.dumps(dict(body), sort_keys=True)} is not in the cache at "
-            f"{cache.root} (or its copy was corrupted); fetch it once online, or unset INITSERVE_OFFLINE"
+            offline_message(ctx.offline_source, f"{path} {json.dumps(dict(body), sort_keys=True)}", cache.root)
         )
     resolved = Resolved.from_json(
         (yield from send_json(ctx.build_request("POST", "/v1/resolve", json=_resolve_body(path, body))))

@@ -16,10 +16,25 @@ LayerNorm, GroupNorm, BatchNorm, InstanceNorm weight: ones, bias: zeros (running
 RMSNorm                                       weight: ones
 RNN, LSTM, GRU and their cells                every parameter: U(±1/√hidden_size)
 MultiheadAttention                            in_proj / q,k,v_proj weights: xavier_uniform; in_proj_bias and
-                                              out_proj.bias: zeros; bias_k, bias_v: xavier_normal;
-                                              out_proj.weight: as Linear
+                                              out_proj.bias: zeros (when the module has biases); bias_k,
+                                              bias_v: xavier_normal; out_proj.weight: as Linear
+Transformer                                   every parameter of > 1 dimension inside it (encoder and decoder
+                                              layers' linear1/linear2, attention in_proj and out_proj
+                                              weights): xavier_uniform (``Transformer._reset_parameters``
+                                              runs after its children's own); 1-D parameters keep their rule
+TransformerEncoderLayer/DecoderLayer,         their children's rules (they do not re-initialise); the layers of
+TransformerEncoder/Decoder                    an Encoder/Decoder are drawn independently (torch deep-copies
+                                              one layer, so its layers start identical)
+AdaptiveLogSoftmaxWithLoss                    its Linear children's rules
 PReLU                                         weight: constant ``init``
 ============================================  ===========================================================
+
+A parent's rule beats its children's (the parent's reset runs last in torch); the outermost parent
+wins. A tensor shared by several modules (tied weights) is requested once, under the first name
+``named_parameters()`` gives it, with the rule of the *last* module owning it in module order
+(``named_modules()``): the value a pass of initialisers in module order leaves, as
+``model.apply(init)`` would. Declaring ``head`` before ``emb`` and tying ``head.weight = emb.weight``
+therefore gives the embedding's N(0, 1); declaring ``emb`` first gives the Linear's U(±1/√in).
 """
 
 from __future__ import annotations
@@ -55,6 +70,7 @@ class InitRule:
     scheme: str
     params: Mapping[str, Any] | None = None
     zero_row: int | None = None
+    source: str = ""  # which torch code this rule reproduces, e.g. "Transformer._reset_parameters"
 
 
 class Policy(Protocol):
@@ -67,9 +83,13 @@ class Policy(Protocol):
         ...
 
 
-def _uniform(bound: float) -> InitRule:
+def _uniform(bound: float, source: str) -> InitRule:
     # torch draws U(-0, 0) = 0 when fan_in is 0; the engine wants low < high, so say zeros.
-    return InitRule("uniform", {"low": -bound, "high": bound}) if bound > 0 else InitRule("zeros")
+    return (
+        InitRule("uniform", {"low": -bound, "high": bound}, source=source)
+        if bound > 0
+        else InitRule("zeros", source=source)
+    )
 
 
 def _fan_in(weight: torch.Tensor) -> int:
@@ -84,47 +104,62 @@ class TorchDefaultPolicy:
         self._overrides: dict[str, InitRule] = {}
 
     def prepare(self, module: torch.nn.Module) -> None:
-        """Rules a parent imposes on a child's parameters: MultiheadAttention zeroes ``out_proj.bias``."""
+        """Rules a parent imposes on its children's parameters, the outermost parent winning:
+        ``Transformer`` gives every > 1-D parameter inside it xavier_uniform; ``MultiheadAttention``
+        zeroes ``out_proj.bias``."""
         from torch import nn
 
         self._overrides = {}
-        for prefix, sub in module.named_modules():
-            if isinstance(sub, nn.MultiheadAttention) and sub.out_proj.bias is not None:
-                self._overrides[f"{prefix}.out_proj.bias" if prefix else "out_proj.bias"] = InitRule("zeros")
+        for prefix, sub in module.named_modules():  # pre-order: parents before children, so setdefault
+            if isinstance(sub, nn.Transformer):
+                for local, param in sub.named_parameters():
+                    if param.dim() > 1:
+                        rule = InitRule("xavier_uniform", source="Transformer._reset_parameters")
+                        self._overrides.setdefault(_join(prefix, local), rule)
+            if (
+                isinstance(sub, nn.MultiheadAttention)
+                and sub.in_proj_bias is not None
+                and sub.out_proj.bias is not None
+            ):
+                rule = InitRule("zeros", source="MultiheadAttention._reset_parameters")
+                self._overrides.setdefault(_join(prefix, "out_proj.bias"), rule)
 
     def rule(self, name: str, local: str, param: torch.Tensor, owner: torch.nn.Module) -> InitRule | None:
         from torch import nn
 
         if name in self._overrides:
             return self._overrides[name]
+        kind = type(owner).__name__
         if isinstance(owner, nn.modules.conv._ConvNd | nn.Linear):
             if local == "weight":
-                return InitRule("torch_default")
+                return InitRule("torch_default", source=f"{kind}.reset_parameters: kaiming_uniform_(a=√5)")
             if local == "bias":
                 fan_in = _fan_in(owner.weight)
-                return _uniform(1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0)
+                return _uniform(1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0, f"{kind}.reset_parameters")
         if isinstance(owner, nn.Bilinear):
-            return _uniform(1.0 / math.sqrt(owner.weight.size(1)))
+            return _uniform(1.0 / math.sqrt(owner.weight.size(1)), "Bilinear.reset_parameters")
         if isinstance(owner, nn.Embedding | nn.EmbeddingBag) and local == "weight":
-            return InitRule("normal", {"mean": 0.0, "std": 1.0}, zero_row=owner.padding_idx)
+            source = f"{kind}.reset_parameters: normal_, padding_idx row zeroed"
+            return InitRule("normal", {"mean": 0.0, "std": 1.0}, zero_row=owner.padding_idx, source=source)
         norms = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase, nn.RMSNorm)
         if isinstance(owner, norms):
             if local == "weight":
-                return InitRule("ones")
+                return InitRule("ones", source=f"{kind}.reset_parameters")
             if local == "bias":
-                return InitRule("zeros")
+                return InitRule("zeros", source=f"{kind}.reset_parameters")
         if isinstance(owner, nn.RNNBase | nn.RNNCellBase):
             hidden = int(owner.hidden_size)
-            return _uniform(1.0 / math.sqrt(hidden) if hidden > 0 else 0.0)
+            return _uniform(1.0 / math.sqrt(hidden) if hidden > 0 else 0.0, f"{kind}.reset_parameters")
         if isinstance(owner, nn.MultiheadAttention):
+            source = "MultiheadAttention._reset_parameters"
             if local in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"):
-                return InitRule("xavier_uniform")
+                return InitRule("xavier_uniform", source=source)
             if local == "in_proj_bias":
-                return InitRule("zeros")
+                return InitRule("zeros", source=source)
             if local in ("bias_k", "bias_v"):
-                return InitRule("xavier_normal")
+                return InitRule("xavier_normal", source=source)
         if isinstance(owner, nn.PReLU) and local == "weight":
-            return InitRule("constant", {"value": float(owner.init)})
+            return InitRule("constant", {"value": float(owner.init)}, source="PReLU.reset_parameters")
         raise InitserveError(
             f"no default rule for parameter {name!r} of {type(owner).__name__}; give it one with a pattern "
             f"policy, e.g. policy={{{name!r}: {{'scheme': 'normal', 'params': {{'std': 0.02}}}}}}"
@@ -191,15 +226,29 @@ def as_policy(policy: Policy | str | Mapping[str, Any] | None) -> Policy:
     return policy
 
 
+def _join(prefix: str, local: str) -> str:
+    return f"{prefix}.{local}" if prefix else local
+
+
 def _direct_parameters(module: torch.nn.Module) -> Iterator[tuple[str, str, torch.Tensor, torch.nn.Module]]:
-    """(full name, local name, parameter, owner) once per distinct parameter, as ``named_parameters`` names them."""
-    owners: dict[int, tuple[str, str, torch.nn.Module]] = {}
-    for prefix, sub in module.named_modules():
+    """(full name, local name, parameter, owner) once per distinct parameter, named as ``named_parameters``
+    names it (its first occurrence). A tied parameter's owner is the *last* module in module order that
+    holds it (see the module docstring)."""
+    owners: dict[int, tuple[str, torch.nn.Module]] = {}
+    for _, sub in module.named_modules():
         for local, param in sub.named_parameters(recurse=False):
-            owners.setdefault(id(param), (f"{prefix}.{local}" if prefix else local, local, sub))
+            owners[id(param)] = (local, sub)  # a later owner replaces an earlier one
     for full, param in module.named_parameters():
-        _, local, owner = owners[id(param)]
+        local, owner = owners[id(param)]
         yield full, local, param, owner
+
+
+def tied_names(module: torch.nn.Module) -> dict[str, tuple[str, ...]]:
+    """``{name named_parameters() gives: (every other name of the same tensor, …)}`` for tied tensors."""
+    names: dict[int, list[str]] = {}
+    for name, param in module.named_parameters(remove_duplicate=False):
+        names.setdefault(id(param), []).append(name)
+    return {group[0]: tuple(group[1:]) for group in names.values() if len(group) > 1}
 
 
 def plan_module(module: torch.nn.Module, policy: Policy) -> dict[str, tuple[dict[str, Any], InitRule]]:

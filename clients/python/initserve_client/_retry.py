@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 
 import httpx
 
-__all__ = ["RETRYABLE_STATUS", "RetryPolicy", "is_retryable_exception", "parse_retry_after"]
+__all__ = [
+    "RETRYABLE_STATUS",
+    "RetryPolicy",
+    "is_local_host",
+    "is_retryable_exception",
+    "parse_retry_after",
+    "refused_locally",
+]
 
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 
@@ -28,8 +35,33 @@ _RETRYABLE_EXCEPTIONS: tuple[type[BaseException], ...] = (
 )
 
 
+_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
 def is_retryable_exception(exc: BaseException) -> bool:
-    return isinstance(exc, _RETRYABLE_EXCEPTIONS)
+    return isinstance(exc, _RETRYABLE_EXCEPTIONS) and not refused_locally(exc)
+
+
+def is_local_host(host: str) -> bool:
+    """Loopback names and addresses: a refusal there means nothing listens, not a passing fault."""
+    return host.lower() in _LOCAL_HOSTS or host.startswith("127.")
+
+
+def refused_locally(exc: BaseException) -> bool:
+    """A connection to a loopback address was refused: no server is listening there, and retrying for
+    seconds will not start one. (A refusal by a remote host can be a replica restarting: retried.)"""
+    if not isinstance(exc, httpx.ConnectError):
+        return False
+    try:
+        host = exc.request.url.host
+    except RuntimeError:  # an exception raised without its request
+        return False
+    cause: BaseException | None = exc
+    refused = False
+    while cause is not None and not refused:
+        refused = isinstance(cause, ConnectionRefusedError) or "refused" in str(cause).lower()
+        cause = cause.__cause__ or cause.__context__
+    return refused and is_local_host(host)
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:

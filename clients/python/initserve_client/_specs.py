@@ -1,8 +1,15 @@
 """Request bodies for ``/v1/init`` and ``/v1/bundle`` and the cache key of a request.
 
 Validation is the server's job (it names the field and the rule); the client only drops the
-arguments left at ``None`` so the server fills its documented defaults, and turns numpy/tuple
-values into plain JSON.
+arguments left at ``None`` so the server fills its documented defaults, and turns the Python
+objects a user has at hand into plain JSON: tuples, ``torch.Size``, numpy integers and arrays,
+and dtypes given as ``torch.float16``, ``np.float16``, ``np.dtype("float32")`` or ml_dtypes'
+bfloat16.
+
+One default is *not* left to the server: a single tensor's ``name``. It is part of the random key,
+so two tensors fetched with the same seed and no name would be one random stream (the smaller a
+rescaled prefix of the larger, correlation 1.0). The client refuses to send a single-tensor spec
+without a name (:class:`NameRequiredError`); ``name="weight"`` asks for the server's default.
 """
 
 from __future__ import annotations
@@ -13,13 +20,64 @@ import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["bundle_body", "diagnose_body", "init_body", "request_key", "tensor_spec"]
+from ._errors import InitserveError
+
+__all__ = [
+    "DTypeLike",
+    "NameRequiredError",
+    "bundle_body",
+    "diagnose_body",
+    "dtype_name",
+    "init_body",
+    "plain_spec",
+    "request_key",
+    "require_name",
+    "tensor_spec",
+]
+
+
+# A dtype as a name ("float16") or as the object at hand: torch.float16, np.float16, np.dtype("float16"),
+# ml_dtypes.bfloat16. Typed loosely on purpose: torch is optional and numpy's DTypeLike is wider still.
+DTypeLike = Any
+
+
+class NameRequiredError(InitserveError, ValueError):
+    """A single-tensor spec without ``name``: refused, because the name is part of the random key."""
+
+
+def require_name(name: object, *, what: str = "name") -> None:
+    """Raise :class:`NameRequiredError` when ``name`` is missing (None)."""
+    if name is None:
+        raise NameRequiredError(
+            f"{what} is required: it is part of the random key, so two tensors with the same seed and no name "
+            "are the same random stream (a smaller shape is a rescaled prefix of a larger one). Name each "
+            "tensor (name='fc1.weight', name='fc2.weight'); name='weight' asks for the server's default."
+        )
+
+
+def dtype_name(dtype: object) -> str | None:
+    """``"float16"`` for ``torch.float16``, ``np.float16``, ``np.dtype("float16")`` or the string itself;
+    ``"bfloat16"`` for ``torch.bfloat16`` and ml_dtypes' bfloat16. Unknown objects pass through as their
+    ``str`` so that the server names the accepted values."""
+    if dtype is None or isinstance(dtype, str):
+        return dtype
+    module = type(dtype).__module__.split(".", 1)[0]
+    if module == "torch":  # torch.dtype: str() is "torch.float16"
+        return str(dtype).removeprefix("torch.")
+    try:
+        import numpy as np
+
+        return np.dtype(dtype).name  # type: ignore[call-overload, no-any-return]
+    except TypeError:
+        return str(dtype)
 
 
 def _plain(value: Any) -> Any:
     """Tuples → lists, numpy scalars → Python numbers; booleans stay booleans (the server rejects them)."""
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
+    if hasattr(value, "tolist") and hasattr(value, "shape"):  # a numpy array (or 0-d array) of numbers
+        return _plain(value.tolist())
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real):
@@ -36,14 +94,14 @@ def tensor_spec(
     scheme: str,
     *,
     params: Mapping[str, Any] | None = None,
-    dtype: str | None = None,
+    dtype: DTypeLike = None,
     layout: str | None = None,
     name: str | None = None,
     slice: Sequence[Sequence[int]] | None = None,
 ) -> dict[str, Any]:
     """A spec without a seed: the shape of one entry of a bundle's ``tensors`` map."""
     spec: dict[str, Any] = {"shape": _plain(shape), "scheme": scheme}
-    optional = {"params": params, "dtype": dtype, "layout": layout, "name": name, "slice": slice}
+    optional = {"params": params, "dtype": dtype_name(dtype), "layout": layout, "name": name, "slice": slice}
     spec.update({key: _plain(value) for key, value in optional.items() if value is not None})
     return spec
 
@@ -54,12 +112,13 @@ def init_body(
     *,
     seed: int | None = None,
     params: Mapping[str, Any] | None = None,
-    dtype: str | None = None,
+    dtype: DTypeLike = None,
     layout: str | None = None,
     name: str | None = None,
     slice: Sequence[Sequence[int]] | None = None,
 ) -> dict[str, Any]:
-    """The JSON body of ``POST /v1/init``."""
+    """The JSON body of ``POST /v1/init``; raises :class:`NameRequiredError` without a ``name``."""
+    require_name(name)
     body = tensor_spec(shape, scheme, params=params, dtype=dtype, layout=layout, name=name, slice=slice)
     if seed is not None:
         body["seed"] = _plain(seed)
@@ -70,13 +129,14 @@ def bundle_body(
     tensors: Mapping[str, Mapping[str, Any]],
     *,
     seed: int | None = None,
-    dtype: str | None = None,
+    dtype: DTypeLike = None,
     layout: str | None = None,
 ) -> dict[str, Any]:
     """The JSON body of ``POST /v1/bundle``: each entry is a spec without seed, named by its key."""
     body: dict[str, Any] = {"tensors": {str(name): _plain(spec) for name, spec in tensors.items()}}
-    optional = {"seed": seed, "dtype": dtype, "layout": layout}
+    optional = {"seed": seed, "dtype": dtype_name(dtype), "layout": layout}
     body.update({key: _plain(value) for key, value in optional.items() if value is not None})
+    _name_dtypes(body["tensors"])
     return body
 
 
@@ -116,6 +176,25 @@ def diagnose_body(
     }
     body.update({key: _plain(value) for key, value in optional.items() if value is not None})
     return body
+
+
+def plain_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A ready-made spec, bundle or ``{"bundle": ...}`` as plain JSON (dtypes as names); a single
+    tensor's spec must have a ``name`` (:class:`NameRequiredError`)."""
+    body: dict[str, Any] = _plain(dict(spec))
+    _name_dtypes(body)
+    if "tensors" not in body and "bundle" not in body:
+        require_name(body.get("name"), what="the spec's name")
+    return body
+
+
+def _name_dtypes(node: Any) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "dtype":
+                node[key] = dtype_name(value)
+            else:
+                _name_dtypes(value)
 
 
 def request_key(path: str, body: Mapping[str, Any]) -> str:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._distributed import TensorParallel, layout_of, local_tensor, materialize
 from ._errors import InitserveError, MissingDependencyError
-from ._policies import InitRule, Policy, as_policy, plan_module
+from ._policies import InitRule, Policy, _direct_parameters, as_policy, plan_module, tied_names
 from ._shards import Box, ShardLayout
 
 if TYPE_CHECKING:
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from ._client import Client
     from ._local import LocalClient
 
-__all__ = ["ainit_module", "init_module", "to_torch"]
+__all__ = ["PlannedParameter", "ainit_module", "init_module", "plan_init", "to_torch"]
 
 
 def _torch() -> Any:
@@ -145,8 +146,18 @@ def _prepare(
     device: str | torch.device | None,
     tensor_parallel: TensorParallel | None,
 ) -> _Filling:
+    rules = as_policy(policy)
+    if device is not None and any(param.is_meta for param in module.parameters()):
+        # to_empty() gives every parameter fresh, uninitialised storage: each needs a rule to fill it.
+        planned = plan_module(module, rules)
+        untouched = [name for name, _ in module.named_parameters() if name not in planned]
+        if untouched:
+            raise InitserveError(
+                f"the policy leaves {untouched[0]!r} untouched, but materialising the module on {device!r} "
+                "(to_empty) would leave it holding uninitialised memory: give it a rule"
+            )
     materialize(module, device)
-    return _Filling(module, plan_module(module, as_policy(policy)), tensor_parallel)
+    return _Filling(module, plan_module(module, rules), tensor_parallel)
 
 
 def _derive_targets(module: torch.nn.Module) -> dict[str, dict[str, Any]]:
@@ -208,7 +219,10 @@ def init_module(
     Each rank requests only its own elements and nothing is communicated.
 
     ``device``: where parameters on the meta device are materialised (``Module.to_empty``) before
-    they are filled; without it a meta parameter raises :class:`InitserveError`.
+    they are filled; without it a meta parameter raises :class:`InitserveError` (a module is never
+    returned still without storage), as does a policy that would leave a materialised parameter
+    unfilled. Which rule each parameter gets — parents that re-initialise their children
+    (``Transformer``), tied weights — is listed in docs/client.md; :func:`plan_init` shows it.
     ``tp_rank``/``tp_size`` (or ``tp_group``): the Megatron tensor-parallel rank; by default
     Megatron's ``parallel_state`` if initialised, else torch.distributed's default group.
 
@@ -267,3 +281,80 @@ def _tensor_parallel(module: torch.nn.Module, rank: int | None, size: int | None
     if not explicit and not any(getattr(p, "tensor_model_parallel", False) for p in module.parameters()):
         return None
     return TensorParallel.resolve(rank, size, group)
+
+
+@dataclass(frozen=True)
+class PlannedParameter:
+    """What :func:`init_module` would do to one parameter.
+
+    ``params`` are the ones sent; with a client they are the server's canonical params, which hold the
+    fans the scheme uses (``fan_in``/``fan_out``). ``tied`` lists the parameter's other names."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    scheme: str
+    params: dict[str, Any]
+    zero_row: int | None
+    source: str
+    owner: str
+    tied: tuple[str, ...] = ()
+
+    @property
+    def fan_in(self) -> int | None:
+        value = self.params.get("fan_in")
+        return None if value is None else int(value)
+
+    @property
+    def fan_out(self) -> int | None:
+        value = self.params.get("fan_out")
+        return None if value is None else int(value)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "scheme": self.scheme,
+            "params": self.params,
+            "fan_in": self.fan_in,
+            "fan_out": self.fan_out,
+            "zero_row": self.zero_row,
+            "source": self.source,
+            "owner": self.owner,
+            "tied": list(self.tied),
+        }
+
+
+def plan_init(
+    module: torch.nn.Module,
+    *,
+    policy: Policy | str | Mapping[str, Any] | None = None,
+    client: Client | None = None,
+) -> list[PlannedParameter]:
+    """The dry run of :func:`init_module`: for every parameter it would set, the scheme, params, the
+    torch code the rule reproduces, its owner module and tied names — nothing is fetched or changed.
+
+    With ``client``, one ``POST /v1/resolve`` (no generation) returns the canonical params, so each
+    entry also shows the fans the server will use. Works on meta-device modules (no storage needed)."""
+    plan = plan_module(module, as_policy(policy))
+    canonical: Mapping[str, Any] = {}
+    if client is not None and plan:
+        resolved = client.resolve({"bundle": {"tensors": {name: spec for name, (spec, _) in plan.items()}}})
+        canonical = resolved.get("canonical", {}).get("tensors", {})
+    owners = {name: type(owner).__name__ for name, _, _, owner in _direct_parameters(module)}
+    tied = tied_names(module)
+    return [
+        PlannedParameter(
+            name=name,
+            shape=tuple(spec["shape"]),
+            dtype=str(spec["dtype"]),
+            scheme=str(canonical.get(name, {}).get("scheme", rule.scheme)),
+            params=dict(canonical.get(name, {}).get("params", spec.get("params", {}))),
+            zero_row=rule.zero_row,
+            source=rule.source,
+            owner=owners.get(name, ""),
+            tied=tied.get(name, ()),
+        )
+        for name, (spec, rule) in plan.items()
+    ]

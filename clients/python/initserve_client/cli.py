@@ -1,4 +1,5 @@
-"""Client commands of the ``initserve`` CLI: ``fetch``, ``stats``, ``schemes``, ``diagnose``, ``cache ls|verify|prune``.
+"""Client commands of the ``initserve`` CLI: ``fetch``, ``stats``, ``schemes``, ``diagnose``, ``plan``,
+``cache ls|verify|prune``.
 
 :func:`register` adds them to the dispatcher in :mod:`initserve.cli`; each parser sets ``func(args) -> int``.
 """
@@ -40,13 +41,21 @@ FETCH_EXAMPLES = """examples:
   INITSERVE_URL=http://10.0.0.5:8000 initserve fetch --shape 10 --scheme zeros -o b.npy
 """
 STATS_EXAMPLES = """examples:
-  initserve stats --shape 256,128 --scheme kaiming_uniform --seed 42
-  initserve stats --shape 4096,4096 --scheme orthogonal --json
+  initserve stats --shape 256,128 --scheme kaiming_uniform --seed 42 --name fc1.weight
+  initserve stats --shape 4096,4096 --scheme orthogonal --name w --json
+  initserve stats --spec layer.json
 """
 SCHEMES_EXAMPLES = """examples:
-  initserve schemes                  # one line per scheme
-  initserve schemes kaiming_normal   # one scheme in full
-  initserve schemes --json
+  initserve schemes                  # one line per scheme, with its torch/keras/jax/TF1 equivalents
+  initserve schemes kaiming_normal   # one scheme in full (framework spellings such as HeNormal work too)
+  initserve schemes --json           # the catalog as JSON (with NAME: that scheme)
+"""
+PLAN_EXAMPLES = """examples:
+  initserve plan torch.nn:Transformer --kwargs '{"d_model": 64, "nhead": 4}'
+  initserve plan mypkg.models:build_model --policy kaiming_normal --json
+  initserve plan torch.nn:Linear --args '[784, 256]' --no-server
+The module is built on the meta device (no memory, no values); with a server, one /v1/resolve call adds
+the fans each scheme will use.
 """
 DIAGNOSE_EXAMPLES = """examples:
   initserve diagnose --depth 100 --width 512 --activation tanh \\
@@ -69,6 +78,7 @@ def register(subparsers: Subparsers) -> None:
     _register_stats(subparsers)
     _register_schemes(subparsers)
     _register_diagnose(subparsers)
+    _register_plan(subparsers)
     _register_cache(subparsers)
     from . import cli_checkpoint  # imports this module's helpers
 
@@ -106,7 +116,10 @@ def _spec_options(parser: argparse.ArgumentParser, *, allow_file: bool) -> None:
     group.add_argument("--seed", type=int, help="0 ≤ seed < 2^64 (server default 0)")
     group.add_argument("--dtype", choices=["float32", "float64", "float16", "bfloat16"])
     group.add_argument("--layout", choices=["torch", "keras"])
-    group.add_argument("--name", help="tensor name; part of the random key (server default 'weight')")
+    group.add_argument(
+        "--name",
+        help="tensor name (required): part of the random key, so two tensors with one seed need two names",
+    )
     group.add_argument(
         "--param", action="append", default=[], metavar="KEY=VALUE", help="scheme parameter (JSON value)"
     )
@@ -152,6 +165,12 @@ def _parse_slice(text: str | None) -> list[list[int]] | None:
 def _spec_from_flags(args: argparse.Namespace) -> dict[str, Any]:
     if args.shape is None or args.scheme is None:
         raise ValueError("give --shape and --scheme" + (" (or --spec FILE)" if hasattr(args, "spec") else ""))
+    if args.name is None:
+        raise ValueError(
+            "--name is required: it is part of the random key, so two tensors with the same seed and no name "
+            "are the same random stream (a smaller shape is a rescaled prefix of a larger one); "
+            "--name weight asks for the server's default"
+        )
     return init_body(
         _parse_shape(args.shape),
         args.scheme,
@@ -162,6 +181,13 @@ def _spec_from_flags(args: argparse.Namespace) -> dict[str, Any]:
         name=args.name,
         slice=_parse_slice(args.slice),
     )
+
+
+def _spec_from_file(path: Path) -> dict[str, Any]:
+    spec = json.loads(path.read_text())
+    if not isinstance(spec, dict):
+        raise ValueError(f"{path} must hold a JSON object")
+    return spec
 
 
 def _client(args: argparse.Namespace) -> Client:
@@ -207,7 +233,8 @@ def _register_fetch(subparsers: Subparsers) -> None:
         "fetch a tensor (or bundle) into a .safetensors or .npy file",
         "Fetch an initialized tensor from the server (through the local cache) and write it to a file. "
         "The format follows the output suffix: .safetensors keeps the server's file byte for byte "
-        "(canonical spec in its metadata); .npy holds one array (bfloat16 .npy files need ml_dtypes to load).",
+        "(canonical spec in its metadata); .npy holds one array of float16/32/64 (bfloat16 has no .npy "
+        "encoding numpy reads back: use .safetensors for it).",
         FETCH_EXAMPLES,
     )
     _spec_options(parser, allow_file=True)
@@ -221,13 +248,10 @@ def _fetch(args: argparse.Namespace) -> int:
     suffix = args.output.suffix.lower()
     if suffix not in (".safetensors", ".npy"):
         raise ValueError(f"--output must end in .safetensors or .npy, got {args.output.name!r}")
-    if args.spec is not None:
-        spec = json.loads(args.spec.read_text())
-        if not isinstance(spec, dict):
-            raise ValueError(f"{args.spec} must hold a JSON object")
-    else:
-        spec = _spec_from_flags(args)
+    spec = _spec_from_file(args.spec) if args.spec is not None else _spec_from_flags(args)
     is_bundle = "tensors" in spec
+    if suffix == ".npy" and not is_bundle and spec.get("dtype") == "bfloat16":
+        raise ValueError(_NPY_BF16)
     with _client(args) as client:
         file = client.safetensors(spec)
     if suffix == ".safetensors":
@@ -236,10 +260,19 @@ def _fetch(args: argparse.Namespace) -> int:
         if len(file.tensors) != 1:
             raise ValueError(f"a bundle of {len(file.tensors)} tensors needs a .safetensors output, not .npy")
         name = next(iter(file.tensors))
+        if file.tensors[name].dtype == "BF16":
+            raise ValueError(_NPY_BF16)
         np.save(args.output, file.array(name), allow_pickle=False)
     what = f"bundle of {len(file.tensors)} tensors" if is_bundle else ", ".join(_describe(file.tensors))
     _echo(f"wrote {args.output} ({_size(file.buffer.nbytes)}): {what}")
     return 0
+
+
+_NPY_BF16 = (
+    "bfloat16 cannot be written as .npy: numpy has no bfloat16 type of its own, so np.load reads the file "
+    "back as raw |V2 bytes even with ml_dtypes imported. Write .safetensors instead (safetensors' numpy and "
+    "torch loaders return bfloat16), or fetch --dtype float32"
+)
 
 
 def _describe(tensors: Mapping[str, Any]) -> list[str]:
@@ -256,7 +289,7 @@ def _register_stats(subparsers: Subparsers) -> None:
         "zeros, fans and gain, the scheme's expected moments, and the sha256 of the tensor bytes.",
         STATS_EXAMPLES,
     )
-    _spec_options(parser, allow_file=False)
+    _spec_options(parser, allow_file=True)
     parser.add_argument("--json", action="store_true", help="print the raw JSON")
     _connection_options(parser)
     parser.set_defaults(func=lambda args: _run("stats", lambda: _stats(args)))
@@ -275,13 +308,16 @@ def _fmt(value: Any) -> str:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    body = _spec_from_flags(args)
+    body = _spec_from_file(args.spec) if args.spec is not None else _spec_from_flags(args)
+    if "tensors" in body:
+        raise ValueError(f"{args.spec} holds a bundle; stats takes one tensor's spec (fetch it with 'initserve fetch')")
     with Client(base_url=args.url, api_key=args.api_key, timeout=args.timeout, retries=args.retries, cache=False) as c:
         stats = c.stats_of(body)
     if args.json:
         _echo(json.dumps(stats, indent=2, sort_keys=True))
         return 0
-    keys = ["numel", "shape", "dtype", "mean", "std", "min", "max", "zeros_fraction", "fan_in", "fan_out", "gain"]
+    keys = ["numel", "shape", "dtype", "mean", "std", "min", "max", "zeros_fraction", "fan_in", "fan_out", "layout"]
+    keys += ["gain"]
     rows = [(key, _fmt(stats.get(key))) for key in keys if key in stats]
     expected = stats.get("expected") or {}
     rows += [(f"expected {key}", _fmt(expected.get(key))) for key in ("mean", "std", "low", "high") if key in expected]
@@ -324,19 +360,126 @@ def _param_text(params: Any) -> str:
 def _schemes(args: argparse.Namespace) -> int:
     with Client(base_url=args.url, api_key=args.api_key, timeout=args.timeout, retries=args.retries, cache=False) as c:
         data: Any = c.scheme(args.name) if args.name else c.schemes()
-    if args.json or args.name:
+    if args.json:
         _echo(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False))
         return 0
+    if args.name:
+        _echo(_scheme_text(data))
+        return 0
+    frameworks = ("torch", "keras", "jax", "tf1")
     rows = [
         (
             str(s.get("name", "")),
-            _clip(_param_text(s.get("params"))),
-            _clip(str((s.get("equivalents") or {}).get("torch") or "-"), 32),
+            _clip(_param_text(s.get("params")), 36),
+            *(_clip(_call(s, fw), 30) for fw in frameworks),
             str(s.get("reproducibility", "")),
         )
         for s in data
     ]
-    _echo(_table(rows, ("scheme", "params", "torch", "reproducibility")))
+    _echo(_table(rows, ("scheme", "params", "torch", "keras", "jax", "TF1", "reproducibility")))
+    _echo("(equivalents shortened; 'initserve schemes NAME' gives the exact arguments for each framework)")
+    return 0
+
+
+def _call(scheme: Mapping[str, Any], framework: str) -> str:
+    """A framework's equivalent, the call only (the arguments mapping is in the full view)."""
+    text = str((scheme.get("equivalents") or {}).get(framework) or "-")
+    return text.split(" ≡ ", 1)[0]
+
+
+def _scheme_text(scheme: Mapping[str, Any]) -> str:
+    lines = [f"{scheme.get('name')}: {scheme.get('formula')}", ""]
+    params = scheme.get("params") or []
+    if params:
+        lines.append("params:")
+        for p in params:
+            default = "required" if p.get("required") else f"default {_fmt(p.get('default'))}"
+            lines.append(f"  {p.get('name')} ({p.get('type')}, {default}){' — ' + p['doc'] if p.get('doc') else ''}")
+    lines.append("equivalents:")
+    names = {"torch": "torch", "keras": "keras", "jax": "jax", "tf1": "TF1"}
+    for key, label in names.items():
+        lines.append(f"  {label:<6} {(scheme.get('equivalents') or {}).get(key) or '-'}")
+    rank = scheme.get("rank") or {}
+    lines.append(f"rank: {rank.get('min')}–{rank.get('max')}; reproducibility: {scheme.get('reproducibility')}")
+    if scheme.get("aliases"):
+        lines.append(f"aliases: {', '.join(scheme['aliases'])}")
+    if scheme.get("notes"):
+        lines.append(f"notes: {scheme['notes']}")
+    return "\n".join(lines)
+
+
+# -- plan ---------------------------------------------------------------------------------------------
+def _register_plan(subparsers: Subparsers) -> None:
+    parser = _parser(
+        subparsers,
+        "plan",
+        "show what init_module would do to a torch module (dry run)",
+        "Build a torch module on the meta device and print, for every parameter, the scheme and params "
+        "init_module would request, the torch code that rule reproduces, tied names, and (with a server) the "
+        "fans the server will use. Nothing is generated or downloaded.",
+        PLAN_EXAMPLES,
+    )
+    parser.add_argument("module", help="a factory as 'package.module:callable' (or a dotted path)")
+    parser.add_argument("--args", default="[]", help="JSON list of positional arguments for the factory")
+    parser.add_argument("--kwargs", default="{}", help="JSON object of keyword arguments for the factory")
+    parser.add_argument("--policy", help="a scheme name for every ≥ 2-D weight (default: torch's own rules)")
+    parser.add_argument("--no-server", action="store_true", help="do not ask the server for the fans")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    _connection_options(parser)
+    parser.set_defaults(func=lambda args: _run("plan", lambda: _plan(args)))
+
+
+def _factory(path: str) -> Callable[..., Any]:
+    import importlib
+
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    if not module_name or not attr:
+        raise ValueError(f"module must be 'package.module:callable', got {path!r}")
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot load {path!r}: {exc}") from None
+    if not callable(target):
+        raise ValueError(f"{path} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from ._torch import _torch, plan_init
+
+    th = _torch()
+    positional, keywords = json.loads(args.args), json.loads(args.kwargs)
+    if not isinstance(positional, list) or not isinstance(keywords, dict):
+        raise ValueError("--args must be a JSON list and --kwargs a JSON object")
+    with th.device("meta"):
+        module = _factory(args.module)(*positional, **keywords)
+    if args.no_server:
+        entries = plan_init(module, policy=args.policy)
+    else:
+        with Client(
+            base_url=args.url, api_key=args.api_key, timeout=args.timeout, retries=args.retries, cache=False
+        ) as client:
+            entries = plan_init(module, policy=args.policy, client=client)
+    if args.json:
+        _echo(json.dumps([entry.to_json() for entry in entries], indent=2, ensure_ascii=False))
+        return 0
+    rows = [
+        (
+            _quote_name(e.name),
+            f"{e.dtype}{list(e.shape)}",
+            e.scheme,
+            _clip(", ".join(f"{k}={_fmt(v)}" for k, v in e.params.items() if k not in ("fan_in", "fan_out")), 30),
+            "-" if e.fan_in is None else str(e.fan_in),
+            "-" if e.fan_out is None else str(e.fan_out),
+            _clip(e.source or e.owner, 44) + (f" (tied: {', '.join(e.tied)})" if e.tied else ""),
+        )
+        for e in entries
+    ]
+    _echo(_table(rows, ("parameter", "shape", "scheme", "params", "fan_in", "fan_out", "rule from")))
     return 0
 
 
@@ -507,19 +650,35 @@ def _cache_ls(args: argparse.Namespace) -> int:
     rows = []
     for entry, last_used in entries:
         tensors = entry.tensors or {}
-        names = ", ".join(f"{n} {t.get('dtype')}{t.get('shape')}" for n, t in list(tensors.items())[:3])
+        first: dict[str, Any] = next(iter(tensors.values()), {})
+        seed = first.get("seed")
+        names = ", ".join(
+            f"{_quote_name(n)} {t.get('scheme') or '?'} {t.get('dtype')}{t.get('shape')}"
+            for n, t in list(tensors.items())[:3]
+        )
         if len(tensors) > 3:
             names += f", … ({len(tensors)} tensors)"
         rows.append(
-            (entry.digest[:12], _size(entry.size), time.strftime("%Y-%m-%d %H:%M", time.localtime(last_used)), names)
+            (
+                entry.digest[:12],
+                _size(entry.size),
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last_used)),
+                "-" if seed is None else str(seed),
+                names,
+            )
         )
-    _echo(_table(rows, ("tree sha256", "size", "last used", "tensors")))
+    _echo(_table(rows, ("tree sha256", "size", "last used", "seed", "name scheme dtype[shape]")))
     total = sum(e.size for e, _ in entries)
     _echo(f"{len(entries)} entries, {_size(total)} in {cache.root}")
     legacy = cache.legacy_size() if cache.root.exists() else 0
     if legacy:
         _echo(f"plus {_size(legacy)} in an older cache layout that is no longer read (`initserve cache prune --all`)")
     return 0
+
+
+def _quote_name(name: str) -> str:
+    """A tensor name as one table cell: quoted when it has spaces or non-printable characters."""
+    return name if name.isprintable() and " " not in name else repr(name)
 
 
 def _cache_verify(args: argparse.Namespace) -> int:

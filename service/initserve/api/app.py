@@ -13,8 +13,8 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from initserve import __version__
 from initserve.api.access_log import AccessLogMiddleware
-from initserve.api.digests import DIGEST_MEMO_ENTRIES
 from initserve.api.content_type import JSON_BODY_ROUTES, JsonBodyMiddleware
+from initserve.api.digests import DIGEST_MEMO_ENTRIES
 from initserve.api.docs_ui import install_docs
 from initserve.api.limits import BodySizeLimitMiddleware, GenerationLimiter
 from initserve.api.metrics import Metrics, RequestMetricsMiddleware

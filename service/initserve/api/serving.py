@@ -40,8 +40,7 @@ from initserve.api.streaming import ByteSource, GeneratedFileResponse, Segment, 
 from initserve.api.targets import Target
 from initserve.engine import ALGORITHM_VERSION, Kernel, Spec
 from initserve.engine.samplers import is_elementwise
-from initserve.engine.stats import StatsRun
-from initserve.engine.stats import fans_header
+from initserve.engine.stats import StatsRun, fans_header
 
 OCTET = "application/octet-stream"
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before the answer
