@@ -123,6 +123,10 @@ def test_any_name_is_served_and_its_file_name_is_rfc8187_encoded(http: httpx.Cli
     header_len = int.from_bytes(response.content[:8], "little")
     assert name in json.loads(response.content[8 : 8 + header_len])  # the tensor keeps its exact name
     assert unquote(disposition.rsplit("''", 1)[1]) == name + ".safetensors"
+    location = response.headers["content-location"]  # the name travels inside the token: URL-safe ASCII
+    assert location.isascii() and " " not in location
+    again = http.get(location)
+    assert again.status_code == 200 and again.content == response.content
 
 
 def test_content_disposition_of_a_plain_name() -> None:
