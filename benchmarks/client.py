@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             print(f"{'scheme':<16}{'side':<20}{'GiB/s median (min-max)':<28}{'ratio vs curl':<16}target")
             for scheme in args.schemes:
-                spec: dict[str, object] = {"shape": [rows, cols], "scheme": scheme, "seed": 0}
+                spec: dict[str, object] = {"shape": [rows, cols], "scheme": scheme, "seed": 0, "name": "weight"}
                 with Client(base_url=server.url, cache=False) as client:
                     resolved = client.resolve(spec)
                 size = int(resolved["content_length"])

@@ -105,9 +105,9 @@ def test_invalid_spec_errors_read_like_the_servers(server: Server) -> None:
             ([4], "uniform", {"low": 1, "high": 0}),
         ):
             with pytest.raises(InvalidSpecError) as ours:
-                local.tensor(shape, scheme, params=params)
+                local.tensor(shape, scheme, params=params, name="weight")
             with pytest.raises(InvalidSpecError) as theirs:
-                client.tensor(shape, scheme, params=params)
+                client.tensor(shape, scheme, params=params, name="weight")
             assert ours.value.errors == theirs.value.errors
             assert ours.value.detail == theirs.value.detail
 
@@ -116,9 +116,9 @@ def test_threads_and_kernels_never_change_bytes() -> None:
     clients = [LocalClient(threads=threads, kernel=kernel) for threads in (1, 3) for kernel in KERNELS]
     spec = ([1 << 11, 1 << 10], "kaiming_normal")
     columns = [[0, 1 << 11], [100, 357]]
-    results = {client.tensor(*spec, seed=3).tobytes() for client in clients}
+    results = {client.tensor(*spec, seed=3, name="weight").tobytes() for client in clients}
     assert len(results) == 1
-    assert len({client.tensor(*spec, seed=3, slice=columns).tobytes() for client in clients}) == 1
+    assert len({client.tensor(*spec, seed=3, slice=columns, name="weight").tobytes() for client in clients}) == 1
     with pytest.raises(ValueError, match="threads must be ≥ 1"):
         LocalClient(threads=0)
     with pytest.raises(ValueError, match="kernel must be one of"):
@@ -144,7 +144,7 @@ def test_client_and_local_generation_import_without_the_server_extra() -> None:
         import torch
         from initserve_client import LocalClient, init_module
         local = LocalClient()
-        assert local.tensor([3, 4], "kaiming_uniform", seed=1).shape == (3, 4)
+        assert local.tensor([3, 4], "kaiming_uniform", seed=1, name="weight").shape == (3, 4)
         init_module(torch.nn.Linear(4, 2), client=local, seed=0)
         assert not [m for m in sys.modules if m.split(".")[0] in BLOCKED], "a server package was imported"
         assert "initserve.api" not in sys.modules

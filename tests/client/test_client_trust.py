@@ -23,8 +23,13 @@ from tests.live_server import LiveServer as Server
 
 from .fault_proxy import FaultProxy
 
-BIG = {"shape": [4096, 1024], "scheme": "normal", "seed": 31}  # 16 MiB float32: streamed, one leaf
-SMALL = {"shape": [64, 64], "scheme": "xavier_normal", "seed": 8}  # 16 KiB: sent whole, with Repr-Digest
+BIG = {"shape": [4096, 1024], "scheme": "normal", "seed": 31, "name": "weight"}  # 16 MiB float32: streamed, one leaf
+SMALL = {
+    "shape": [64, 64],
+    "scheme": "xavier_normal",
+    "seed": 8,
+    "name": "weight",
+}  # 16 KiB: sent whole, with Repr-Digest
 
 
 def reference(server: Server, spec: dict[str, object]) -> np.ndarray:
@@ -89,28 +94,28 @@ def test_the_async_client_verifies_too(
 
 def test_a_request_entry_copied_from_another_tensor_is_not_used(server: Server, isolated_env: Path) -> None:
     with Client(base_url=server.url) as client:
-        a = client.tensor([256, 256], "normal", seed=1).copy()
-        client.tensor([300, 100], "normal", seed=2)
+        a = client.tensor([256, 256], "normal", seed=1, name="weight").copy()
+        client.tensor([300, 100], "normal", seed=2, name="weight")
     requests = isolated_env / "v2" / "index" / "requests"
     entries = {json.loads(p.read_text())["tensors"]["weight"]["shape"][0]: p for p in requests.iterdir()}
     shutil.copyfile(entries[300], entries[256])  # tensor B's entry over tensor A's
     with Client(base_url=server.url) as client:
-        again = client.tensor([256, 256], "normal", seed=1)
+        again = client.tensor([256, 256], "normal", seed=1, name="weight")
     assert again.shape == (256, 256)
     assert again.tobytes() == a.tobytes()
 
 
 def test_a_request_entry_rewritten_for_another_request_key_is_not_used(server: Server, isolated_env: Path) -> None:
     with Client(base_url=server.url) as client:
-        a = client.tensor([8, 8], "normal", seed=1).copy()
-        client.tensor([8, 8], "normal", seed=2)
+        a = client.tensor([8, 8], "normal", seed=1, name="weight").copy()
+        client.tensor([8, 8], "normal", seed=2, name="weight")
     requests = isolated_env / "v2" / "index" / "requests"
     first, second = sorted(requests.iterdir(), key=lambda p: p.stat().st_mtime)
     data = json.loads(second.read_text())
     data["request_key"] = first.stem  # even with the key edited to match, the file's seed gives it away
     first.write_text(json.dumps(data))
     with Client(base_url=server.url) as client:
-        assert client.tensor([8, 8], "normal", seed=1).tobytes() == a.tobytes()
+        assert client.tensor([8, 8], "normal", seed=1, name="weight").tobytes() == a.tobytes()
 
 
 def test_cache_verify_against_the_server(
@@ -118,7 +123,7 @@ def test_cache_verify_against_the_server(
 ) -> None:
     with Client(base_url=server.url) as client:
         client.tensor(**SMALL)  # type: ignore[arg-type]
-        client.tensor([32, 32], "normal", seed=4)
+        client.tensor([32, 32], "normal", seed=4, name="weight")
     # A blob that is intact on disk (its name is its tree hash) but is not what the server says the URL holds:
     etags = isolated_env / "v2" / "index" / "etags"
     one, other = sorted(etags.iterdir())
@@ -173,7 +178,7 @@ def test_a_read_only_cache_dir_is_a_cache_error(server: Server, tmp_path: Path) 
     root.mkdir()
     (root / "v2").write_text("not a directory")  # unwritable layout even for root
     with Client(base_url=server.url, cache_dir=root) as client, pytest.raises(CacheError, match="cache"):
-        client.tensor([4], "ones")
+        client.tensor([4], "ones", name="weight")
 
 
 @pytest.mark.parametrize("value", ["²", "٣", "1.5", "-1", "soon"])
@@ -186,5 +191,5 @@ def test_retry_after_superscript_two_is_retried_not_raised(
 ) -> None:
     proxy = proxy_factory(reject_first=1, retry_after="²")
     with Client(base_url=proxy.url, cache=False) as client:
-        assert client.tensor([4], "ones").tolist() == [1.0] * 4
+        assert client.tensor([4], "ones", name="weight").tolist() == [1.0] * 4
     assert proxy.rejected == 1

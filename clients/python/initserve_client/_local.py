@@ -15,7 +15,7 @@ import numpy as np
 
 from ._errors import InvalidSpecError, TooLargeError
 from ._safetensors import SafetensorsFile, numpy_dtype, parse
-from ._specs import bundle_body, init_body
+from ._specs import DTypeLike, bundle_body, init_body, plain_spec
 
 if TYPE_CHECKING:
     import torch as pt
@@ -82,7 +82,7 @@ class LocalClient:
         *,
         seed: int | None = None,
         params: Mapping[str, Any] | None = None,
-        dtype: str | None = None,
+        dtype: DTypeLike = None,
         layout: str | None = None,
         name: str | None = None,
         slice: Sequence[Sequence[int]] | None = None,
@@ -99,7 +99,7 @@ class LocalClient:
         *,
         seed: int | None = None,
         params: Mapping[str, Any] | None = None,
-        dtype: str | None = None,
+        dtype: DTypeLike = None,
         layout: str | None = None,
         name: str | None = None,
         slice: Sequence[Sequence[int]] | None = None,
@@ -116,7 +116,7 @@ class LocalClient:
         tensors: Mapping[str, Mapping[str, Any]],
         *,
         seed: int | None = None,
-        dtype: str | None = None,
+        dtype: DTypeLike = None,
         layout: str | None = None,
     ) -> dict[str, np.ndarray[Any, Any]]:
         """Many named tensors; each equals ``tensor()`` of its spec with that name (as ``/v1/bundle``)."""
@@ -128,7 +128,7 @@ class LocalClient:
         tensors: Mapping[str, Mapping[str, Any]],
         *,
         seed: int | None = None,
-        dtype: str | None = None,
+        dtype: DTypeLike = None,
         layout: str | None = None,
         device: str | pt.device | None = None,
     ) -> dict[str, pt.Tensor]:
@@ -144,7 +144,7 @@ class LocalClient:
         out: Mapping[str, Any],
         *,
         seed: int | None = None,
-        dtype: str | None = None,
+        dtype: DTypeLike = None,
         layout: str | None = None,
     ) -> None:
         """Generate each tensor of a bundle straight into ``out[name]``, allocating nothing its size.
@@ -173,7 +173,7 @@ class LocalClient:
         *,
         seed: int | None = None,
         params: Mapping[str, Any] | None = None,
-        dtype: str | None = None,
+        dtype: DTypeLike = None,
         layout: str | None = None,
         name: str | None = None,
         slice: Sequence[Sequence[int]] | None = None,
@@ -186,7 +186,7 @@ class LocalClient:
         """:meth:`stats` for a ready-made spec mapping."""
         from initserve.engine import Spec, compute_stats
 
-        parsed = _parse(spec)
+        parsed = _parse(plain_spec(spec))
         if not isinstance(parsed, Spec):
             raise ValueError("stats describe one tensor; got a bundle (a mapping with 'tensors')")
         result: dict[str, Any] = compute_stats(parsed, kernel=self._kernel, threads=self.threads)
@@ -198,7 +198,7 @@ class LocalClient:
         ``.buffer`` holds its bytes (identical to the server's); ``.array(name)`` gives writable views."""
         from initserve.engine import SafetensorsFile as EngineFile
 
-        engine_file = EngineFile(_parse(spec))
+        engine_file = EngineFile(_parse(plain_spec(spec)))
         buffer = bytearray(engine_file.total_length)
         offset = 0
         for view in engine_file.iter_bytes(kernel=self._kernel, threads=self.threads):

@@ -177,6 +177,16 @@ class BundleStats(BaseModel):
     tensors: dict[str, Stats]
 
 
+class FileDigest(BaseModel):
+    """``?format=digest``: the file's SHA-256 tree hash and its leaves, without the file."""
+
+    content_length: int = Field(description="Size of the safetensors file in bytes.")
+    leaf_size: int = Field(description="Bytes per leaf (the last leaf may be shorter).")
+    leaves: list[str] = Field(description="SHA-256 of each leaf, hex, in order.")
+    tree_sha256: str = Field(description="SHA-256 of the concatenated raw leaf digests, hex.")
+    etag: str = Field(description="The file's strong ETag, quotes included.")
+
+
 class Health(BaseModel):
     status: Literal["ok"]
     kernel: Literal["native", "numpy"] = Field(description="The generation kernel this process runs.")

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from initserve.api.models import MAX_DIM, MAX_SEED, BundleStats, ResolveBundle, Stats
+from initserve.api.models import MAX_DIM, MAX_SEED, BundleStats, FileDigest, ResolveBundle, Stats
 from initserve.api.problems import PROBLEM_MEDIA_TYPE, TITLES, FieldProblem, Problem
 
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
@@ -22,13 +22,23 @@ _SLUGS = {
 }
 
 SAFETENSORS_BODY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
-STATS_BODY = {"application/json": {"schema": {"$ref": "#/components/schemas/Stats"}}}
+_DIGEST_REF = {"$ref": "#/components/schemas/FileDigest"}
+# application/json is the statistics (?format=stats or Accept) or the digest (?format=digest).
+STATS_BODY = {"application/json": {"schema": {"oneOf": [{"$ref": "#/components/schemas/Stats"}, _DIGEST_REF]}}}
+BUNDLE_STATS_BODY = {
+    "application/json": {"schema": {"oneOf": [{"$ref": "#/components/schemas/BundleStats"}, _DIGEST_REF]}}
+}
 ANY_STATS_BODY = {
     "application/json": {
-        "schema": {"oneOf": [{"$ref": "#/components/schemas/Stats"}, {"$ref": "#/components/schemas/BundleStats"}]}
+        "schema": {
+            "oneOf": [
+                {"$ref": "#/components/schemas/Stats"},
+                {"$ref": "#/components/schemas/BundleStats"},
+                _DIGEST_REF,
+            ]
+        }
     }
 }
-BUNDLE_STATS_BODY = {"application/json": {"schema": {"$ref": "#/components/schemas/BundleStats"}}}
 # pydantic writes integer bounds as floats (9.223372036854776e+18); the schema should say the exact ints.
 _EXACT_INTS = {float(value): value for value in (MAX_DIM, MAX_SEED)}
 _BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
@@ -63,7 +73,7 @@ def install_openapi(app: FastAPI) -> None:
                 routes=app.routes,
             )
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in (Problem, FieldProblem, ResolveBundle, Stats, BundleStats):
+            for model in (Problem, FieldProblem, ResolveBundle, Stats, BundleStats, FileDigest):
                 model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 for name, definition in model_schema.pop("$defs", {}).items():
                     components.setdefault(name, definition)
