@@ -2,7 +2,7 @@
 
 >>> from initserve_client import Client
 >>> with Client() as client:                                    # doctest: +SKIP
-...     w = client.tensor([256, 128], "kaiming_uniform", seed=42)
+...     w = client.tensor([256, 128], "kaiming_uniform", seed=42, name="fc.weight")
 
 :class:`LocalClient` has the same methods and generates in-process with the engine the server runs
 (bit-identical; numpy only); :func:`init_module` accepts either and fills sharded models rank by rank.

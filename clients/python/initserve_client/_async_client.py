@@ -44,7 +44,7 @@ class AsyncClient(AsyncCheckpointMethods, BaseClient):
     Example::
 
         async with AsyncClient() as client:
-            w = await client.tensor([256, 128], "kaiming_uniform", seed=42)
+            w = await client.tensor([256, 128], "kaiming_uniform", seed=42, name="fc.weight")
     """
 
     def __init__(

@@ -43,7 +43,7 @@ class Client(CheckpointMethods, BaseClient):
     Example::
 
         with Client() as client:
-            w = client.tensor([256, 128], "kaiming_uniform", seed=42)
+            w = client.tensor([256, 128], "kaiming_uniform", seed=42, name="fc.weight")
     """
 
     def __init__(
