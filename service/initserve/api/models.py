@@ -169,6 +169,11 @@ class Stats(BaseModel):
     algorithm: int = Field(description="Version of the generation algorithm.")
     reproducibility: str = Field(description="bitwise or numerical (see docs/determinism.md).")
     spec: dict[str, Any] = Field(description="The canonical spec.")
+    frame: dict[str, Any] | None = Field(
+        None,
+        description="2-D results only: coherence of the output units against the Welch bound of the shape "
+        "(vectors, dim, coherence, welch_bound, ratio, vectors_used, exact, zero_vectors); see docs/schemes.md.",
+    )
 
 
 class BundleStats(BaseModel):

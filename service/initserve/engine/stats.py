@@ -152,7 +152,9 @@ def compute_stats(spec: Spec, *, kernel: Kernel | None = None, threads: int | No
 def gain_of(spec: Spec) -> float | None:
     """The gain the scheme applies; from the params alone, so a zero-size tensor knows it too."""
     gain = spec.scheme_entry.gain_of
-    return None if gain is None else gain(dict(spec.params))
+    if gain is not None:
+        return gain(dict(spec.params))
+    return None if spec.full_numel == 0 else spec.built.gain  # schemes whose gain needs the shape
 
 
 def fans_header(spec: Spec) -> str | None:
