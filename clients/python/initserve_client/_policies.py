@@ -42,7 +42,7 @@ from __future__ import annotations
 import fnmatch
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._errors import InitserveError
@@ -70,7 +70,9 @@ class InitRule:
     scheme: str
     params: Mapping[str, Any] | None = None
     zero_row: int | None = None
-    source: str = ""  # which torch code this rule reproduces, e.g. "Transformer._reset_parameters"
+    # Which torch code the rule reproduces (e.g. "Transformer._reset_parameters"): provenance for
+    # plan_init, not part of the rule, so two rules that draw the same law compare equal.
+    source: str = field(default="", compare=False)
 
 
 class Policy(Protocol):
