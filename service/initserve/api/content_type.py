@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 _READ_AS_JSON = (b"", b"application/x-www-form-urlencoded")
 # The routes whose body is a JSON spec (checkpoint uploads are files and keep their own handling).
-JSON_BODY_ROUTES = ("/v1/init", "/v1/bundle", "/v1/resolve", "/v1/derive")
+JSON_BODY_ROUTES = ("/v1/init", "/v1/bundle", "/v1/resolve", "/v1/derive", "/v1/diagnose")
 
 
 class JsonBodyMiddleware:

@@ -298,7 +298,8 @@ def _scheme_choice(
     fan_ins = [input_width, *widths[:-1]]
     cache: dict[tuple[int, int], Spec] = {}
     for layer_index, (fan_in, width) in enumerate(zip(fan_ins, widths, strict=True)):
-        body = {"shape": [width, fan_in], "scheme": item.get("scheme"), "seed": seed, "dtype": dtype}
+        # (out, in) weights: the layout is said, so keras-family schemes read the fans as torch does.
+        body = {"shape": [width, fan_in], "scheme": item.get("scheme"), "seed": seed, "dtype": dtype, "layout": "torch"}
         if "params" in item:
             body["params"] = item["params"]
         if (width, fan_in) not in cache:  # validate each distinct shape once
