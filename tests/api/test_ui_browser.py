@@ -161,6 +161,7 @@ def test_scheme_explorer_draws_the_tensor_against_its_density(
     browser.find_element(By.ID, "explore").click()
     WebDriverWait(browser, 60).until(lambda d: d.execute_script("return document.body.dataset.explorer") == "done")
     spec = {"shape": [256, 128], "scheme": "he_normal", "params": {}, "seed": 3, "name": "weight", "dtype": "float32"}
+    spec["layout"] = "torch"  # the explorer's layout select (keras-family schemes need one when it matters)
     stats = httpx.post(server.url + "/v1/init?format=stats", json=spec, timeout=60).json()
     traces = browser.execute_script(
         "return document.getElementById('plot-explorer').data.map(t => ({y: t.y, name: t.name}))"

@@ -282,7 +282,13 @@ def _layout_ambiguity(scheme: Scheme, shape: tuple[int, ...], params: dict[str, 
     shape as torch's (out, in, *k) and as keras' (*k, in, out); None when both give the same law."""
     torch_layer, keras_layer = Layer(shape, "torch", params), Layer(shape, "keras", params)
     (t_in, t_out), (k_in, k_out) = torch_layer.fans, keras_layer.fans
-    if (t_in, t_out) == (k_in, k_out) or _law(scheme.build(torch_layer)) == _law(scheme.build(keras_layer)):
+    if (t_in, t_out) == (k_in, k_out):
+        return None
+    try:
+        same = _law(scheme.build(torch_layer)) == _law(scheme.build(keras_layer))
+    except (ArithmeticError, ValueError):
+        return None  # params that cannot build a sampler at all: the derived-scalar checks name them
+    if same:
         return None
     return (
         f"{scheme.name} is a keras/jax-family scheme and shape {list(shape)} reads differently in the two "

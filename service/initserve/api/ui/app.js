@@ -345,7 +345,7 @@ async function runExplorer(event) {
     const shape = form.elements.shape.value.split(/[ ,x×]+/).filter(Boolean).map(Number);
     const params = JSON.parse(form.elements.params.value || "{}");
     const body = { shape, scheme: form.elements.scheme.value, params, seed: Number(form.elements.seed.value),
-      name: form.elements.name.value, dtype: form.elements.dtype.value };
+      name: form.elements.name.value, dtype: form.elements.dtype.value, layout: form.elements.layout.value };
     const stats = await api("POST", "/v1/init?format=stats", body);
     window.initserve.lastStats = stats;
     renderExplorer(stats);
