@@ -9,6 +9,7 @@ import re
 import httpx
 import numpy as np
 import pytest
+from initserve.engine import ALGORITHM_VERSION
 from safetensors.numpy import load as load_safetensors
 
 from tests.live_server import LiveServer
@@ -42,7 +43,7 @@ def test_generated_response_headers(http: httpx.Client) -> None:
     response = post_init(http, LINEAR)
     assert re.fullmatch(r'"[0-9a-f]{64}"', response.headers["etag"])
     assert response.headers["content-type"] == "application/octet-stream"
-    assert response.headers["x-initserve-algorithm"] == "1"
+    assert response.headers["x-initserve-algorithm"] == str(ALGORITHM_VERSION)
     assert response.headers["accept-ranges"] == "bytes"
     assert response.headers["cache-control"] == "public, max-age=31536000, immutable"
     assert response.headers["content-location"].startswith("/v1/tensors/t.")
@@ -84,7 +85,7 @@ def test_resolve_matches_what_is_served(http: httpx.Client) -> None:
     assert resolved["url"] == posted.headers["content-location"]
     assert resolved["etag"] == posted.headers["etag"]
     assert resolved["content_length"] == len(posted.content)
-    assert resolved["algorithm"] == 1
+    assert resolved["algorithm"] == ALGORITHM_VERSION
     assert resolved["canonical"]["name"] == "fc.weight" and resolved["canonical"]["dtype"] == "float32"
 
 

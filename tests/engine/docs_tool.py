@@ -6,18 +6,19 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from initserve.engine import CATALOG
 
-from .golden_tool import GOLDEN_FILE
+from .golden_tool import GOLDEN_FILES
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 MARK = "<!-- generated: {} -->"
 
 
-def golden_table() -> str:
+def golden_table(version: int = 1) -> str:
     lines = ["| spec | numel | sha256 | head |", "|---|---|---|---|"]
-    for vector in json.loads(GOLDEN_FILE.read_text()):
+    for vector in json.loads(GOLDEN_FILES[version].read_text()):
         spec = json.dumps(vector["spec"], separators=(", ", ": "))
         lines.append(f"| `{spec}` | {vector['numel']} | `{vector['sha256']}` | `{' '.join(vector['head'])}` |")
     return "\n".join(lines)
@@ -45,10 +46,20 @@ def scheme_table() -> str:
             params,
             *(f"`{eq[k]}`" if eq[k] else "–" for k in ("torch", "keras", "jax", "tf1")),
             ranks,
-            info["reproducibility"],
+            _reproducibility(info),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _reproducibility(info: dict[str, Any]) -> str:
+    """The newest algorithm's class, then any older algorithm whose class differs."""
+    older = [
+        f"algorithm {version}: {cls}"
+        for version, cls in info["reproducibility_by_algorithm"].items()
+        if cls != info["reproducibility"]
+    ]
+    return info["reproducibility"] + (f" ({'; '.join(older)})" if older else "")
 
 
 def render(template: str, name: str, table: str) -> str:
@@ -64,6 +75,7 @@ def main() -> int:
     parser.parse_args()
     for path, name, table in (
         (DOCS / "determinism.md", "golden", golden_table()),
+        (DOCS / "determinism.md", "golden-v2", golden_table(2)),
         (DOCS / "schemes.md", "schemes", scheme_table()),
     ):
         path.write_text(render(path.read_text(), name, table))

@@ -1,8 +1,10 @@
-"""Golden vectors of algorithm 1: ``python -m tests.engine.golden_tool --check`` (or ``--write`` once).
+"""Golden vectors: ``python -m tests.engine.golden_tool`` prints them (``--write N`` records version N once).
 
 Each vector is a spec, the sha256 of its tensor bytes and its first 8 stored values as hex bit
-patterns. They were written once for algorithm 1 and must never change: a change of bytes needs a
-new algorithm version (docs/determinism.md).
+patterns. ``golden_v1.json`` was written once for algorithm 1 (its specs name no algorithm: they are
+canonical-form era specs and are evaluated as algorithm 1); ``golden_v2.json`` holds what algorithm 2
+changed — orthogonal — with ``"algorithm": 2`` spelled out. They must never change: a change of bytes
+needs a new algorithm version (docs/determinism.md).
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from initserve.engine import KERNEL_CHOICES, Kernel, generate, parse_spec, resolve_kernel
+from initserve.engine import IMPLICIT_ALGORITHM, KERNEL_CHOICES, Kernel, generate, parse_spec, resolve_kernel
 
 GOLDEN_FILE = Path(__file__).with_name("golden_v1.json")
+GOLDEN_FILES = {1: GOLDEN_FILE, 2: Path(__file__).with_name("golden_v2.json")}
 HEAD = 8
 
 SPECS: list[dict[str, Any]] = [
@@ -69,8 +72,25 @@ SPECS: list[dict[str, Any]] = [
 ]
 
 
+# Algorithm 2 changed orthogonal only: square (the last reflector is the identity), tall, wide, several
+# panels and a narrow last panel, conv flattening in both layouts, every dtype, gain, a slice.
+SPECS_V2: list[dict[str, Any]] = [
+    {"shape": [4, 4], "scheme": "orthogonal", "seed": 0, "dtype": "float64", "algorithm": 2},
+    {"shape": [3, 7], "scheme": "orthogonal", "seed": 1, "dtype": "float64", "algorithm": 2},
+    {"shape": [70, 33], "scheme": "orthogonal", "seed": 2, "dtype": "float64", "params": {"gain": 1.5}, "algorithm": 2},
+    {"shape": [40, 96], "scheme": "orthogonal", "seed": 3, "name": "rnn.weight_hh", "algorithm": 2},
+    {"shape": [16, 4, 3, 3], "scheme": "orthogonal", "seed": 4, "dtype": "bfloat16", "algorithm": 2},
+    {"shape": [3, 3, 16, 8], "scheme": "orthogonal", "seed": 5, "dtype": "float16", "layout": "keras", "algorithm": 2},
+    {"shape": [96, 80], "scheme": "orthogonal", "seed": 6, "dtype": "float64", "algorithm": 2},
+    {"shape": [33, 1], "scheme": "orthogonal", "seed": 7, "dtype": "float64", "algorithm": 2},
+    {"shape": [1, 5], "scheme": "orthogonal", "seed": 2**64 - 1, "algorithm": 2},
+    {"shape": [50, 40], "scheme": "orthogonal", "seed": 9, "slice": [[10, 20]], "algorithm": 2},
+]
+SPECS_BY_VERSION = {1: SPECS, 2: SPECS_V2}
+
+
 def vector(body: dict[str, Any], kernel: Kernel | None = None) -> dict[str, Any]:
-    spec = parse_spec(body)
+    spec = parse_spec(body, default_algorithm=IMPLICIT_ALGORITHM)
     data = generate(spec, kernel=kernel).reshape(-1)
     head = [format(int(bits), f"0{2 * data.itemsize}x") for bits in data[:HEAD].view(f"<u{data.itemsize}")]
     return {"spec": body, "numel": spec.numel, "sha256": hashlib.sha256(data.tobytes()).hexdigest(), "head": head}
@@ -78,15 +98,15 @@ def vector(body: dict[str, Any], kernel: Kernel | None = None) -> dict[str, Any]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--write", action="store_true", help="record the vectors (only for a new algorithm)")
+    parser.add_argument("--write", type=int, choices=sorted(GOLDEN_FILES), help="record version N (once, when new)")
     parser.add_argument("--kernel", choices=KERNEL_CHOICES, default="auto", help="which kernel generates them")
     args = parser.parse_args(argv)
     kernel = resolve_kernel(args.kernel)
-    vectors = [vector(body, kernel) for body in SPECS]
     if args.write:
-        GOLDEN_FILE.write_text(json.dumps(vectors, indent=1) + "\n")
+        vectors = [vector(body, kernel) for body in SPECS_BY_VERSION[args.write]]
+        GOLDEN_FILES[args.write].write_text(json.dumps(vectors, indent=1) + "\n")
         return 0
-    json.dump(vectors, sys.stdout)
+    json.dump({str(v): [vector(body, kernel) for body in specs] for v, specs in SPECS_BY_VERSION.items()}, sys.stdout)
     return 0
 
 

@@ -247,3 +247,97 @@ def dct_element(rows: int, cols: int, gain: float, r: int, c: int) -> float:
     k, j = (r, c) if rows <= cols else (c, r)
     alpha = gain * math.sqrt(1.0 / n) if k == 0 else gain * math.sqrt(2.0 / n)
     return cos_pi_ratio((2 * j + 1) * k, 2 * n) * alpha
+
+
+# --- orthogonal, algorithm 2 (docs/determinism.md §7.1): blocked Householder, every sum sequential --
+PANEL = 32
+
+
+def seq_sum(products: list[float]) -> float:
+    """s = p₀; s = s + pᵢ for i = 1, 2, …"""
+    total = products[0]
+    for value in products[1:]:
+        total = total + value
+    return total
+
+
+def haar_q(a: list[list[float]]) -> list[list[float]]:
+    """Q·diag(sign R_jj) of the (m, n) matrix ``a`` (m ≥ n), following the document step by step."""
+    m, n = len(a), len(a[0])
+    a = [row[:] for row in a]
+    taus = [0.0] * n
+    panels: list[tuple[int, list[list[float]], list[list[float]]]] = []
+    for j0 in range(0, n, PANEL):
+        b = min(PANEL, n - j0)
+        for t in range(b):  # the panel, one reflector at a time
+            j = j0 + t
+            alpha = a[j][j]
+            sigma = seq_sum([a[i][j] * a[i][j] for i in range(j + 1, m)]) if j + 1 < m else 0.0
+            if sigma == 0.0:
+                tau = 0.0
+                for i in range(j + 1, m):
+                    a[i][j] = 0.0
+            else:
+                norm = math.sqrt(alpha * alpha + sigma)
+                beta = -norm if alpha >= 0.0 else norm
+                tau = (beta - alpha) / beta
+                d = alpha - beta
+                for i in range(j + 1, m):
+                    a[i][j] = a[i][j] / d
+                a[j][j] = beta
+            taus[j] = tau
+            v = [1.0 if i == j else a[i][j] for i in range(j, m)]
+            for k in range(j + 1, j0 + b):
+                w = seq_sum([v[i - j] * a[i][k] for i in range(j, m)])
+                tw = tau * w
+                for i in range(j, m):
+                    a[i][k] = a[i][k] - v[i - j] * tw
+        rows = m - j0
+        big_v = [
+            [0.0 if r < col else 1.0 if r == col else a[j0 + r][j0 + col] for col in range(b)] for r in range(rows)
+        ]
+        t_matrix = [[0.0] * b for _ in range(b)]
+        for t in range(b):
+            t_matrix[t][t] = taus[j0 + t]
+            if t == 0:
+                continue
+            y = [seq_sum([big_v[r][col] * big_v[r][t] for r in range(rows)]) for col in range(t)]
+            for col in range(t):
+                z = seq_sum([t_matrix[col][p] * y[p] for p in range(t)])
+                t_matrix[col][t] = -(taus[j0 + t] * z)
+        if j0 + b < n:
+            _apply_block(big_v, t_matrix, a, j0, j0 + b, transpose=True)
+        panels.append((j0, big_v, t_matrix))
+    q = [[1.0 if i == j else 0.0 for j in range(n)] for i in range(m)]
+    for j0, big_v, t_matrix in reversed(panels):
+        _apply_block(big_v, t_matrix, q, j0, j0, transpose=False)
+    signs = [-1.0 if a[j][j] < 0.0 else 1.0 for j in range(n)]
+    return [[q[i][j] * signs[j] for j in range(n)] for i in range(m)]
+
+
+def _apply_block(
+    v: list[list[float]], t_matrix: list[list[float]], c: list[list[float]], r0: int, k0: int, *, transpose: bool
+) -> None:
+    """C = c[r0:, k0:] ← C − V·(T'·(Vᵀ·C)), T' = Tᵀ (factorization) or T (forming Q)."""
+    rows, b, cols = len(v), len(t_matrix), len(c[0]) - k0
+    w = [[seq_sum([v[r][col] * c[r0 + r][k0 + k] for r in range(rows)]) for k in range(cols)] for col in range(b)]
+
+    def t_prime(row: int, col: int) -> float:
+        return t_matrix[col][row] if transpose else t_matrix[row][col]
+
+    w2 = [[seq_sum([t_prime(col, p) * w[p][k] for p in range(b)]) for k in range(cols)] for col in range(b)]
+    for r in range(rows):
+        for k in range(cols):
+            c[r0 + r][k0 + k] = c[r0 + r][k0 + k] - seq_sum([v[r][col] * w2[col][k] for col in range(b)])
+
+
+def orthogonal(normals: list[float], rows: int, cols: int, gain: float) -> list[float]:
+    """Algorithm-2 orthogonal values in C order from the (rows, cols) standard normals (C order)."""
+    a = [normals[r * cols : (r + 1) * cols] for r in range(rows)]
+    wide = rows < cols
+    if wide:
+        a = [list(column) for column in zip(*a, strict=True)]
+    q = haar_q(a)
+    if wide:
+        q = [list(column) for column in zip(*q, strict=True)]
+    return [value * gain for row in q for value in row]

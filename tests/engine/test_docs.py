@@ -13,6 +13,7 @@ from .docs_tool import DOCS, golden_table, render, scheme_table
 def test_generated_tables_are_up_to_date() -> None:
     for name, table, path in (
         ("golden", golden_table(), DOCS / "determinism.md"),
+        ("golden-v2", golden_table(2), DOCS / "determinism.md"),
         ("schemes", scheme_table(), DOCS / "schemes.md"),
     ):
         text = path.read_text()

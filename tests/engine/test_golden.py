@@ -14,16 +14,17 @@ from typing import Any
 import mpmath
 import numpy as np
 import pytest
-from initserve.engine import Kernel, generate, parse_spec
+from initserve.engine import IMPLICIT_ALGORITHM, Kernel, generate, parse_spec
 
 from . import reference as ref
-from .golden_tool import GOLDEN_FILE, SPECS
+from .golden_tool import GOLDEN_FILE, GOLDEN_FILES, SPECS, SPECS_V2
 
 # Every test here runs once per kernel (numpy, native): see conftest.py.
 pytestmark = pytest.mark.usefixtures("each_kernel")
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN: list[dict[str, Any]] = json.loads(GOLDEN_FILE.read_text())
+GOLDEN_V2: list[dict[str, Any]] = json.loads(GOLDEN_FILES[2].read_text())
 
 
 def test_golden_file_covers_at_least_ten_specs_across_schemes_and_dtypes() -> None:
@@ -48,7 +49,25 @@ def test_fresh_process_reproduces_every_golden_vector(hash_seed: str, each_kerne
         text=True,
         check=True,
     ).stdout
-    assert json.loads(output) == GOLDEN
+    assert json.loads(output) == {"1": GOLDEN, "2": GOLDEN_V2}
+
+
+def test_algorithm_2_golden_vectors_cover_orthogonal_in_every_dtype_and_layout() -> None:
+    assert [vector["spec"] for vector in GOLDEN_V2] == SPECS_V2
+    assert all(body["scheme"] == "orthogonal" and body["algorithm"] == 2 for body in SPECS_V2)
+    assert {body.get("dtype", "float32") for body in SPECS_V2} == {"float32", "float64", "float16", "bfloat16"}
+    assert {body.get("layout", "torch") for body in SPECS_V2} == {"torch", "keras"}
+    # several panels of 32 columns with a narrow last one, tall, wide and square matrices
+    assert any(min(b["shape"][0], b["shape"][-1]) > 64 for b in SPECS_V2)
+
+
+def test_algorithm_1_golden_vectors_are_unchanged_under_algorithm_2() -> None:
+    # Algorithm 2 changes orthogonal only: every algorithm-1 golden spec (none is orthogonal) gives
+    # the same tensor bytes under both versions.
+    for body in SPECS:
+        first = generate(parse_spec(body, default_algorithm=IMPLICIT_ALGORITHM))
+        second = generate(parse_spec({**body, "algorithm": 2}))
+        assert first.tobytes() == second.tobytes(), body
 
 
 # --- the reference implementation: scalars per scheme, from the formulas in docs/schemes.md --------
@@ -145,3 +164,22 @@ def test_reference_covers_the_tail_and_mirrored_paths() -> None:
     assert any(abs(p - 0.5) > 0.425 for p in probabilities)
     assert body in SPECS
     assert any(b["scheme"] == "truncated_normal" and b.get("params", {}).get("low", -1) > 0 for b in SPECS)
+
+
+# --- orthogonal, algorithm 2: the scalar reference from the document, literally --------------------
+def _reference_orthogonal(body: dict[str, Any]) -> list[int]:
+    spec = parse_spec(body)
+    rows, cols = spec.built.sampler.rows, spec.built.sampler.cols  # type: ignore[union-attr]
+    key = ref.key_words(spec.seed, spec.name)
+    normal = _normal_law(0.0, 1.0)
+    normals = [normal(ref.element_word(key, index)) for index in range(rows * cols)]
+    values = ref.orthogonal(normals, rows, cols, float(dict(spec.params)["gain"]))
+    cast = ref.CASTS[spec.dtype]
+    return [cast(values[index]) for index in _full_indices(body)]
+
+
+@pytest.mark.parametrize("body", SPECS_V2, ids=[f"{b['shape']}-{b.get('dtype', 'float32')}" for b in SPECS_V2])
+def test_reference_implementation_reproduces_orthogonal_algorithm_2(body: dict[str, Any]) -> None:
+    data = generate(parse_spec(body)).reshape(-1)
+    got = [int(bits) for bits in data.view(f"<u{data.itemsize}")]
+    assert got == _reference_orthogonal(body)

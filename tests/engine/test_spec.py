@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
 import pytest
-from initserve.engine import SpecError, SpecTooLarge, check_size, format_loc, parse_bundle, parse_spec
+from initserve.engine import (
+    ALGORITHM_VERSION,
+    IMPLICIT_ALGORITHM,
+    SUPPORTED_ALGORITHMS,
+    SpecError,
+    SpecTooLarge,
+    check_size,
+    format_loc,
+    parse_bundle,
+    parse_spec,
+)
 
 GOOD = {"shape": [4, 3], "scheme": "normal"}
 
@@ -135,13 +146,52 @@ def test_aliases_and_integer_floats_normalise() -> None:
 
 
 def test_canonical_json_is_sorted_compact_and_round_trips() -> None:
-    spec = parse_spec({"shape": [2, 3], "scheme": "uniform", "seed": 2**64 - 1, "params": {"high": 0.25}})
+    body = {"shape": [2, 3], "scheme": "uniform", "seed": 2**64 - 1, "params": {"high": 0.25}}
+    spec = parse_spec(body)
     text = spec.canonical_json()
     assert text == (
-        '{"dtype":"float32","layout":"torch","name":"weight","params":{"high":0.25,"low":0.0},'
+        '{"algorithm":2,"dtype":"float32","layout":"torch","name":"weight","params":{"high":0.25,"low":0.0},'
         '"scheme":"uniform","seed":18446744073709551615,"shape":[2,3]}'
     )
     assert parse_spec(spec.canonical()) == spec
+    # Algorithm 1's canonical form is the one made before versions existed: no "algorithm" key, so
+    # its tokens, ETags and metadata are unchanged; read back as a canonical form it means 1.
+    first = parse_spec({**body, "algorithm": 1})
+    assert first.canonical_json() == (
+        '{"dtype":"float32","layout":"torch","name":"weight","params":{"high":0.25,"low":0.0},'
+        '"scheme":"uniform","seed":18446744073709551615,"shape":[2,3]}'
+    )
+    assert parse_spec(first.canonical(), default_algorithm=IMPLICIT_ALGORITHM) == first
+    assert first.digest() == hashlib.sha256(f"initserve-algorithm-1\n{first.canonical_json()}".encode()).hexdigest()
+    assert spec.digest() == hashlib.sha256(f"initserve-algorithm-2\n{text}".encode()).hexdigest()
+
+
+def test_algorithm_is_validated_and_selectable() -> None:
+    body = {"shape": [3, 3], "scheme": "normal"}
+    assert parse_spec(body).algorithm == ALGORITHM_VERSION == max(SUPPORTED_ALGORITHMS)
+    for bad, shown in ((3, "3"), (0, "0"), (True, "a boolean"), ("2", "a string"), (2.0, "a number")):
+        with pytest.raises(SpecError) as info:
+            parse_spec({**body, "algorithm": bad})
+        assert info.value.errors[0].loc == ("algorithm",)
+        assert f"algorithm must be one of 1, 2; got {shown}" in info.value.errors[0].msg
+    for version in SUPPORTED_ALGORITHMS:
+        assert parse_spec({**body, "algorithm": version}).algorithm == version
+
+
+def test_bundle_algorithm_is_the_bundle_s_and_written_once() -> None:
+    tensors = {"a": {"shape": [2, 2], "scheme": "normal"}, "b": {"shape": [4, 4], "scheme": "orthogonal"}}
+    default = parse_bundle({"tensors": tensors})
+    assert default.algorithm == ALGORITHM_VERSION
+    assert all(spec.algorithm == ALGORITHM_VERSION for spec in default.tensors)
+    assert default.canonical()["algorithm"] == ALGORITHM_VERSION
+    assert all("algorithm" not in body for body in default.canonical()["tensors"].values())
+    first = parse_bundle({"tensors": tensors, "algorithm": 1})
+    assert "algorithm" not in first.canonical()
+    assert all(spec.algorithm == 1 for spec in first.tensors)
+    assert parse_bundle(first.canonical(), default_algorithm=IMPLICIT_ALGORITHM) == first
+    with pytest.raises(SpecError) as info:
+        parse_bundle({"tensors": {"a": {"shape": [2], "scheme": "normal", "algorithm": 1}}})
+    assert info.value.errors[0].loc == ("tensors", "a", "algorithm")
 
 
 def test_digest_depends_on_every_identity_field() -> None:

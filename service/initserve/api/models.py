@@ -21,6 +21,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from initserve.engine import ALGORITHM_VERSION, SUPPORTED_ALGORITHMS
+
 MAX_RANK = 8
 MAX_DIM = (1 << 63) - 1
 MAX_SEED = (1 << 64) - 1
@@ -63,6 +65,15 @@ Slice = Annotated[
 ]
 Scheme = Annotated[StrictStr, Field(min_length=1, max_length=64, description="A catalog name.")]
 TensorName = Annotated[StrictStr, Field(min_length=1, max_length=256)]
+Algorithm = Annotated[
+    StrictInt,
+    Field(
+        ge=min(SUPPORTED_ALGORITHMS),
+        le=max(SUPPORTED_ALGORITHMS),
+        description=f"Generation algorithm version (default: the newest, {ALGORITHM_VERSION}). "
+        "1 keeps the first release's bytes and URLs (orthogonal by LAPACK); 2 makes orthogonal bitwise.",
+    ),
+]
 
 
 class InitSpec(BaseModel):
@@ -78,6 +89,7 @@ class InitSpec(BaseModel):
     layout: Layout = "torch"
     name: TensorName = "weight"
     slice: Slice | None = None
+    algorithm: Algorithm | None = None
 
     def engine_mapping(self) -> dict[str, Any]:
         """The spec as the engine's ``parse_spec`` takes it: only what the client said."""
@@ -105,6 +117,7 @@ class BundleRequest(BaseModel):
     seed: Seed = 0
     dtype: DType = "float32"
     layout: Layout = "torch"
+    algorithm: Algorithm | None = None
     tensors: Annotated[dict[TensorName, BundleTensor], Field(min_length=1)]
 
     def engine_mapping(self) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from initserve.api.settings import Settings
 from initserve.api.stored_files import plan_body
 from initserve.api.streaming import ByteSource, GeneratedFileResponse, Segment, until_disconnect
 from initserve.api.targets import Target
-from initserve.engine import ALGORITHM_VERSION, Kernel, Spec
+from initserve.engine import Kernel, Spec
 from initserve.engine.samplers import is_elementwise
 from initserve.engine.stats import StatsRun, fans_header
 
@@ -72,7 +72,7 @@ def _base_headers(target: Target, etag: str, location_suffix: str = "") -> dict[
     headers = {
         "ETag": etag,
         "Cache-Control": IMMUTABLE,
-        "X-Initserve-Algorithm": str(ALGORITHM_VERSION),
+        "X-Initserve-Algorithm": str(target.algorithm),
         "Vary": "Accept",
     }
     if target.url is not None:
@@ -175,7 +175,7 @@ def _render(source: ByteSource, threads: int | None, kernel: Kernel) -> bytes:
 
 
 def _cache_key(target: Target) -> CacheKey:
-    return (target.kind, target.digest, ALGORITHM_VERSION, "safetensors")
+    return (target.kind, target.digest, target.algorithm, "safetensors")
 
 
 async def _small_file(request: Request, target: Target, key: CacheKey) -> bytes:

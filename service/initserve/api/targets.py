@@ -54,7 +54,7 @@ class Target:
     value: Spec | BundleSpec
     token: str
     url: str | None
-    digest: str  # the engine's digest of the canonical JSON (also the ETag's value)
+    digest: str  # the engine's digest of the canonical JSON and algorithm (also the ETag's value)
 
     @cached_property
     def etag(self) -> str:
@@ -67,6 +67,10 @@ class Target:
     @property
     def length(self) -> int:
         return int(self.file.total_length)
+
+    @property
+    def algorithm(self) -> int:
+        return self.value.algorithm
 
     @property
     def specs(self) -> tuple[Spec, ...]:
@@ -100,7 +104,7 @@ class Target:
             "url": self.url,
             "etag": self.etag,
             "content_length": self.length,
-            "algorithm": ALGORITHM_VERSION,
+            "algorithm": self.algorithm,
             "canonical": self.value.canonical(),
         }
 
@@ -118,19 +122,33 @@ def _render(loc: Loc, msg: str) -> str:
     return msg if msg.startswith(path) else f"{path}: {msg}"
 
 
-def build_target(kind: Kind, mapping: Mapping[str, Any], settings: Settings, prefix: Loc) -> Target:
-    """Parse, bound and address ``mapping``; raise :class:`ProblemError` (422/413) naming the field."""
+def build_target(
+    kind: Kind,
+    mapping: Mapping[str, Any],
+    settings: Settings,
+    prefix: Loc,
+    *,
+    default_algorithm: int = ALGORITHM_VERSION,
+) -> Target:
+    """Parse, bound and address ``mapping``; raise :class:`ProblemError` (422/413) naming the field.
+
+    ``default_algorithm``: the version when ``mapping`` names none — the newest for a request body,
+    1 for a token (a canonical form, which omits ``algorithm`` exactly when it is 1)."""
     if kind == "b":
         tensors = mapping.get("tensors")
         if isinstance(tensors, Mapping) and len(tensors) > settings.max_bundle_tensors:
             msg = f"a bundle holds at most {settings.max_bundle_tensors} tensors, got {len(tensors)}"
             raise ProblemError(413, "too-large", msg, errors=[((*prefix, "tensors"), msg)])
     try:
-        value: Spec | BundleSpec = parse_bundle(mapping) if kind == "b" else parse_spec(mapping)
+        value: Spec | BundleSpec = (
+            parse_bundle(mapping, default_algorithm=default_algorithm)
+            if kind == "b"
+            else parse_spec(mapping, default_algorithm=default_algorithm)
+        )
         check_size(value, settings.max_bytes)
     except SpecError as exc:
         raise _spec_problem(exc, prefix) from exc
     canonical_json = value.canonical_json()
     token = encode_token(kind, canonical_json)
     url = TENSORS_PATH + token if len(token) <= settings.max_token_length else None
-    return Target(kind, value, token, url, spec_digest(canonical_json))
+    return Target(kind, value, token, url, spec_digest(canonical_json, value.algorithm))

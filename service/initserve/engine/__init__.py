@@ -4,6 +4,7 @@ Determinism contract (docs/determinism.md): the bytes depend only on the canonic
 algorithm version — never on numpy version, SIMD level, thread count, block size or slicing.
 """
 
+from .algorithms import ALGORITHM_VERSION, IMPLICIT_ALGORITHM, SUPPORTED_ALGORITHMS
 from .catalog import CATALOG, catalog, scheme_info
 from .dtypes import DTYPES
 from .errors import FieldError, SpecError, SpecTooLarge, format_loc
@@ -11,8 +12,6 @@ from .generate import generate, iter_result_chunks
 from .kernels import KERNEL_CHOICES, Kernel, KernelUnavailable, default_kernel, resolve_kernel
 from .safetensors import SafetensorsFile
 from .spec import (
-    ALGORITHM_VERSION,
-    SUPPORTED_ALGORITHMS,
     BundleSpec,
     Spec,
     check_size,
@@ -25,6 +24,7 @@ __all__ = [
     "ALGORITHM_VERSION",
     "CATALOG",
     "DTYPES",
+    "IMPLICIT_ALGORITHM",
     "KERNEL_CHOICES",
     "SUPPORTED_ALGORITHMS",
     "BundleSpec",

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .algorithms import ALGORITHM_VERSION, SUPPORTED_ALGORITHMS
 from .errors import FieldError
 from .fans import NONLINEARITIES, calculate_gain, compute_fans
 from .frames import NEAR_ETF_MAX_VECTORS, NEAR_ETF_MAX_WORK, NearETF, SimplexETF
@@ -49,12 +50,14 @@ BOTH_FANS = ("fan_in", "fan_out")  # orthogonal/sparse hold the whole float64 te
 
 @dataclass(frozen=True)
 class Layer:
-    """What a builder sees: the full shape, the layout, the validated params, and the fans."""
+    """What a builder sees: the full shape, the layout, the validated params, the algorithm version,
+    and the fans."""
 
     shape: tuple[int, ...]
     layout: str
     params: Mapping[str, ParamValue]
     key: int = 0  # the tensor's Philox key (schemes that draw extra streams, e.g. hadamard_orthogonal)
+    algorithm: int = ALGORITHM_VERSION
 
     @property
     def fans(self) -> tuple[int, int]:
@@ -107,7 +110,7 @@ class Scheme:
     params: tuple[Param, ...] = ()
     rank: Rank = field(default_factory=Rank)
     equivalents: Mapping[str, str | None] = field(default_factory=dict)
-    reproducibility: str = "bitwise"
+    reproducibility: str = "bitwise"  # under the newest algorithm; older ones may differ (below)
     uses_fans: bool = False
     check: Callable[[Layer], list[FieldError]] | None = None
     notes: str = ""
@@ -121,6 +124,14 @@ class Scheme:
     gain_of: Callable[[Mapping[str, ParamValue]], float] | None = None
     # The params the scheme derives from the shape (fans), written into the canonical spec.
     derived: Callable[[Layer], dict[str, ParamValue]] | None = None
+    # algorithm → reproducibility class, for the older algorithms where it is not the newest's
+    earlier_reproducibility: Mapping[int, str] = field(default_factory=dict)
+    whole_tensor: bool = False  # computed all at once (no random access to an element)
+    reports_fans: bool = False  # stats show the layer's fans although the values do not use them
+
+    def reproducibility_for(self, algorithm: int) -> str:
+        """The reproducibility class of this scheme under ``algorithm``."""
+        return self.earlier_reproducibility.get(algorithm, self.reproducibility)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -134,7 +145,11 @@ class Scheme:
             },
             "equivalents": {fw: self.equivalents.get(fw) for fw in ("torch", "keras", "jax", "tf1")},
             "reproducibility": self.reproducibility,
-            "random_access": self.reproducibility == "bitwise",
+            "reproducibility_by_algorithm": {
+                str(version): self.reproducibility_for(version) for version in SUPPORTED_ALGORITHMS
+            },
+            "algorithm": ALGORITHM_VERSION,
+            "random_access": not self.whole_tensor,
             "notes": self.notes,
             "aliases": list(self.aliases),
             "family": self.family,
@@ -306,7 +321,7 @@ def _matrix_dims(layer: Layer) -> tuple[int, int]:
 
 def _orthogonal(layer: Layer) -> Built:
     rows, cols = _matrix_dims(layer)
-    return Built(Orthogonal(rows, cols, layer.float("gain")), layer.float("gain"))
+    return Built(Orthogonal(rows, cols, layer.float("gain"), layer.algorithm), layer.float("gain"))
 
 
 def _check_whole(layer: Layer) -> list[FieldError]:
@@ -393,7 +408,7 @@ def _delta_orthogonal(layer: Layer) -> Built:
     if layer.str("base") == "hadamard":
         tap = CentreTap(layer.shape, row_axis, col_axis, centre, SignedHadamard(rows, cols, gain, layer.key))
         return Built(tap, gain, reproducibility="bitwise")
-    return Built(CentreTapOrthogonal(layer.shape, row_axis, col_axis, centre, gain), gain)
+    return Built(CentreTapOrthogonal(layer.shape, row_axis, col_axis, centre, gain, layer.algorithm), gain)
 
 
 def _check_delta_orthogonal(layer: Layer) -> list[FieldError]:
@@ -420,7 +435,7 @@ def _units(layer: Layer) -> tuple[int, int, bool]:
 def _simplex_etf(layer: Layer) -> Built:
     vectors, dim, transposed = _units(layer)
     rotation = layer.str("rotation")
-    sampler = SimplexETF(vectors, dim, layer.float("gain"), rotation, transposed)
+    sampler = SimplexETF(vectors, dim, layer.float("gain"), rotation, transposed, layer.algorithm)
     return Built(sampler, layer.float("gain"), reproducibility="bitwise" if rotation != "orthogonal" else None)
 
 
@@ -826,9 +841,13 @@ SCHEMES: tuple[Scheme, ...] = (
             "jax": "orthogonal(scale=s) ≡ {gain: s}" + _KERAS,
             "tf1": "orthogonal_initializer(gain=g) ≡ {gain: g}" + _KERAS,
         },
-        reproducibility="numerical",
         check=_check_whole,
-        notes="flattening follows the layout: torch (shape[0], ∏rest), keras (∏shape[:-1], shape[-1])",
+        notes="flattening follows the layout: torch (shape[0], ∏rest), keras (∏shape[:-1], shape[-1]); "
+        "algorithm 2: fixed-order blocked Householder QR, the same bytes on every machine; algorithm 1: the "
+        "platform's LAPACK (last bits may vary with the BLAS build, CPU and threads)",
+        earlier_reproducibility={1: "numerical"},
+        whole_tensor=True,
+        reports_fans=True,
         aliases=("orthogonal_", "Orthogonal", "orthogonal_initializer"),
         gain_of=_param_gain,
     ),
@@ -874,6 +893,7 @@ SCHEMES: tuple[Scheme, ...] = (
             "tf1": None,
         },
         check=_check_whole,
+        whole_tensor=True,
         notes="zero positions come from the same keyed generator (torch's use the global RNG); keras layout "
         "counts zeros along the out axis (each row of (in, out))",
         aliases=("sparse_",),
@@ -968,7 +988,9 @@ SCHEMES: tuple[Scheme, ...] = (
         ),
         Rank(3, 5),
         {"torch": None, "keras": None, "jax": "delta_orthogonal", "tf1": "convolutional_delta_orthogonal"},
-        reproducibility="numerical",
+        reproducibility="bitwise",
+        earlier_reproducibility={1: "numerical"},
+        whole_tensor=True,
         check=_check_delta_orthogonal,
         notes="requires in ≤ out channels (as jax). The centre matrix equals the 2-D orthogonal / hadamard_orthogonal "
         "spec of shape (out, in) (torch) or (in, out) (keras) with the same seed and name. base=hadamard is "
@@ -992,7 +1014,9 @@ SCHEMES: tuple[Scheme, ...] = (
         ),
         Rank(2, 2),
         _NO_EQUIVALENT,
-        reproducibility="numerical",
+        reproducibility="bitwise",
+        earlier_reproducibility={1: "numerical"},
+        whole_tensor=True,
         check=_check_simplex_etf,
         notes="vectors are the output units: rows (torch (K, d)) or columns (keras (d, K)); coherence 1/(K−1) "
         "equals the Welch bound for K vectors in K−1 dimensions. rotation hadamard/none are class bitwise",

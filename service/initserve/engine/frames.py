@@ -80,6 +80,7 @@ class SimplexETF:
     gain: float
     rotation: str
     transposed: bool = False
+    algorithm: int = 2  # orthogonal's (rotation "orthogonal"): 2 the fixed-order QR (bitwise), 1 LAPACK
 
     def whole(self, key: int, kernel: Kernel) -> F64:
         k, d = self.vectors, self.dim
@@ -99,7 +100,7 @@ class SimplexETF:
     def _rotation(self, key: int, kernel: Kernel) -> F64:
         rows, cols = self.vectors - 1, self.dim
         if self.rotation == "orthogonal":
-            return Orthogonal(rows, cols, 1.0).whole(key, kernel).reshape(rows, cols)
+            return Orthogonal(rows, cols, 1.0, self.algorithm).whole(key, kernel).reshape(rows, cols)
         if self.rotation == "hadamard":
             r, c = np.divmod(np.arange(rows * cols, dtype=np.int64), cols)
             return SignedHadamard(rows, cols, 1.0, key).at(r, c).reshape(rows, cols)

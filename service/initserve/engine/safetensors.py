@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from .generate import DEFAULT_BLOCK, iter_result_chunks
 from .kernels import Kernel
-from .spec import ALGORITHM_VERSION, BundleSpec, Spec
+from .spec import BundleSpec, Spec
 
 ALIGNMENT = 8
 
@@ -54,7 +54,7 @@ class SafetensorsFile:
     def _header(self) -> bytes:
         body: dict[str, object] = {
             "__metadata__": {
-                "initserve.algorithm": str(ALGORITHM_VERSION),
+                "initserve.algorithm": str(self.source.algorithm),
                 "initserve.spec": self.source.canonical_json(),
             }
         }

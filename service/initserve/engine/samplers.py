@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .dtypes import DTYPES
+from .householder import haar_q
 from .layout import RunLayout
 from .rng import STREAM_SPARSE_MASK
 from .special import QuantileWorkspace, normal_cdf, normal_quantile_into, truncated_normal_moments
@@ -285,23 +286,28 @@ class Orthogonal:
     """Haar (semi-)orthogonal (rows, cols) matrix × gain (Saxe et al. 2013; Mezzadri 2007 sign fix).
 
     A = standard normals of the (rows, cols) matrix (element words in C order, bitwise reproducible);
-    if rows < cols work on Aᵀ; Q, R = reduced QR (LAPACK, float64); Q ← Q·diag(sign(diag R)) with
-    sign(0) taken as +1; transpose back if needed; × gain. The QR is LAPACK's, so the last bits may
-    differ between BLAS builds, CPU kernels and thread counts (reproducibility class "numerical").
+    if rows < cols work on Aᵀ; Q, R = reduced QR; Q ← Q·diag(sign(diag R)) with sign(0) taken as +1;
+    transpose back if needed; × gain. Algorithm 2 (default): the fixed-order blocked Householder QR of
+    docs/determinism.md §7.1, the same bytes everywhere ("bitwise"). Algorithm 1: LAPACK's QR, whose
+    last bits may differ between BLAS builds, CPU kernels and thread counts ("numerical").
     """
 
     rows: int
     cols: int
     gain: float
+    algorithm: int = 2
 
     def whole(self, key: int, kernel: Kernel) -> F64:
         matrix = draw(STANDARD_NORMAL, key, self.rows * self.cols, kernel).reshape(self.rows, self.cols)
         wide = self.rows < self.cols
         if wide:
             matrix = matrix.T
-        q, r = np.linalg.qr(matrix, mode="reduced")
-        signs = np.where(np.diagonal(r) < 0.0, -1.0, 1.0)
-        q = q * signs
+        if self.algorithm == 1:
+            q, r = np.linalg.qr(matrix, mode="reduced")
+            signs = np.where(np.diagonal(r) < 0.0, -1.0, 1.0)
+            q = q * signs
+        else:
+            q = haar_q(np.ascontiguousarray(matrix))
         if wide:
             q = q.T
         result: F64 = np.ascontiguousarray(q * self.gain).reshape(-1)

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from .algorithms import ALGORITHM_VERSION as ALGORITHM_VERSION  # re-exported: older imports name spec
+from .algorithms import IMPLICIT_ALGORITHM
+from .algorithms import SUPPORTED_ALGORITHMS as SUPPORTED_ALGORITHMS
 from .catalog import CATALOG, COMPUTED_DEFAULTS, Built, Layer, Scheme, resolve_scheme, unknown_scheme_message
 from .derived import check_derived, culprit
 from .dtypes import DTYPES, DType
@@ -25,8 +28,6 @@ from .layout import RunLayout
 from .params import ParamValue, validate_params
 from .rng import derive_key
 
-ALGORITHM_VERSION = 1
-SUPPORTED_ALGORITHMS = (1,)
 MAX_RANK = 8
 MAX_DIM = (1 << 63) - 1
 SEED_LIMIT = 1 << 64
@@ -35,7 +36,7 @@ MAX_NAME_CHARS = 256  # code points, so at most 1024 bytes of UTF-8
 # Control characters (Cc), line/paragraph separators (Zl, Zp) and lone surrogates (Cs, which have no
 # UTF-8 encoding) are refused; every other Unicode character torch or keras accept in a name is fine.
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
-SPEC_KEYS = ("shape", "scheme", "params", "seed", "dtype", "layout", "name", "slice")
+SPEC_KEYS = ("shape", "scheme", "params", "seed", "dtype", "layout", "name", "slice", "algorithm")
 DEFAULT_DTYPE, DEFAULT_LAYOUT, DEFAULT_NAME = "float32", "torch", "weight"
 
 
@@ -51,6 +52,7 @@ class Spec:
     layout: str
     name: str
     slice: tuple[tuple[int, int], ...] | None
+    algorithm: int = ALGORITHM_VERSION
 
     # --- identity -----------------------------------------------------------------------------
     def canonical(self) -> dict[str, Any]:
@@ -65,13 +67,15 @@ class Spec:
         }
         if self.slice is not None:
             body["slice"] = [list(pair) for pair in self.slice]
+        if self.algorithm != IMPLICIT_ALGORITHM:
+            body["algorithm"] = self.algorithm
         return body
 
     def canonical_json(self) -> str:
         return canonical_json(self.canonical())
 
     def digest(self) -> str:
-        return digest(self.canonical_json())
+        return digest(self.canonical_json(), self.algorithm)
 
     # --- sizes ------------------------------------------------------------------------------------
     @property
@@ -108,7 +112,7 @@ class Spec:
 
     @cached_property
     def layer(self) -> Layer:
-        return Layer(self.shape, self.layout, dict(self.params), self.key)
+        return Layer(self.shape, self.layout, dict(self.params), self.key, self.algorithm)
 
     @cached_property
     def built(self) -> Built:
@@ -138,20 +142,25 @@ class BundleSpec:
 
     seed: int
     tensors: tuple[Spec, ...]
+    algorithm: int = ALGORITHM_VERSION
 
     def canonical(self) -> dict[str, Any]:
         tensors = {}
         for spec in self.tensors:
             body = spec.canonical()
             del body["seed"], body["name"]
+            body.pop("algorithm", None)  # the bundle's, written once below
             tensors[spec.name] = body
-        return {"seed": self.seed, "tensors": tensors}
+        bundle: dict[str, Any] = {"seed": self.seed, "tensors": tensors}
+        if self.algorithm != IMPLICIT_ALGORITHM:
+            bundle["algorithm"] = self.algorithm
+        return bundle
 
     def canonical_json(self) -> str:
         return canonical_json(self.canonical())
 
     def digest(self) -> str:
-        return digest(self.canonical_json())
+        return digest(self.canonical_json(), self.algorithm)
 
     @property
     def nbytes(self) -> int:
@@ -162,8 +171,11 @@ def canonical_json(body: Mapping[str, Any]) -> str:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
-def digest(canonical: str, algorithm: int = ALGORITHM_VERSION) -> str:
-    """sha256 hex of ``"initserve-algorithm-<v>\\n" + canonical JSON``: the strong ETag of a spec."""
+def digest(canonical: str, algorithm: int) -> str:
+    """sha256 hex of ``"initserve-algorithm-<v>\\n" + canonical JSON``: the strong ETag of a spec.
+
+    The canonical JSON of an algorithm-2 (or later) spec holds ``"algorithm"`` as well; that of an
+    algorithm-1 spec does not, so algorithm-1 digests are the ones made before versions existed."""
     return hashlib.sha256(f"initserve-algorithm-{algorithm}\n{canonical}".encode()).hexdigest()
 
 
@@ -180,9 +192,14 @@ def parse_spec(
     defaults: Mapping[str, Any] | None = None,
     loc: Loc = (),
     allowed_keys: tuple[str, ...] = SPEC_KEYS,
+    default_algorithm: int = ALGORITHM_VERSION,
 ) -> Spec:
     """Validate a JSON-like mapping and return the canonical Spec, or raise SpecError naming every
-    broken rule. ``defaults`` supplies seed/dtype/layout/name (used by bundles)."""
+    broken rule. ``defaults`` supplies seed/dtype/layout/name/algorithm (used by bundles).
+
+    ``default_algorithm`` is the version of a spec that names none: the newest for a request, but
+    :data:`IMPLICIT_ALGORITHM` (1) for a canonical form read back (a token, safetensors metadata),
+    because canonical forms omit ``algorithm`` exactly when it is 1."""
     errors: list[FieldError] = []
     if not isinstance(body, Mapping):
         raise SpecError([FieldError(loc, f"a spec must be a JSON object, got {_kind(body)}")])
@@ -196,6 +213,7 @@ def parse_spec(
     layout = _parse_choice(merged.get("layout", DEFAULT_LAYOUT), "layout", LAYOUTS, loc, errors)
     layout_given = "layout" in merged
     name = _parse_name(merged.get("name", DEFAULT_NAME), (*loc, "name"), errors)
+    algorithm = _parse_algorithm(merged.get("algorithm", default_algorithm), loc, errors)
     scheme_name = merged.get("scheme")
     scheme = None
     canonical_scheme = resolve_scheme(scheme_name) if isinstance(scheme_name, str) else None
@@ -237,8 +255,8 @@ def parse_spec(
             math.prod(shape) * DTYPES[dtype or DEFAULT_DTYPE].itemsize,
             MAX_ELEMENTS * DTYPES[dtype or DEFAULT_DTYPE].itemsize,
         )
-    assert dtype is not None and layout is not None and name is not None
-    layer = Layer(shape, layout, params)
+    assert dtype is not None and layout is not None and name is not None and algorithm is not None
+    layer = Layer(shape, layout, params, algorithm=algorithm)
     rank_error = scheme.rank.check(shape, params, scheme.name)
     if rank_error is not None:
         raise SpecError([FieldError((*loc, *rank_error.loc), rank_error.msg)])
@@ -248,8 +266,8 @@ def parse_spec(
             raise SpecError([FieldError((*loc, "layout"), ambiguity)])
     if scheme.uses_fans and math.prod(shape) > 0:
         params = _fill_fans(scheme, layer, params)
-        layer = Layer(shape, layout, params)
-    spec = Spec(shape, scheme.name, tuple(sorted(params.items())), seed, dtype, layout, name, slice_)
+        layer = Layer(shape, layout, params, algorithm=algorithm)
+    spec = Spec(shape, scheme.name, tuple(sorted(params.items())), seed, dtype, layout, name, slice_, algorithm)
     if math.prod(shape) > 0:
         try:
             checks = scheme.check(layer) if scheme.check else []
@@ -335,17 +353,23 @@ def _check_magnitude(built: Built, dtype: str, loc: Loc) -> None:
         )
 
 
-def parse_bundle(body: object, *, max_tensors: int | None = None) -> BundleSpec:
-    """Validate ``{"seed", "dtype", "layout", "tensors": {name: spec-without-seed}}``."""
+def parse_bundle(
+    body: object, *, max_tensors: int | None = None, default_algorithm: int = ALGORITHM_VERSION
+) -> BundleSpec:
+    """Validate ``{"seed", "dtype", "layout", "algorithm", "tensors": {name: spec-without-seed}}``;
+    ``default_algorithm`` as for :func:`parse_spec`."""
     if not isinstance(body, Mapping):
         raise SpecError([FieldError((), f"a bundle must be a JSON object, got {_kind(body)}")])
     errors: list[FieldError] = []
     for key in body:
-        if key not in ("seed", "dtype", "layout", "tensors"):
-            errors.append(FieldError((str(key),), f"unknown field {key!r} (accepted: seed, dtype, layout, tensors)"))
+        if key not in ("seed", "dtype", "layout", "algorithm", "tensors"):
+            errors.append(
+                FieldError((str(key),), f"unknown field {key!r} (accepted: seed, dtype, layout, algorithm, tensors)")
+            )
     seed = _parse_seed(body.get("seed", 0), (), errors)
     dtype = _parse_choice(body.get("dtype", DEFAULT_DTYPE), "dtype", tuple(DTYPES), (), errors)
     layout = _parse_choice(body.get("layout", DEFAULT_LAYOUT), "layout", LAYOUTS, (), errors)
+    algorithm = _parse_algorithm(body.get("algorithm", default_algorithm), (), errors)
     tensors = body.get("tensors")
     if not isinstance(tensors, Mapping) or not tensors:
         errors.append(
@@ -358,9 +382,9 @@ def parse_bundle(body: object, *, max_tensors: int | None = None) -> BundleSpec:
     specs: list[Spec] = []
     for tensor_name, tensor_body in tensors.items():
         name = _parse_name(tensor_name, ("tensors", str(tensor_name)), errors)
-        if name is None or seed is None or dtype is None or layout is None:
+        if name is None or seed is None or dtype is None or layout is None or algorithm is None:
             continue
-        defaults: dict[str, Any] = {"seed": seed, "dtype": dtype, "name": name}
+        defaults: dict[str, Any] = {"seed": seed, "dtype": dtype, "name": name, "algorithm": algorithm}
         if "layout" in body:  # a bundle-level layout counts as given for every tensor
             defaults["layout"] = layout
         try:
@@ -376,8 +400,8 @@ def parse_bundle(body: object, *, max_tensors: int | None = None) -> BundleSpec:
             errors += error.errors
     if errors:
         raise SpecError(errors)
-    assert seed is not None
-    return BundleSpec(seed, tuple(sorted(specs, key=lambda spec: spec.name)))
+    assert seed is not None and algorithm is not None
+    return BundleSpec(seed, tuple(sorted(specs, key=lambda spec: spec.name)), algorithm)
 
 
 def _kind(value: object) -> str:
@@ -426,6 +450,16 @@ def _parse_seed(value: object, loc: Loc, errors: list[FieldError]) -> int | None
     if not 0 <= value < SEED_LIMIT:
         errors.append(FieldError((*loc, "seed"), f"seed must be in 0..2^64-1, got {value}"))
         return None
+    return value
+
+
+def _parse_algorithm(value: object, loc: Loc, errors: list[FieldError]) -> int | None:
+    if not _is_int(value) or value not in SUPPORTED_ALGORITHMS:
+        shown = repr(value) if _is_int(value) else _kind(value)
+        supported = ", ".join(map(str, SUPPORTED_ALGORITHMS))
+        errors.append(FieldError((*loc, "algorithm"), f"algorithm must be one of {supported}; got {shown}"))
+        return None
+    assert isinstance(value, int)
     return value
 
 

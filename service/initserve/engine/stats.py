@@ -6,6 +6,7 @@ thread count) and are merged in order, so the figures do not depend on threads.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from typing import Any
@@ -15,10 +16,10 @@ import numpy.typing as npt
 
 from .dtypes import to_float64
 from .frames import coherence, welch_bound
-from .generate import iter_result_chunks
+from .generate import generate, iter_result_chunks
 from .kernels import Kernel
-from .samplers import Moments
-from .spec import ALGORITHM_VERSION, Spec
+from .samplers import Moments, Orthogonal
+from .spec import Spec
 
 STATS_CHUNK = 1 << 20
 HISTOGRAM_BINS = 64
@@ -59,6 +60,11 @@ class StatsRun:
 
     def __init__(self, spec: Spec, *, kernel: Kernel | None = None, threads: int | None = None) -> None:
         self.spec = spec
+        self.kernel, self.threads = kernel, threads
+        # orthogonal: the Gram of the whole matrix is reported too (``orthogonality``)
+        sampler = None if spec.numel == 0 else spec.built.sampler
+        self.orthogonal = sampler if isinstance(sampler, Orthogonal) else None
+        self.kept: list[npt.NDArray[np.float64]] | None = [] if self.orthogonal and spec.slice is None else None
         self.empty = spec.numel == 0
         self.moments = None if self.empty else spec.built.sampler.moments()
         self.low, self.high = histogram_range(self.moments) if self.moments is not None else (0.0, 1.0)
@@ -82,6 +88,8 @@ class StatsRun:
         if self._keep > 0:  # the leading values the frame figures need (at most 2^24)
             self._kept.append(values[: self._keep].copy())
             self._keep -= min(self._keep, values.size)
+        if self.kept is not None:
+            self.kept.append(values)
         n = values.size
         with np.errstate(over="ignore", invalid="ignore"):  # figures beyond float64 become null, not errors
             chunk_mean = float(values.mean())
@@ -107,6 +115,18 @@ class StatsRun:
     def result(self) -> dict[str, Any]:
         spec, empty, moments = self.spec, self.empty, self.moments
         fan_in, fan_out = _fans(spec)
+        if spec.scheme_entry.reports_fans and not empty:  # orthogonal: the layer's fans, for reference
+            fan_in, fan_out = spec.layer.fans
+        extra: dict[str, Any] = {}
+        if self.orthogonal is not None:
+            if self.kept is not None:
+                whole = np.concatenate(self.kept)
+            else:
+                full = generate(dataclasses.replace(spec, slice=None), kernel=self.kernel, threads=self.threads)
+                whole = to_float64(full, spec.dtype_info)
+            extra["orthogonality"] = orthogonality(
+                whole.reshape(self.orthogonal.rows, self.orthogonal.cols), self.orthogonal.gain
+            )
         return {
             "numel": spec.numel,
             "shape": list(spec.result_shape),
@@ -131,22 +151,43 @@ class StatsRun:
             else {"mean": moments.mean, "std": moments.std, "low": moments.low, "high": moments.high},
             "frame": _frame(spec, self._kept),
             "sha256": self.digest.hexdigest(),
-            "algorithm": ALGORITHM_VERSION,
+            "algorithm": spec.algorithm,
             # params may select another algorithm's class (delta_orthogonal base=hadamard); an empty
             # tensor is never built (its fans may be 0)
-            "reproducibility": (None if empty else spec.built.reproducibility) or spec.scheme_entry.reproducibility,
+            "reproducibility": (None if empty else spec.built.reproducibility)
+            or spec.scheme_entry.reproducibility_for(spec.algorithm),
             "spec": spec.canonical(),
+            **extra,
         }
 
 
 def compute_stats(spec: Spec, *, kernel: Kernel | None = None, threads: int | None = None) -> dict[str, Any]:
     """numel, shape, dtype, mean, std, min, max, zeros fraction, histogram, fans, gain, expected
-    moments, sha256 of the tensor bytes, algorithm, canonical spec. Figures beyond float64 are inf or
+    moments, sha256 of the tensor bytes, algorithm, reproducibility class, canonical spec; for
+    orthogonal also ``orthogonality`` (see :func:`orthogonality`). Figures beyond float64 are inf or
     NaN here (the HTTP layer writes them as null)."""
     run = StatsRun(spec, kernel=kernel, threads=threads)
     while run.step():
         pass
     return run.result()
+
+
+def orthogonality(matrix: npt.NDArray[np.float64], gain: float) -> dict[str, Any]:
+    """How orthogonal the stored values are: max |W·Wᵀ − gain²·I| for a wide or square (rows, cols)
+    matrix, max |Wᵀ·W − gain²·I| for a tall one (the Gram of the shorter side, in float64, of the
+    *whole* tensor even when a slice was asked for). Rounding to the output dtype dominates it:
+    ~1e-15 for float64, ~1e-7 for float32, ~1e-3 for float16/bfloat16 (times gain²)."""
+    rows, cols = matrix.shape
+    tall = rows > cols
+    gram = matrix.T @ matrix if tall else matrix @ matrix.T
+    target = gain * gain
+    deviation = float(np.max(np.abs(gram - target * np.eye(gram.shape[0])))) if gram.size else 0.0
+    return {
+        "gram": "WᵀW" if tall else "WWᵀ",
+        "matrix_shape": [rows, cols],
+        "expected_diagonal": target,
+        "max_abs_deviation": deviation,
+    }
 
 
 def gain_of(spec: Spec) -> float | None:

@@ -277,10 +277,11 @@ class CentreTapOrthogonal:
     col_axis: int
     centre: tuple[int, ...]
     gain: float
+    algorithm: int = 2  # orthogonal's: 2 the fixed-order QR (bitwise), 1 LAPACK
 
     def whole(self, key: int, kernel: Kernel) -> F64:
         rows, cols = self.shape[self.row_axis], self.shape[self.col_axis]
-        matrix = Orthogonal(rows, cols, self.gain).whole(key, kernel).reshape(rows, cols)
+        matrix = Orthogonal(rows, cols, self.gain, self.algorithm).whole(key, kernel).reshape(rows, cols)
         result = np.zeros(self.shape)
         index: list[int | slice] = []
         taps = iter(self.centre)

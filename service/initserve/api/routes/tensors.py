@@ -16,6 +16,7 @@ from initserve.api.security import ApiKey
 from initserve.api.serving import serve_target
 from initserve.api.targets import build_target
 from initserve.api.tokens import InvalidToken, decode_token
+from initserve.engine import IMPLICIT_ALGORITHM
 
 router = APIRouter(prefix="/v1", tags=["tensors"], dependencies=[ApiKey])
 
@@ -51,7 +52,9 @@ async def tensor(
         kind, mapping = decode_token(token, settings.max_token_length)
     except InvalidToken as exc:
         raise ProblemError(400, "invalid-token", str(exc), errors=[(("path", "token"), str(exc))]) from exc
-    target = build_target(kind, mapping, settings, ("path", "token"))
+    # A token is a canonical form: one that names no algorithm is algorithm 1 (URLs made before
+    # versions were selectable keep their bytes and ETags).
+    target = build_target(kind, mapping, settings, ("path", "token"), default_algorithm=IMPLICIT_ALGORITHM)
     wanted = wanted_format(format, request.headers.get("accept"))
     return await serve_target(request, target, conditional=True, stats=wanted == "stats", digest=wanted == "digest")
 
