@@ -25,6 +25,7 @@ from initserve.api.response_cache import ResponseCache
 from initserve.api.routes import ROUTERS
 from initserve.api.routes.checkpoints import STREAMED_UPLOADS
 from initserve.api.settings import Settings
+from initserve.api.whole_cache import WholeResultCache
 from initserve.engine import Kernel, resolve_kernel
 from initserve.engine.generate import default_threads
 from initserve.engine.kernels import native_unavailable_reason
@@ -102,6 +103,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Digests of generated files (api/digests.py): Repr-Digest values of small files, and ?format=digest answers.
     app.state.repr_digests = LRUCache(maxsize=DIGEST_MEMO_ENTRIES)
     app.state.digest_memo = LRUCache(maxsize=DIGEST_MEMO_ENTRIES)
+    app.state.whole_cache = whole = WholeResultCache(settings.whole_cache_bytes)
+    whole.on_hit, whole.on_miss = metrics.whole_hits.inc, metrics.whole_misses.inc
+    whole.on_evict = metrics.whole_evictions.inc
+    whole.on_size = lambda entries, stored: metrics.whole_bytes.set(stored)
     install_problem_handlers(app)
     install_openapi(app)
     install_docs(app)

@@ -66,6 +66,29 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.whole_hits = Counter(
+            "initserve_whole_cache_hits",
+            "Whole-tensor results (orthogonal, sparse) reused: kept in memory, or shared with an identical "
+            "computation in flight.",
+            registry=self.registry,
+        )
+        self.whole_misses = Counter(
+            "initserve_whole_cache_misses",
+            "Whole-tensor results that had to be computed.",
+            registry=self.registry,
+        )
+        self.whole_evictions = Counter(
+            "initserve_whole_cache_evictions",
+            "Whole-tensor results dropped (least recently used first) to stay within INITSERVE_WHOLE_CACHE_BYTES.",
+            registry=self.registry,
+        )
+        self.whole_bytes = Gauge(
+            "initserve_whole_cache_bytes",
+            "Bytes of whole-tensor results held in memory.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+
         self.cache_hits = Counter(
             "initserve_response_cache_hits",
             "Small files served from memory without generating: cached, or shared with an identical "

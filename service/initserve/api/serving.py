@@ -38,6 +38,7 @@ from initserve.api.settings import Settings
 from initserve.api.stored_files import plan_body
 from initserve.api.streaming import ByteSource, GeneratedFileResponse, Segment, until_disconnect
 from initserve.api.targets import Target
+from initserve.api.whole_cache import WholeCachedFile, WholeResultCache
 from initserve.engine import Kernel, Spec
 from initserve.engine.samplers import is_elementwise
 from initserve.engine.stats import StatsRun, fans_header
@@ -119,7 +120,7 @@ async def serve_target(
         headers["Repr-Digest"] = _repr_digest(request, key, data)
         return Response(_assemble(data, segments), status_code=status, headers=headers)
     return GeneratedFileResponse(
-        target.file,
+        _source(request, target),
         status_code=status,
         headers=headers,
         segments=segments,
@@ -174,6 +175,12 @@ def _render(source: ByteSource, threads: int | None, kernel: Kernel) -> bytes:
     return data
 
 
+def _source(request: Request, target: Target) -> WholeCachedFile:
+    """The target's file, with whole-tensor results shared through the app's cache."""
+    whole: WholeResultCache = request.app.state.whole_cache
+    return WholeCachedFile(target.file, whole)
+
+
 def _cache_key(target: Target) -> CacheKey:
     return (target.kind, target.digest, target.algorithm, "safetensors")
 
@@ -200,7 +207,7 @@ async def _small_file(request: Request, target: Target, key: CacheKey) -> bytes:
             try:
                 settings: Settings = request.app.state.settings
                 data = await anyio.to_thread.run_sync(
-                    partial(_render, target.file, settings.generation_threads, request.app.state.kernel),
+                    partial(_render, _source(request, target), settings.generation_threads, request.app.state.kernel),
                     limiter=request.app.state.cpu_limiter,
                 )
             finally:
@@ -273,7 +280,10 @@ async def _serve_digest(request: Request, target: Target, *, conditional: bool) 
             try:
                 run = await anyio.to_thread.run_sync(
                     partial(
-                        TreeHashRun, target.file, kernel=request.app.state.kernel, threads=settings.generation_threads
+                        TreeHashRun,
+                        _source(request, target),
+                        kernel=request.app.state.kernel,
+                        threads=settings.generation_threads,
                     ),
                     limiter=request.app.state.cpu_limiter,
                 )
@@ -290,7 +300,14 @@ async def _stats_of(request: Request, spec: Spec, threads: int | None) -> dict[s
     """compute_stats, one chunk per worker step like a stream (see :func:`_run_chunked`)."""
     limiter = request.app.state.cpu_limiter
     run = await anyio.to_thread.run_sync(
-        partial(StatsRun, spec, kernel=request.app.state.kernel, threads=threads), limiter=limiter
+        partial(
+            StatsRun,
+            spec,
+            kernel=request.app.state.kernel,
+            threads=threads,
+            whole_source=request.app.state.whole_cache.get,
+        ),
+        limiter=limiter,
     )
     return await _run_chunked(request, run)
 

@@ -97,6 +97,12 @@ class Settings(BaseSettings):
     diagnose_max_weights: int = Field(
         default=1 << 25, ge=1, description="Largest Σ width_l × width_(l-1) (weights held per scheme) of /v1/diagnose."
     )
+    whole_cache_bytes: int = Field(
+        default=256 << 20,
+        ge=0,
+        description="Memory for whole-tensor results (orthogonal, sparse) kept so that repeated requests, "
+        "every range and every slice of one tensor share one computation; 0 keeps none.",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         default="info", description="Level of the logs."
     )

@@ -8,9 +8,10 @@ all cores. Whole-tensor schemes (orthogonal, sparse) compute the full tensor onc
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import cast
 
@@ -23,6 +24,11 @@ from .samplers import WholeSampler, is_elementwise
 from .spec import Spec
 
 Array = npt.NDArray[np.generic]
+# Gives the whole (unsliced) tensor of a whole-tensor spec, flat, in the storage dtype, computed with
+# the given kernel. The default computes it (:func:`compute_whole`); a service passes a cache so that
+# repeated requests, every range of a request and every slice of one tensor share one computation.
+# It must return compute_whole's bytes (every kernel gives the same bytes).
+WholeSource = Callable[[Spec, Kernel], Array]
 DEFAULT_BLOCK = 1 << 20  # elements per parallel task / streamed chunk
 
 
@@ -31,6 +37,16 @@ def default_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+def compute_whole(spec: Spec, kernel: Kernel) -> Array:
+    """The whole tensor of a whole-tensor scheme (orthogonal, sparse), ignoring ``spec.slice``: flat,
+    in the storage dtype (bfloat16 as uint16 bit patterns)."""
+    sampler = cast(WholeSampler, spec.built.sampler)
+    values = sampler.whole(spec.key, kernel)
+    stored = np.empty(values.shape[0], dtype=spec.dtype_info.storage)
+    cast_into(values, stored, spec.dtype_info)
+    return stored
 
 
 class ResultWriter:
@@ -42,9 +58,10 @@ class ResultWriter:
     whole tensor once per writer.
     """
 
-    def __init__(self, spec: Spec, kernel: Kernel | None = None) -> None:
+    def __init__(self, spec: Spec, kernel: Kernel | None = None, whole_source: WholeSource | None = None) -> None:
         self.spec = spec
         self.kernel = kernel if kernel is not None else default_kernel()
+        self._whole_source = whole_source or compute_whole
         sampler = spec.built.sampler
         self._fill: Filler | None = None
         if is_elementwise(sampler):
@@ -61,14 +78,12 @@ class ResultWriter:
 
     def _whole_result(self) -> Array:
         if self._whole is None:
-            sampler = cast(WholeSampler, self.spec.built.sampler)
-            values = sampler.whole(self.spec.key, self.kernel).reshape(self.spec.shape)
+            # The cast is elementwise, so slicing the cast whole equals casting the slice.
+            whole = self._whole_source(dataclasses.replace(self.spec, slice=None), self.kernel)
             if self.spec.slice is not None:
-                values = values[tuple(slice(a, b) for a, b in self.spec.slice)]
-            flat = np.ascontiguousarray(values).reshape(-1)
-            stored = np.empty(flat.shape[0], dtype=self.spec.dtype_info.storage)
-            cast_into(flat, stored, self.spec.dtype_info)
-            self._whole = stored
+                cut = whole.reshape(self.spec.shape)[tuple(slice(a, b) for a, b in self.spec.slice)]
+                whole = np.ascontiguousarray(cut).reshape(-1)
+            self._whole = whole
         return self._whole
 
 
@@ -79,6 +94,7 @@ def generate(
     threads: int | None = None,
     block: int = DEFAULT_BLOCK,
     out: Array | None = None,
+    whole_source: WholeSource | None = None,
 ) -> Array:
     """The whole result as an array of the storage dtype (bfloat16 as uint16 bit patterns).
 
@@ -96,7 +112,7 @@ def generate(
                 f"got {out.dtype} of {out.size} (contiguous: {out.flags.c_contiguous})"
             )
         out = out.reshape(-1)
-    writer = ResultWriter(spec, kernel)
+    writer = ResultWriter(spec, kernel, whole_source)
     blocks = [(start, min(block, spec.numel - start)) for start in range(0, spec.numel, block)]
     workers = threads or default_threads()
     if workers == 1 or len(blocks) <= 1 or not is_elementwise(spec.built.sampler):
@@ -117,6 +133,7 @@ def iter_result_chunks(
     kernel: Kernel | None = None,
     threads: int | None = None,
     block: int = DEFAULT_BLOCK,
+    whole_source: WholeSource | None = None,
 ) -> Iterator[Array]:
     """Result elements [start, stop) as consecutive arrays of at most ``block`` elements.
 
@@ -126,7 +143,7 @@ def iter_result_chunks(
     stop = spec.numel if stop is None else stop
     if stop <= start:
         return
-    writer = ResultWriter(spec, kernel)
+    writer = ResultWriter(spec, kernel, whole_source)
     blocks = -(-(stop - start) // block)
     if blocks == 1 or not is_elementwise(spec.built.sampler):
         # One block (small tensors, most requests) or a whole-tensor scheme: a thread pool would

@@ -13,7 +13,7 @@ import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from .generate import DEFAULT_BLOCK, iter_result_chunks
+from .generate import DEFAULT_BLOCK, WholeSource, iter_result_chunks
 from .kernels import Kernel
 from .spec import BundleSpec, Spec
 
@@ -74,9 +74,11 @@ class SafetensorsFile:
         kernel: Kernel | None = None,
         threads: int | None = None,
         block: int = DEFAULT_BLOCK,
+        whole_source: WholeSource | None = None,
     ) -> Iterator[memoryview]:
         """Bytes [start, stop) of the file. Only the elements that the range touches are generated
-        (whole-tensor schemes excepted). Yielded views are reused: consume each before the next."""
+        (whole-tensor schemes excepted: they come from ``whole_source``, by default computed).
+        Yielded views are reused: consume each before the next."""
         stop = self.total_length if stop is None else min(stop, self.total_length)
         if start >= stop:
             return
@@ -91,7 +93,10 @@ class SafetensorsFile:
             first, last = (lo - begin) // itemsize, -(-(hi - begin) // itemsize)
             skip = (lo - begin) - first * itemsize  # bytes to drop from the first element
             remaining = hi - lo
-            for chunk in iter_result_chunks(entry.spec, first, last, kernel=kernel, threads=threads, block=block):
+            chunks = iter_result_chunks(
+                entry.spec, first, last, kernel=kernel, threads=threads, block=block, whole_source=whole_source
+            )
+            for chunk in chunks:
                 view = chunk.data.cast("B")[skip : skip + remaining]
                 skip = 0
                 remaining -= len(view)

@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from .dtypes import to_float64
 from .frames import coherence, welch_bound
-from .generate import generate, iter_result_chunks
+from .generate import WholeSource, generate, iter_result_chunks
 from .kernels import Kernel
 from .samplers import Moments, Orthogonal
 from .spec import Spec
@@ -58,9 +58,16 @@ class StatsRun:
     ``while run.step(): ...`` then :meth:`result`; :func:`compute_stats` does exactly that.
     """
 
-    def __init__(self, spec: Spec, *, kernel: Kernel | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        spec: Spec,
+        *,
+        kernel: Kernel | None = None,
+        threads: int | None = None,
+        whole_source: WholeSource | None = None,
+    ) -> None:
         self.spec = spec
-        self.kernel, self.threads = kernel, threads
+        self.kernel, self.threads, self.whole_source = kernel, threads, whole_source
         # orthogonal: the Gram of the whole matrix is reported too (``orthogonality``)
         sampler = None if spec.numel == 0 else spec.built.sampler
         self.orthogonal = sampler if isinstance(sampler, Orthogonal) else None
@@ -76,7 +83,9 @@ class StatsRun:
         self.digest = hashlib.sha256()
         self._kept: list[npt.NDArray[np.float64]] = []
         self._keep = _frame_prefix(spec)
-        self._chunks = iter_result_chunks(spec, kernel=kernel, threads=threads, block=STATS_CHUNK)
+        self._chunks = iter_result_chunks(
+            spec, kernel=kernel, threads=threads, block=STATS_CHUNK, whole_source=whole_source
+        )
 
     def step(self) -> bool:
         """Fold the next chunk (STATS_CHUNK elements) in; False once every chunk is in."""
@@ -122,7 +131,12 @@ class StatsRun:
             if self.kept is not None:
                 whole = np.concatenate(self.kept)
             else:
-                full = generate(dataclasses.replace(spec, slice=None), kernel=self.kernel, threads=self.threads)
+                full = generate(
+                    dataclasses.replace(spec, slice=None),
+                    kernel=self.kernel,
+                    threads=self.threads,
+                    whole_source=self.whole_source,
+                )
                 whole = to_float64(full, spec.dtype_info)
             extra["orthogonality"] = orthogonality(
                 whole.reshape(self.orthogonal.rows, self.orthogonal.cols), self.orthogonal.gain
@@ -161,12 +175,18 @@ class StatsRun:
         }
 
 
-def compute_stats(spec: Spec, *, kernel: Kernel | None = None, threads: int | None = None) -> dict[str, Any]:
+def compute_stats(
+    spec: Spec,
+    *,
+    kernel: Kernel | None = None,
+    threads: int | None = None,
+    whole_source: WholeSource | None = None,
+) -> dict[str, Any]:
     """numel, shape, dtype, mean, std, min, max, zeros fraction, histogram, fans, gain, expected
     moments, sha256 of the tensor bytes, algorithm, reproducibility class, canonical spec; for
     orthogonal also ``orthogonality`` (see :func:`orthogonality`). Figures beyond float64 are inf or
     NaN here (the HTTP layer writes them as null)."""
-    run = StatsRun(spec, kernel=kernel, threads=threads)
+    run = StatsRun(spec, kernel=kernel, threads=threads, whole_source=whole_source)
     while run.step():
         pass
     return run.result()
