@@ -7,11 +7,14 @@ import base64
 import hashlib
 import json
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import numpy as np
 from initserve.engine import ALGORITHM_VERSION, generate, parse_spec
+
+from tests.live_server import LiveServer
 
 LINEAR = {"shape": [64, 48], "scheme": "kaiming_uniform", "seed": 42, "name": "fc.weight"}
 # The canonical JSON of LINEAR as the first release wrote it (docs/determinism.md §2, §9): no
@@ -111,3 +114,22 @@ def test_unknown_algorithm_is_a_422_naming_the_field(http: httpx.Client) -> None
     response = http.get("/v1/tensors/" + _token(canonical))
     assert response.status_code == 422
     assert ["path", "token", "algorithm"] in [error["loc"] for error in response.json()["errors"]]
+
+
+def test_orthogonal_bytes_are_the_same_on_a_one_thread_numpy_server(
+    http: httpx.Client, server_factory: Callable[..., LiveServer]
+) -> None:
+    # The default server runs the native kernel (when built) on every core; this one the numpy kernel on
+    # one thread. Algorithm 2's orthogonal must not tell them apart (multi-panel, tall, wide, every dtype).
+    small = server_factory(kernel="numpy", generation_threads="1")
+    bodies = [
+        {"shape": [130, 97], "scheme": "orthogonal", "seed": 21, "dtype": "float64"},
+        {"shape": [40, 16, 3, 3], "scheme": "orthogonal", "seed": 22, "dtype": "bfloat16"},
+        {"shape": [3, 3, 32, 70], "scheme": "orthogonal", "seed": 23, "layout": "keras", "dtype": "float16"},
+    ]
+    with small.client() as other:
+        for body in bodies:
+            first, second = http.post("/v1/init", json=body), other.post("/v1/init", json=body)
+            assert first.status_code == second.status_code == 200
+            assert first.content == second.content
+            assert first.headers["etag"] == second.headers["etag"]

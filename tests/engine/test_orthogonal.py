@@ -12,13 +12,14 @@ import math
 import numpy as np
 import numpy.typing as npt
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from initserve.engine import compute_stats, generate, parse_spec
+from initserve.engine import Kernel, compute_stats, generate, parse_spec, resolve_kernel
 from initserve.engine.householder import PANEL, haar_q, sequential_sum
 from initserve.engine.samplers import STANDARD_NORMAL, draw
 
 from . import reference as ref
+from .conftest import load
 
 F64 = npt.NDArray[np.float64]
 
@@ -99,7 +100,7 @@ def test_haar_q_refuses_wide_input() -> None:
 @pytest.mark.parametrize("shape", [(48, 80), (80, 48), (64, 64)])
 def test_algorithm_1_is_the_first_release_lapack_orthogonal(shape: tuple[int, int]) -> None:
     spec = parse_spec({"shape": list(shape), "scheme": "orthogonal", "seed": 3, "dtype": "float64", "algorithm": 1})
-    normals = draw(STANDARD_NORMAL, spec.key, math.prod(shape)).reshape(shape)
+    normals = draw(STANDARD_NORMAL, spec.key, math.prod(shape), resolve_kernel("numpy")).reshape(shape)
     wide = shape[0] < shape[1]
     q, r = np.linalg.qr(normals.T if wide else normals, mode="reduced")
     q = q * np.where(np.diagonal(r) < 0.0, -1.0, 1.0)
@@ -134,3 +135,39 @@ def test_stats_report_orthogonality_and_fans(shape: tuple[int, ...], dtype: str,
     sliced = compute_stats(parse_spec({**body, "slice": [[0, 5]]}))
     assert sliced["orthogonality"] == orthogonality
     assert sliced["numel"] == 5 * cols
+
+
+# --- the native kernel: the same bytes as the numpy kernel, for any thread count ------------------
+@pytest.fixture
+def native() -> Kernel:
+    return load("native")
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.integers(1, 300), cols=st.integers(1, 300), seed=st.integers(0, 2**32), threads=st.integers(1, 5))
+def test_native_kernel_equals_the_numpy_kernel(native: Kernel, rows: int, cols: int, seed: int, threads: int) -> None:
+    m, n = max(rows, cols), min(rows, cols)
+    matrix = np.random.default_rng(seed).standard_normal((m, n)) * 10.0 ** float(seed % 7 - 3)
+    assert _bits(haar_q(matrix, native=native.qr, threads=threads)) == _bits(haar_q(matrix))
+
+
+@pytest.mark.parametrize("matrix", _degenerate(), ids=["zero-column", "repeated", "zero-below", "-0", "zeros", "eye"])
+def test_native_kernel_follows_the_document_on_degenerate_matrices(native: Kernel, matrix: F64) -> None:
+    assert _bits(haar_q(matrix, native=native.qr, threads=2)) == _bits(np.array(ref.haar_q(matrix.tolist())))
+
+
+def test_native_kernel_at_a_size_with_every_tile_remainder(native: Kernel) -> None:
+    # 8-column tiles, 4-row tiles and 128-row passes all end mid-way; threads split the columns.
+    matrix = np.random.default_rng(3).standard_normal((645, 531))
+    expected = _bits(haar_q(matrix))
+    for threads in (1, 2, 3, 7):
+        assert _bits(haar_q(matrix, native=native.qr, threads=threads)) == expected, threads
+
+
+def test_generated_orthogonal_is_the_same_under_both_kernels(native: Kernel) -> None:
+    for body in (
+        {"shape": [200, 300], "scheme": "orthogonal", "seed": 4, "dtype": "float64"},
+        {"shape": [64, 16, 3, 3], "scheme": "orthogonal", "seed": 5, "layout": "keras", "dtype": "bfloat16"},
+    ):
+        spec = parse_spec(body)
+        assert generate(spec, kernel=native).tobytes() == generate(spec, kernel=resolve_kernel("numpy")).tobytes()

@@ -18,6 +18,9 @@ is applied to the trailing columns. Q is accumulated backwards from the identity
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -35,50 +38,48 @@ def sequential_sum(products: F64, axis: int = 0) -> F64:
     return result
 
 
-def _reflector(a: F64, j: int) -> float:
-    """Householder reflector of column j below the diagonal, in place; returns tau.
+def _reflector(p: F64, t: int) -> tuple[float, float]:
+    """Householder reflector of column t of the panel ``p`` below the diagonal, in place: (tau, R_tt).
 
-    alpha = A[j, j]; σ = Σ_{i>j} A[i, j]² (sequential); σ = 0 → tau = 0, v = e₀, R_jj = alpha.
+    alpha = P[t, t]; σ = Σ_{i>t} P[i, t]² (sequential); σ = 0 → tau = 0, v = e₀, R_tt = alpha.
     Otherwise norm = √(alpha² + σ), beta = −norm if alpha ≥ 0 else norm, tau = (beta − alpha)/beta,
-    v_i = A[i, j] / (alpha − beta), R_jj = beta.
+    v_i = P[i, t] / (alpha − beta), R_tt = beta.
     """
-    alpha = float(a[j, j])
-    below = a[j + 1 :, j]
+    alpha = float(p[t, t])
+    below = p[t + 1 :, t]
     sigma = sequential_sum(below * below) if below.size else 0.0
     if sigma == 0.0:  # no column below (last column of a square matrix) or all zero: H = I
         below[...] = 0.0
-        return 0.0
+        return 0.0, alpha
     norm = math.sqrt(alpha * alpha + float(sigma))
     beta = -norm if alpha >= 0.0 else norm
     tau = (beta - alpha) / beta
     np.divide(below, alpha - beta, out=below)
-    a[j, j] = beta
-    return tau
+    p[t, t] = beta
+    return tau, beta
 
 
-def _factor_panel(a: F64, j0: int, width: int, taus: F64) -> None:
-    """Columns j0 .. j0+width−1, one reflector at a time, each applied to the panel's later columns."""
+def panel_numpy(a: F64, j0: int, width: int) -> tuple[F64, F64, F64]:
+    """Factorize columns j0 .. j0+width−1 of ``a`` (rows j0 ..): (V, T, R's diagonal); ``a`` is not written.
+
+    One reflector at a time, each applied to the panel's later columns: w_k = Σ_i v_i·P[i, k],
+    P[i, k] − v_i·(tau·w_k). Then V (zeros above its unit diagonal) and T (see :func:`_panel_t`).
+    """
+    p = np.array(a[j0:, j0 : j0 + width], dtype=np.float64, order="C")
+    taus, rdiag = np.zeros(width), np.zeros(width)
     for t in range(width):
-        j = j0 + t
-        tau = _reflector(a, j)
-        taus[j] = tau
-        end = j0 + width
-        if j + 1 >= end:
+        taus[t], rdiag[t] = _reflector(p, t)
+        if t + 1 >= width:
             continue
-        v = a[j:, j].copy()
+        v = p[t:, t].copy()
         v[0] = 1.0
-        block = a[j:, j + 1 : end]
-        w = sequential_sum(v[:, None] * block)  # w_k = Σ_i v_i·A[i, k]
-        tw = tau * w
-        np.subtract(block, v[:, None] * tw[None, :], out=block)  # A[i, k] − v_i·(tau·w_k)
-
-
-def _panel_v(a: F64, j0: int, width: int) -> F64:
-    """V (m−j0, width): zeros above the unit diagonal, the stored reflectors below it."""
-    v = np.tril(a[j0:, j0 : j0 + width], -1)
-    v[np.arange(width), np.arange(width)] = 1.0
-    result: F64 = np.ascontiguousarray(v)
-    return result
+        block = p[t:, t + 1 :]
+        w = sequential_sum(v[:, None] * block)  # w_k = Σ_i v_i·P[i, k]
+        tw = taus[t] * w
+        np.subtract(block, v[:, None] * tw[None, :], out=block)  # P[i, k] − v_i·(tau·w_k)
+    p[np.triu_indices(width, 1)] = 0.0
+    p[np.arange(width), np.arange(width)] = 1.0
+    return p, _panel_t(p, taus), rdiag
 
 
 def _panel_t(v: F64, taus: F64) -> F64:
@@ -98,7 +99,7 @@ def _panel_t(v: F64, taus: F64) -> F64:
     return t_matrix
 
 
-def apply_block(v: F64, t_matrix: F64, c: F64, *, transpose: bool) -> None:
+def apply_numpy(v: F64, t_matrix: F64, c: F64, *, transpose: bool) -> None:
     """C ← C − V·(T'·(Vᵀ·C)) in place, T' = Tᵀ (factorization) or T (forming Q).
 
     W[l, k] = Σ_r V[r, l]·C[r, k]; W'[l, k] = Σ_p T'[l, p]·W[p, k]; C[r, k] = C[r, k] − Σ_l V[r, l]·W'[l, k].
@@ -111,7 +112,7 @@ def apply_block(v: F64, t_matrix: F64, c: F64, *, transpose: bool) -> None:
     step = max(1, _PRODUCTS_BUDGET // max(1, rows * width))
     for k0 in range(0, cols, step):
         k1 = min(cols, k0 + step)
-        w[:, k0:k1] = sequential_sum(v[:, :, None] * c[None, :, k0:k1].transpose(1, 0, 2))
+        w[:, k0:k1] = sequential_sum(v[:, :, None] * c[:, None, k0:k1])
     t_prime = t_matrix.T if transpose else t_matrix
     w2 = sequential_sum(t_prime[:, :, None] * w[None, :, :], axis=1)
     step = max(1, _PRODUCTS_BUDGET // max(1, cols))
@@ -123,29 +124,104 @@ def apply_block(v: F64, t_matrix: F64, c: F64, *, transpose: bool) -> None:
         np.subtract(c[r0:r1], acc, out=c[r0:r1])
 
 
-def haar_q(matrix: F64) -> F64:
+class NativeQr(Protocol):
+    """The compiled kernel's two QR primitives (native/householder.c)."""
+
+    def qr_panel(self, a: F64, lda: int, offset: int, rows: int, b: int, v: F64, t: F64, rdiag: F64, /) -> None: ...
+
+    def qr_apply(
+        self, v: F64, t: F64, rows: int, b: int, c: F64, ldc: int, offset: int, cols: int, transpose: bool, work: F64, /
+    ) -> None: ...
+
+
+_COLUMN_GRAIN = 64  # columns per thread task at least: a multiple of the kernel's 8-column tile
+_PARALLEL_FLOPS = 1 << 21  # block updates smaller than this run on the calling thread
+
+
+def _cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class _Native:
+    """Runs the C primitives, each block update split over threads by columns (bytes unchanged)."""
+
+    def __init__(self, module: NativeQr, pool: ThreadPoolExecutor | None, threads: int) -> None:
+        self.module, self.pool, self.threads = module, pool, threads
+
+    def panel(self, a: F64, j0: int, width: int) -> tuple[F64, F64, F64]:
+        rows, n = a.shape[0] - j0, a.shape[1]
+        v, t, rdiag = np.empty((rows, width)), np.empty((width, width)), np.empty(width)
+        self.module.qr_panel(a, n, j0 * n + j0, rows, width, v, t, rdiag)
+        return v, t, rdiag
+
+    def apply(self, v: F64, t: F64, target: F64, row0: int, col0: int, *, transpose: bool) -> None:
+        rows, width = v.shape
+        ldc = target.shape[1]
+        cols = ldc - col0
+        if cols <= 0:
+            return
+        tasks = (
+            1
+            if self.pool is None
+            else min(self.threads, cols // _COLUMN_GRAIN, 4 * rows * width * cols // _PARALLEL_FLOPS)
+        )
+        tasks = max(1, tasks)
+        per = -(-cols // tasks)
+        per = -(-per // 8) * 8
+        spans = [(k, min(cols, k + per)) for k in range(0, cols, per)]
+
+        def run(span: tuple[int, int]) -> None:
+            k0, k1 = span
+            work = np.empty(2 * width * (k1 - k0))
+            offset = row0 * ldc + col0 + k0
+            self.module.qr_apply(v, t, rows, width, target, ldc, offset, k1 - k0, transpose, work)
+
+        if len(spans) == 1 or self.pool is None:
+            for span in spans:
+                run(span)
+        else:
+            for future in [self.pool.submit(run, span) for span in spans]:
+                future.result()
+
+
+def haar_q(matrix: F64, *, native: NativeQr | None = None, threads: int | None = None) -> F64:
     """Q·diag(sign(R_jj)) of the QR of ``matrix`` (m, n), m ≥ n: an (m, n) float64 array with QᵀQ = I.
 
-    Raises ValueError for m < n (transpose first).
+    ``native``: the compiled kernel's primitives (same bytes, faster; its block updates run on
+    ``threads`` threads, default all cores); None runs the numpy kernel. Raises ValueError for m < n
+    (transpose first).
     """
+    threads = threads or _cores()
     a = np.array(matrix, dtype=np.float64, order="C", copy=True)
     m, n = a.shape
     if m < n:
         raise ValueError(f"haar_q needs rows ≥ cols, got {m} × {n}")
-    taus = np.zeros(n)
-    panels = []
-    for j0 in range(0, n, PANEL):
-        width = min(PANEL, n - j0)
-        _factor_panel(a, j0, width, taus)
-        v = _panel_v(a, j0, width)
-        t_matrix = _panel_t(v, taus[j0 : j0 + width])
-        if j0 + width < n:
-            apply_block(v, t_matrix, a[j0:, j0 + width :], transpose=True)
-        panels.append((j0, v, t_matrix))
-    q = np.zeros((m, n))
-    q[np.arange(n), np.arange(n)] = 1.0
-    for j0, v, t_matrix in reversed(panels):
-        apply_block(v, t_matrix, q[j0:, j0:], transpose=False)
-    signs = np.where(np.diagonal(a) < 0.0, -1.0, 1.0)
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="initserve-qr") if native and threads > 1 else None
+    try:
+        runner = _Native(native, pool, threads) if native is not None else None
+        panels, rdiag = [], np.zeros(n)
+        for j0 in range(0, n, PANEL):
+            width = min(PANEL, n - j0)
+            if runner is None:
+                v, t_matrix, rdiag[j0 : j0 + width] = panel_numpy(a, j0, width)
+                apply_numpy(v, t_matrix, a[j0:, j0 + width :], transpose=True)
+            else:
+                v, t_matrix, rdiag[j0 : j0 + width] = runner.panel(a, j0, width)
+                runner.apply(v, t_matrix, a, j0, j0 + width, transpose=True)
+            panels.append((j0, v, t_matrix))
+        q = np.zeros((m, n))
+        q[np.arange(n), np.arange(n)] = 1.0
+        for j0, v, t_matrix in reversed(panels):
+            if runner is None:
+                apply_numpy(v, t_matrix, q[j0:, j0:], transpose=False)
+            else:
+                runner.apply(v, t_matrix, q, j0, j0, transpose=False)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    signs = np.where(rdiag < 0.0, -1.0, 1.0)
     np.multiply(q, signs[None, :], out=q)
     return q

@@ -21,12 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from types import ModuleType
-from typing import Literal, Protocol
+from typing import Literal, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
 
 from .dtypes import DType, cast_into
+from .householder import NativeQr
 from .layout import RunLayout
 from .rng import STREAM_VALUES, WordStream
 from .samplers import Constant, ElementwiseSampler, TruncatedNormal, Uniform
@@ -64,6 +65,11 @@ class Kernel(Protocol):
 
     def words(self, key: int, start: int, count: int, stream: int) -> U64:
         """The raw 64-bit words of elements start .. start+count-1 of ``stream``."""
+        ...
+
+    @property
+    def qr(self) -> NativeQr | None:
+        """The compiled primitives of orthogonal's QR (algorithm 2), or None: the numpy ones run."""
         ...
 
 
@@ -128,6 +134,10 @@ class NumpyKernel:
 
     def words(self, key: int, start: int, count: int, stream: int) -> U64:
         return WordStream(key, start, stream).next(count)
+
+    @property
+    def qr(self) -> NativeQr | None:
+        return None  # householder.py's numpy functions
 
 
 # --- native ----------------------------------------------------------------------------------------
@@ -220,6 +230,10 @@ class NativeKernel:
     def build_info(self) -> dict[str, object]:
         info: dict[str, object] = self._module.build_info()
         return info
+
+    @property
+    def qr(self) -> NativeQr | None:
+        return cast(NativeQr, self._module) if hasattr(self._module, "qr_apply") else None
 
     def __repr__(self) -> str:
         return "NativeKernel()"

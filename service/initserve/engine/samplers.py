@@ -307,7 +307,7 @@ class Orthogonal:
             signs = np.where(np.diagonal(r) < 0.0, -1.0, 1.0)
             q = q * signs
         else:
-            q = haar_q(np.ascontiguousarray(matrix))
+            q = haar_q(np.ascontiguousarray(matrix), native=kernel.qr)
         if wide:
             q = q.T
         result: F64 = np.ascontiguousarray(q * self.gain).reshape(-1)

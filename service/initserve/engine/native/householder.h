@@ -1,0 +1,29 @@
+/* Orthogonal, algorithm 2: the blocked Householder QR of docs/determinism.md §7.1, in C.
+ *
+ * Two primitives; the caller (householder.py) runs the panels in order and splits each block
+ * update over threads by columns, so the GIL is released for every call and threads never share a
+ * sum. Every sum is sequential (s = p0; s = s + p_i in ascending order, over the full index range),
+ * every operation is one IEEE rounding, never fused (-ffp-contract=off): the bytes equal the numpy
+ * kernel's and the scalar reference's. Vectorisation runs across independent sums only (columns k of
+ * the trailing matrix, rows r of the update), never inside one. */
+#ifndef INITSERVE_HOUSEHOLDER_H
+#define INITSERVE_HOUSEHOLDER_H
+
+#include <stddef.h>
+
+#define IS_QR_PANEL 32 /* columns per panel: part of the algorithm (it fixes which sums exist) */
+
+/* Factorize one panel: ``a`` points at A[j0][j0] of a row-major matrix with row stride ``lda``;
+ * the panel is its ``rows`` x ``b`` corner (rows = m - j0, b <= 32, b <= rows). Writes
+ * v (rows x b, row-major): the unit lower-trapezoidal V, zeros above its diagonal;
+ * t (b x b, row-major): the upper-triangular T of I - V T V^T = H_j0 ... H_j0+b-1;
+ * rdiag (b): R's diagonal. ``a`` is read, not written. */
+void is_qr_panel(const double *a, size_t lda, size_t rows, size_t b, double *v, double *t, double *rdiag);
+
+/* C <- C - V T' V^T C for the rows x cols block C (row-major, row stride ldc), T' = T^T when
+ * ``transpose`` (factorization), T otherwise (forming Q). Columns are independent: any split of the
+ * columns over calls/threads gives the same bytes. ``work``: (2 b x cols) doubles of scratch. */
+void is_qr_apply(const double *v, const double *t, size_t rows, size_t b, double *c, size_t ldc, size_t cols,
+                 int transpose, double *work);
+
+#endif
