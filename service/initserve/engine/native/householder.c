@@ -38,11 +38,13 @@ static inline vd4 splat(double s)
  * has is picked at load time (GCC function multiversioning). Lanes are independent sums and nothing
  * is fused (-ffp-contract=off holds for every clone), so every clone computes the same bytes; the
  * tests compare builds. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
+#if IS_VECTOR && defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
     !defined(INITSERVE_NO_CLONES)
 #define IS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define IS_WIDE 1 /* and 8 x 16 tiles of 8-lane vectors where the CPU has AVX-512 (32 registers) */
 #else
 #define IS_CLONES
+#define IS_WIDE 0
 #endif
 
 /* --- the panel ------------------------------------------------------------------------------- */
@@ -154,9 +156,11 @@ static void gather_scalar(const double *v, size_t b, size_t rows, const double *
  * so it still adds its terms in ascending row order. */
 #define GATHER_ROWS 128
 
-IS_CLONES static void gather(const double *v, size_t b, size_t rows, const double *c, size_t ldc, size_t cols, double *w)
+/* Columns k0 .. cols-1 of W (row stride cols). */
+IS_CLONES static void gather(const double *v, size_t b, size_t rows, const double *c, size_t ldc, size_t cols, double *w,
+                             size_t k0)
 {
-    size_t k = 0;
+    size_t k = k0;
 #if IS_VECTOR
     for (; k + 8 <= cols; k += 8) {
         for (size_t r0 = 0; r0 < rows; r0 += GATHER_ROWS) {
@@ -258,9 +262,11 @@ static void scatter_scalar(const double *v, size_t b, const double *w2, size_t c
     c[r * ldc + k] = c[r * ldc + k] - s;
 }
 
-IS_CLONES static void scatter(const double *v, size_t b, size_t rows, const double *w2, size_t cols, double *c, size_t ldc)
+/* Columns k0 .. cols-1 of C. */
+IS_CLONES static void scatter(const double *v, size_t b, size_t rows, const double *w2, size_t cols, double *c,
+                              size_t ldc, size_t k0)
 {
-    size_t k = 0;
+    size_t k = k0;
 #if IS_VECTOR
     for (; k + 8 <= cols; k += 8) {
         size_t r = 0;
@@ -327,13 +333,140 @@ IS_CLONES static void scatter(const double *v, size_t b, size_t rows, const doub
             scatter_scalar(v, b, w2, cols, c, ldc, r, k);
 }
 
+
+#if IS_WIDE
+/* With AVX-512's 32 vector registers a tile holds 8 x 16 sums: 8 reflectors x 16 columns for W,
+ * 8 rows x 16 columns for the update. Each is still one sequential sum per lane. */
+typedef double vd8 __attribute__((vector_size(64)));
+#define IS_AVX512 __attribute__((target("avx512f")))
+
+IS_AVX512 static inline vd8 load8(const double *p)
+{
+    vd8 x;
+    memcpy(&x, p, sizeof x);
+    return x;
+}
+
+IS_AVX512 static inline void store8(double *p, vd8 x) { memcpy(p, &x, sizeof x); }
+
+IS_AVX512 static inline vd8 splat8(double s)
+{
+    vd8 x = {s, s, s, s, s, s, s, s};
+    return x;
+}
+
+/* W for the 16-column tiles from column 0; returns the first column not done (b must be a multiple of 8). */
+IS_AVX512 static size_t gather_wide(const double *v, size_t b, size_t rows, const double *c, size_t ldc, size_t cols,
+                                    double *w)
+{
+    size_t k = 0;
+    for (; k + 16 <= cols; k += 16) {
+        for (size_t r0 = 0; r0 < rows; r0 += GATHER_ROWS) {
+            const size_t r1 = rows - r0 < GATHER_ROWS ? rows : r0 + GATHER_ROWS;
+            for (size_t l = 0; l < b; l += 8) {
+                const double *cr = c + r0 * ldc + k, *vr = v + r0 * b + l;
+                double *out = w + l * cols + k;
+                vd8 acc[8][2];
+                vd8 c0 = load8(cr), c1 = load8(cr + 8);
+                for (int i = 0; i < 8; i++) {
+                    vd8 s = splat8(vr[i]);
+                    if (r0 == 0) { /* the first term starts each sum */
+                        acc[i][0] = s * c0;
+                        acc[i][1] = s * c1;
+                    } else {
+                        acc[i][0] = load8(out + i * cols) + s * c0;
+                        acc[i][1] = load8(out + i * cols + 8) + s * c1;
+                    }
+                }
+                for (size_t r = r0 + 1; r < r1; r++) {
+                    cr += ldc;
+                    vr += b;
+                    c0 = load8(cr);
+                    c1 = load8(cr + 8);
+                    for (int i = 0; i < 8; i++) {
+                        vd8 s = splat8(vr[i]);
+                        acc[i][0] = acc[i][0] + s * c0;
+                        acc[i][1] = acc[i][1] + s * c1;
+                    }
+                }
+                for (int i = 0; i < 8; i++) {
+                    store8(out + i * cols, acc[i][0]);
+                    store8(out + i * cols + 8, acc[i][1]);
+                }
+            }
+        }
+    }
+    return k;
+}
+
+/* The update for the 16-column tiles from column 0; returns the first column not done. */
+IS_AVX512 static size_t scatter_wide(const double *v, size_t b, size_t rows, const double *w2, size_t cols, double *c,
+                                     size_t ldc)
+{
+    size_t k = 0;
+    for (; k + 16 <= cols; k += 16) {
+        size_t r = 0;
+        for (; r + 8 <= rows; r += 8) {
+            const double *vr = v + r * b, *wl = w2 + k;
+            vd8 acc[8][2];
+            vd8 w0 = load8(wl), w1 = load8(wl + 8);
+            for (int i = 0; i < 8; i++) {
+                vd8 s = splat8(vr[i * b]);
+                acc[i][0] = s * w0;
+                acc[i][1] = s * w1;
+            }
+            for (size_t l = 1; l < b; l++) {
+                wl += cols;
+                w0 = load8(wl);
+                w1 = load8(wl + 8);
+                for (int i = 0; i < 8; i++) {
+                    vd8 s = splat8(vr[i * b + l]);
+                    acc[i][0] = acc[i][0] + s * w0;
+                    acc[i][1] = acc[i][1] + s * w1;
+                }
+            }
+            for (int i = 0; i < 8; i++) {
+                double *cr = c + (r + i) * ldc + k;
+                store8(cr, load8(cr) - acc[i][0]);
+                store8(cr + 8, load8(cr + 8) - acc[i][1]);
+            }
+        }
+        for (; r < rows; r++) {
+            const double *vr = v + r * b, *wl = w2 + k;
+            vd8 s = splat8(vr[0]);
+            vd8 a0 = s * load8(wl), a1 = s * load8(wl + 8);
+            for (size_t l = 1; l < b; l++) {
+                wl += cols;
+                s = splat8(vr[l]);
+                a0 = a0 + s * load8(wl);
+                a1 = a1 + s * load8(wl + 8);
+            }
+            double *cr = c + r * ldc + k;
+            store8(cr, load8(cr) - a0);
+            store8(cr + 8, load8(cr + 8) - a1);
+        }
+    }
+    return k;
+}
+#endif
+
 void is_qr_apply(const double *v, const double *t, size_t rows, size_t b, double *c, size_t ldc, size_t cols,
                  int transpose, double *work)
 {
     if (cols == 0 || rows == 0 || b == 0)
         return;
     double *w = work, *w2 = work + b * cols;
-    gather(v, b, rows, c, ldc, cols, w);
+    size_t gathered = 0, scattered = 0; /* columns done by the wide tiles */
+#if IS_WIDE
+    const int wide = __builtin_cpu_supports("avx512f");
+    if (wide && b % 8 == 0)
+        gathered = gather_wide(v, b, rows, c, ldc, cols, w);
+#endif
+    gather(v, b, rows, c, ldc, cols, w, gathered);
     mix(t, b, transpose, w, cols, w2);
-    scatter(v, b, rows, w2, cols, c, ldc);
+#if IS_WIDE
+    if (wide)
+        scattered = scatter_wide(v, b, rows, w2, cols, c, ldc);
+#endif
+    scatter(v, b, rows, w2, cols, c, ldc, scattered);
 }
