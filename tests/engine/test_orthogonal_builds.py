@@ -25,7 +25,7 @@ from .conftest import load
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILDS = {
-    "baseline-no-multiversioning": "-march=x86-64 -DINITSERVE_NO_CLONES",
+    "baseline-no-multiversioning": "-march=x86-64 -DINITSERVE_NO_MULTIVERSION",
     "march-native": "-march=native",
 }
 

@@ -35,11 +35,12 @@ static inline vd4 splat(double s)
 #endif
 
 /* The block update's two loops are compiled for several instruction sets and the best one the CPU
- * has is picked at load time (GCC function multiversioning). Lanes are independent sums and nothing
+ * has is picked at load time (GCC function multiversioning, where algorithm1.c uses it too;
+ * -DINITSERVE_NO_MULTIVERSION turns it off). Lanes are independent sums and nothing
  * is fused (-ffp-contract=off holds for every clone), so every clone computes the same bytes; the
  * tests compare builds. */
-#if IS_VECTOR && defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
-    !defined(INITSERVE_NO_CLONES)
+#if IS_VECTOR && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && \
+    defined(__linux__) && defined(__GLIBC__) && !defined(INITSERVE_NO_MULTIVERSION)
 #define IS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #define IS_WIDE 1 /* and 8 x 16 tiles of 8-lane vectors where the CPU has AVX-512 (32 registers) */
 #else
