@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from initserve.engine import generate, parse_spec, resolve_kernel
+from initserve.engine import ALGORITHM_VERSION, generate, parse_spec, resolve_kernel
 from initserve.engine.kernels import native_unavailable_reason
 
 from tests.live_server import LiveServer, free_port, start_server, stop_server
@@ -205,4 +205,8 @@ def test_version_prints_the_kernel() -> None:
         output = subprocess.run(
             [sys.executable, "-m", "initserve.cli", "--version"], env=env, capture_output=True, text=True, timeout=60
         ).stdout
-        assert output.startswith("initserve ") and "algorithm 1" in output and output.strip().endswith(expected)
+        assert (
+            output.startswith("initserve ")
+            and f"algorithm {ALGORITHM_VERSION}" in output
+            and output.strip().endswith(expected)
+        )

@@ -151,12 +151,14 @@ def test_ranges_slices_stats_and_concurrent_requests_reuse_one_computation(strea
         assert ranges.status_code == 206 and ranges.headers["content-type"].startswith("multipart/byteranges")
         for piece in (whole.content[1000:1100], whole.content[5000:6000], whole.content[20000:20100]):
             assert piece in ranges.content
-        assert _counts(streaming) == (hits + 3, misses + 1)
+        # no new computation: the ranges are cut from the kept result (read in one pass or one lookup each)
+        after_ranges = _counts(streaming)
+        assert after_ranges[1] == misses + 1 and hits + 1 <= after_ranges[0] <= hits + 3
         part = http.post("/v1/init", json={**body, "slice": [[10, 60]]})
         assert part.status_code == 200
         stats = http.post("/v1/init?format=stats", json=body).json()
         assert stats["orthogonality"]["max_abs_deviation"] < 1e-5
-        assert _counts(streaming) == (hits + 5, misses + 1)
+        assert _counts(streaming) == (after_ranges[0] + 2, misses + 1)
         expected = np.asarray(generate(parse_spec({**body, "slice": [[10, 60]]})))
         assert part.content.endswith(expected.tobytes())
 
