@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import derive_ops as ops
+from .algorithms import IMPLICIT_ALGORITHM
 from .checkpoint import ST_DTYPES, canonical_json
 from .derive_rules import DeriveRequest, Rule, TargetTensor
 from .dtypes import DTYPES, cast_into
@@ -26,7 +27,12 @@ from .errors import FieldError, Loc, SpecError, SpecTooLarge
 from .generate import generate
 from .kernels import Kernel
 from .safetensors import encode_header
-from .spec import ALGORITHM_VERSION, Spec, parse_spec
+from .spec import Spec, parse_spec
+
+# Derive requests name no algorithm version (yet): they keep version 1, the one their files, ETags and
+# golden digests were made with (orthogonal reinit by LAPACK). A field selecting version 2 (bitwise
+# orthogonal) would be the derive API's next step.
+DERIVE_ALGORITHM = IMPLICIT_ALGORITHM
 
 DERIVE_VERSION = 1
 CHUNK_BYTES = 8 << 20  # streamed pieces of a computed tensor
@@ -85,7 +91,7 @@ class PlannedTensor:
         }
 
 
-def derive_digest(canonical: str, algorithm: int = ALGORITHM_VERSION) -> str:
+def derive_digest(canonical: str, algorithm: int = DERIVE_ALGORITHM) -> str:
     """sha256 hex of ``"initserve-derive/1 algorithm-<v>\\n" + canonical request``: the ETag of a derived file."""
     return hashlib.sha256(f"initserve-derive/{DERIVE_VERSION} algorithm-{algorithm}\n{canonical}".encode()).hexdigest()
 
@@ -115,6 +121,7 @@ class _Planner:
             return parse_spec(
                 {"seed": self.request.seed, "layout": self.request.layout, "name": target.name, **body},
                 loc=("rules", rule.index),
+                default_algorithm=DERIVE_ALGORITHM,
             )
         except SpecError as exc:
             for error in exc.errors:
@@ -480,7 +487,7 @@ class DerivedFile:
 
     def _header(self) -> bytes:
         metadata = {
-            "initserve.algorithm": str(ALGORITHM_VERSION),
+            "initserve.algorithm": str(DERIVE_ALGORITHM),
             "initserve.derive_version": str(DERIVE_VERSION),
             "initserve.derive": self.canonical_json,
         }

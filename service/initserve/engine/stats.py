@@ -199,9 +199,10 @@ def orthogonality(matrix: npt.NDArray[np.float64], gain: float) -> dict[str, Any
     ~1e-15 for float64, ~1e-7 for float32, ~1e-3 for float16/bfloat16 (times gain²)."""
     rows, cols = matrix.shape
     tall = rows > cols
-    gram = matrix.T @ matrix if tall else matrix @ matrix.T
-    target = gain * gain
-    deviation = float(np.max(np.abs(gram - target * np.eye(gram.shape[0])))) if gram.size else 0.0
+    with np.errstate(over="ignore", invalid="ignore"):  # huge gains: inf/NaN, written as null
+        gram = matrix.T @ matrix if tall else matrix @ matrix.T
+        target = gain * gain
+        deviation = float(np.max(np.abs(gram - target * np.eye(gram.shape[0])))) if gram.size else 0.0
     return {
         "gram": "WᵀW" if tall else "WWᵀ",
         "matrix_shape": [rows, cols],

@@ -23,8 +23,7 @@ from initserve.api.problems import PROBLEM_MEDIA_TYPE, ProblemError, field_path
 from initserve.api.security import ApiKey
 from initserve.api.settings import Settings
 from initserve.api.stored_files import immutable_headers, not_modified, serve_file
-from initserve.engine import ALGORITHM_VERSION
-from initserve.engine.derive import DerivedFile, plan_derive
+from initserve.engine.derive import DERIVE_ALGORITHM, DerivedFile, plan_derive
 from initserve.engine.derive_rules import parse_derive
 from initserve.engine.errors import SpecError, SpecTooLarge
 from initserve.engine.kernels import Kernel
@@ -110,7 +109,7 @@ async def _serve(request: Request, body: dict[str, Any], prefix: tuple[str, ...]
         raise store_problem(exc) from exc
     token = encode_token(file.canonical_json)
     location = DERIVED_PATH + token if len(token) <= settings.max_token_length else None
-    headers = immutable_headers(file.digest, location, {"X-Initserve-Algorithm": str(ALGORITHM_VERSION)})
+    headers = immutable_headers(file.digest, location, {"X-Initserve-Algorithm": str(DERIVE_ALGORITHM)})
     request.state.etag = headers["ETag"]
     if conditional:
         cached = not_modified(request, headers)
