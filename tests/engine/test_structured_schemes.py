@@ -195,9 +195,16 @@ def test_delta_orthogonal_rejects_more_in_than_out_channels() -> None:
 
 
 def test_delta_orthogonal_reports_the_class_of_its_base() -> None:
-    for base, expected in (("orthogonal", "numerical"), ("hadamard", "bitwise")):
-        stats = compute_stats(parse_spec({"shape": [8, 4, 3], "scheme": "delta_orthogonal", "params": {"base": base}}))
-        assert stats["reproducibility"] == expected
+    # orthogonal's class is its algorithm's: bitwise under 2 (the fixed-order QR), numerical under 1 (LAPACK)
+    for base, algorithm, expected in (
+        ("orthogonal", 2, "bitwise"),
+        ("orthogonal", 1, "numerical"),
+        ("hadamard", 2, "bitwise"),
+        ("hadamard", 1, "bitwise"),
+    ):
+        body = {"shape": [8, 4, 3], "scheme": "delta_orthogonal", "params": {"base": base}, "algorithm": algorithm}
+        stats = compute_stats(parse_spec(body))
+        assert stats["reproducibility"] == expected, (base, algorithm)
 
 
 # --- simplex_etf -------------------------------------------------------------------------------------------
