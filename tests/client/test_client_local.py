@@ -19,7 +19,9 @@ from tests.live_server import LiveServer as Server
 def example(scheme: dict[str, Any]) -> tuple[list[int], dict[str, Any]]:
     """A shape and params every scheme accepts, from its catalog entry (rank bounds, required params)."""
     name = scheme["name"]
-    shape = {"dirac": [4, 2, 3], "eye": [5, 7]}.get(name, [13, 7])
+    # delta_orthogonal: in ≤ out channels in both layouts; simplex_etf: d ≥ K − 1 in both layouts
+    shapes = {"dirac": [4, 2, 3], "eye": [5, 7], "delta_orthogonal": [10, 6, 10], "simplex_etf": [10, 10]}
+    shape = shapes.get(name, [13, 7])
     params = {"constant": {"value": 0.375}, "sparse": {"sparsity": 0.3}}.get(name, {})
     required = [p["name"] for p in scheme["params"] if p.get("required")]
     assert set(required) <= set(params), f"give {name} an example for {required}"

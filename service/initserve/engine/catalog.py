@@ -988,8 +988,7 @@ SCHEMES: tuple[Scheme, ...] = (
         ),
         Rank(3, 5),
         {"torch": None, "keras": None, "jax": "delta_orthogonal", "tf1": "convolutional_delta_orthogonal"},
-        reproducibility="bitwise",
-        earlier_reproducibility={1: "numerical"},
+        reproducibility="numerical",  # on the orthogonal base; bitwise bases say so per spec
         whole_tensor=True,
         check=_check_delta_orthogonal,
         notes="requires in ≤ out channels (as jax). The centre matrix equals the 2-D orthogonal / hadamard_orthogonal "
@@ -1014,8 +1013,7 @@ SCHEMES: tuple[Scheme, ...] = (
         ),
         Rank(2, 2),
         _NO_EQUIVALENT,
-        reproducibility="bitwise",
-        earlier_reproducibility={1: "numerical"},
+        reproducibility="numerical",  # on the orthogonal base; bitwise bases say so per spec
         whole_tensor=True,
         check=_check_simplex_etf,
         notes="vectors are the output units: rows (torch (K, d)) or columns (keras (d, K)); coherence 1/(K−1) "
