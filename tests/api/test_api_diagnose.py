@@ -80,6 +80,15 @@ def test_infinite_figures_become_null(client: httpx.Client) -> None:
     assert scheme["jacobian"]["condition"] is None  # ReLU's D has zeros: J singular
 
 
+def test_overflowing_network_is_an_answer_not_a_500(client: httpx.Client) -> None:
+    # A huge residual α drives the signal to float64's limits by layer 2: an exploding verdict, not a 500.
+    body = {"depth": 3, "width": 8, "activation": "tanh", "residual": 1e300, "schemes": [{"scheme": "xavier_normal"}]}
+    response = client.post("/v1/diagnose", json={**body, "batch": 4})
+    assert response.status_code == 200, response.text
+    scheme = response.json()["schemes"][0]
+    assert scheme["verdict"]["kind"] == "exploding"
+
+
 @pytest.mark.parametrize(
     ("body", "status", "loc"),
     [

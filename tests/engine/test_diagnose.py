@@ -428,3 +428,36 @@ def test_relu_kaiming_log_variance_stays_in_the_finite_width_band() -> None:
     inside = {k: sum(abs(z) <= k for z in zs) for k in (1, 2, 3)}
     print(f"ReLU/He width 512 depth 100, 20 seeds: |z| ≤ 1: {inside[1]}, ≤ 2: {inside[2]}, ≤ 3: {inside[3]}; z = {zs}")
     assert inside[3] == 20, zs
+
+
+# Networks whose activations overflow float64 (or whose squares would): every member of the kind —
+# a huge residual α, a huge leaky slope, a large-σ linear stack, a finite-but-huge layer 1 — gets an
+# answer with an "exploding" verdict, never an exception (LAPACK refuses inf/NaN; float ** raises).
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"depth": 3, "width": 8, "activation": "tanh", "residual": 1e300},
+        {"depth": 3, "width": 8, "activation": "leaky_relu", "negative_slope": 1e300},
+        {"depth": 50, "width": 8, "activation": "linear", "scheme": {"std": 1e10}},
+        {"depth": 50, "width": 8, "activation": "selu", "scheme": {"std": 1e10}},
+        {"depth": 50, "width": 8, "activation": "sigmoid", "residual": 1e200, "scheme": {"std": 1e10}},
+        {"depth": 400, "width": 8, "activation": "linear", "scheme": {"std": 1e2}},
+        {"depth": 3, "width": 8, "activation": "linear", "scheme": {"std": 1e200}},
+    ],
+)
+def test_overflowing_networks_are_judged_exploding(body: dict) -> None:
+    body = dict(body)
+    params = body.pop("scheme", None)
+    scheme = {"scheme": "normal", "params": params} if params else {"scheme": "xavier_normal"}
+    request = {**body, "schemes": [scheme], "batch": 4, "dtype": "float64"}
+    with np.errstate(all="ignore"):
+        result = diagnose(parse_diagnose(request))["schemes"][0]
+    assert result["verdict"]["kind"] == "exploding", result["verdict"]["text"]
+
+
+def test_effective_rank_and_std_are_scale_free_up_to_float64s_maximum() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((16, 8))
+    big = x * 1e200  # finite, but x² overflows float64
+    assert effective_rank(big) == pytest.approx(effective_rank(x), rel=1e-12)
+    assert math.isnan(effective_rank(np.full((4, 4), np.inf)))

@@ -49,6 +49,10 @@ def jacobian_spectrum(
         else:
             jac = jac + layer.residual * step
             x = x + layer.residual * layer.activation.forward(h)
+    if not np.isfinite(jac).all():
+        # The product overflowed float64 (an exploding network): LAPACK cannot decompose inf/NaN, and
+        # no singular value is known; the mean s² is then infinite.
+        return JacobianSpectrum([math.nan] * min(jac.shape), math.inf, math.nan, 0)
     s = np.linalg.svd(jac, compute_uv=False)
     s_max, s_min = float(s[0]), float(s[-1])
     # Below s_max·n·ε a singular value is rounding noise (ReLU's zeros in D make J exactly singular):

@@ -24,7 +24,7 @@ from . import meanfield
 from .jacobian import jacobian_spectrum
 from .request import DiagnoseRequest, SchemeChoice
 from .statistics import HISTOGRAM_BINS, histogram_edges, measure_layer
-from .verdict import judge
+from .verdict import judge, power
 
 F64 = npt.NDArray[np.float64]
 PROBE_NAME = "diagnose.probe"
@@ -101,8 +101,8 @@ def _scheme(
     # gets no prediction.
     weight_moments = [spec.built.sampler.moments() for spec in choice.specs]
     predictable = all(m.mean == 0.0 for m in weight_moments)
-    forward_s2 = [spec.shape[1] * m.std**2 for spec, m in zip(choice.specs, weight_moments, strict=True)]
-    backward_s2 = [spec.shape[0] * m.std**2 for spec, m in zip(choice.specs, weight_moments, strict=True)]
+    forward_s2 = [spec.shape[1] * (m.std * m.std) for spec, m in zip(choice.specs, weight_moments, strict=True)]
+    backward_s2 = [spec.shape[0] * (m.std * m.std) for spec, m in zip(choice.specs, weight_moments, strict=True)]
 
     x = probe
     p_prev, m_prev = float(np.mean(x * x)), float(np.mean(x))
@@ -182,7 +182,7 @@ def _gradient_rate(records: list[dict[str, Any]]) -> float | None:
     first, last = records[0]["gradient_std"], records[-1]["gradient_std"]
     if not (first > 0.0 and last > 0.0 and math.isfinite(first) and math.isfinite(last)):
         return None
-    return float((first / last) ** (1.0 / (len(records) - 1)))
+    return power(first / last, 1.0 / (len(records) - 1))
 
 
 def _homogeneous(request: DiagnoseRequest, forward_s2: list[float]) -> bool:
@@ -231,7 +231,7 @@ def _summary(
             "numerical_rank": spectrum.numerical_rank,
             "mean_s2": spectrum.mean_s2,
             "predicted_mean_s2": _predicted_mean_s2(request, forward_s2, x0) if predictable else None,
-            "chi1_pow_L": None if chi1 is None else chi1**depth,
+            "chi1_pow_L": None if chi1 is None else power(chi1, depth),
         }
     stds = [r["measured_std"] for r in records]
     ranks = [r["effective_rank"] for r in records]

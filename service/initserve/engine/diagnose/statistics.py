@@ -45,8 +45,16 @@ def effective_rank(x: F64) -> float:
     """Entropy effective rank exp(−Σ p_i ln p_i), p_i = λ_i/Σλ, λ the eigenvalues of the covariance of
     the rows of ``x`` (batch × units; each unit centred over the batch, so a common offset such as
     ReLU's mean is not counted as a direction): 1 when every unit is the same function of the input,
-    up to min(batch − 1, units) for white activations (Roy & Vetterli 2007, on the squared singular values)."""
+    up to min(batch − 1, units) for white activations (Roy & Vetterli 2007, on the squared singular values).
+    NaN when ``x`` has overflowed float64 (an exploding network): LAPACK cannot decompose inf/NaN."""
     x = x - x.mean(axis=0)
+    if not np.isfinite(x).all():
+        return math.nan
+    # The rank is scale-free: dividing by the largest |entry| keeps the Gram matrix finite for an
+    # exploding network whose activations are finite but whose squares would overflow float64.
+    scale = float(np.max(np.abs(x))) if x.size else 0.0
+    if scale > 0.0:
+        x = x / scale
     gram = x @ x.T if x.shape[0] <= x.shape[1] else x.T @ x
     eigenvalues = np.linalg.eigvalsh(gram)
     eigenvalues = np.clip(eigenvalues, 0.0, None)
@@ -71,7 +79,9 @@ class LayerMeasurement:
 def measure_layer(h: F64, x: F64, slope: F64, slope_max: float) -> LayerMeasurement:
     """Statistics of pre-activations ``h``, activations ``x`` and φ′(h) ``slope`` (all batch × units)."""
     mean = float(h.mean())
-    std = float(h.std())
+    # Scaled by the largest |h| so that entries up to float64's maximum give their std, not inf from h².
+    scale = float(np.max(np.abs(h))) if h.size else 0.0
+    std = scale * float((h / scale).std()) if 0.0 < scale < math.inf else float(h.std())
     second = float(np.mean(h * h))
     blocked = np.abs(slope) <= SATURATION_SLOPE * slope_max
     dead_units = np.all(np.abs(slope) <= DEAD_SLOPE * slope_max, axis=0)

@@ -21,9 +21,20 @@ class Verdict:
     phase: str | None  # ordered | critical | chaotic (from χ₁), None without a prediction
 
 
+def power(base: float, exponent: float) -> float:
+    """base**exponent for base ≥ 0, inf where Python's float power would raise OverflowError."""
+    try:
+        return float(base**exponent)
+    except OverflowError:
+        return math.inf
+
+
 def _first(values: Sequence[float | None], test: float, below: bool) -> int | None:
     for index, value in enumerate(values):
-        if value is not None and math.isfinite(value) and (value < test if below else value > test):
+        if value is None:
+            continue
+        # A std that is inf or NaN means float64 overflowed on the way: the signal exploded.
+        if (math.isfinite(value) and value < test) if below else (not math.isfinite(value) or value > test):
             return index + 1
     return None
 
@@ -72,10 +83,12 @@ def judge(
                 f"(layer {depth}: {stds[-1]:.3g})",
                 phase,
             )
+    elif not math.isfinite(reference):
+        return Verdict("exploding", "exploding at layer 1: the pre-activation std overflows float64", phase)
     elif reference == 0.0:
         return Verdict("vanishing", "vanishing at layer 1: every pre-activation is 0", phase)
     if gradient_rate is not None and depth > 1:
-        total = gradient_rate ** (depth - 1)
+        total = power(gradient_rate, depth - 1)
         if total > GRADIENT_FACTOR:
             return Verdict(
                 "chaotic",
