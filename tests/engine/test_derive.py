@@ -357,6 +357,23 @@ def test_the_size_limit_is_checked_before_computing() -> None:
         plan_derive(request, MANIFESTS, max_bytes=1 << 30)
 
 
+@pytest.mark.parametrize("shape", [[1 << 40, 1 << 40], [1 << 62, 1 << 62]])
+def test_a_generated_tensor_beyond_every_limit_is_too_large_not_invalid(shape: list[int]) -> None:
+    # Past the engine's own 16 EiB bound parse_spec raises SpecTooLarge; the plan must keep it a size
+    # problem (413 at the route) and name the target's shape, as a tensor just above max_bytes does.
+    request = parse_derive(
+        {
+            "source": CKPT,
+            "target": {"tensors": {"big": {"shape": shape}}},
+            "rules": [{"match": "*", "action": "reinit", "scheme": "zeros"}],
+        }
+    )
+    with pytest.raises(SpecTooLarge) as info:
+        plan_derive(request, MANIFESTS, max_bytes=1 << 30)
+    assert info.value.errors[0].loc == ("target", "tensors", "big", "shape")
+    assert info.value.limit == 1 << 30
+
+
 # --- determinism ---------------------------------------------------------------------------------------
 ALL_ACTIONS = {
     "tensors": {

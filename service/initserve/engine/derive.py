@@ -102,6 +102,7 @@ class _Planner:
         self.request = request
         self.manifests = manifests
         self.errors: list[FieldError] = []
+        self.too_large: tuple[TargetTensor, SpecTooLarge] | None = None  # a generated tensor past 16 EiB
 
     def fail(self, loc: Loc, msg: str) -> None:
         self.errors.append(FieldError(loc, msg))
@@ -123,6 +124,10 @@ class _Planner:
                 loc=("rules", rule.index),
                 default_algorithm=DERIVE_ALGORITHM,
             )
+        except SpecTooLarge as exc:
+            # A size problem, not a malformed rule: reported as such (413) unless the request is invalid.
+            self.too_large = self.too_large or (target, exc)
+            return None
         except SpecError as exc:
             for error in exc.errors:
                 self.fail(error.loc, f"{target.name!r}: {error.msg}")
@@ -346,6 +351,10 @@ def plan_derive(
     planned = [p for target in request.tensors if (p := planner.plan(target)) is not None]
     if planner.errors:
         raise SpecError(planner.errors)
+    if planner.too_large is not None:
+        target, exc = planner.too_large
+        limit = exc.limit if max_bytes is None else min(exc.limit, max_bytes)
+        raise SpecTooLarge((*planner.loc(target), "shape"), exc.nbytes, limit)
     file = DerivedFile(request, tuple(planned))
     if max_bytes is not None and file.total_length > max_bytes:
         raise SpecTooLarge(("target", "tensors"), file.total_length, max_bytes)
