@@ -164,6 +164,19 @@ def test_offline_errors_name_the_setting_used(server: Server, monkeypatch: pytes
     assert "(INITSERVE_OFFLINE=1)" in str(info.value) and "unset INITSERVE_OFFLINE" in str(info.value)
 
 
+def test_cli_errors_name_the_flags_used(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("INITSERVE_CACHE_DIR", str(tmp_path / "cache"))
+    argv = ["fetch", "--shape", "4", "--scheme", "zeros", "--name", "w", "-o", str(tmp_path / "w.npy")]
+    assert _main([*argv, "--url", server.url, "--offline"]) == 1
+    err = capsys.readouterr().err
+    assert "(--offline)" in err and "drop --offline" in err and "offline=True" not in err
+    down = f"http://127.0.0.1:{_free_port()}"
+    assert _main([*argv, "--url", down]) == 1
+    assert "(the URL comes from --url)" in capsys.readouterr().err
+
+
 # --- 14: the CLI tells things apart ------------------------------------------------------------------
 def test_cache_ls_tells_entries_apart(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
     with Client(base_url=server.url) as client:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -191,7 +192,7 @@ def _spec_from_file(path: Path) -> dict[str, Any]:
 
 
 def _client(args: argparse.Namespace) -> Client:
-    return Client(
+    client = Client(
         base_url=args.url,
         api_key=args.api_key,
         timeout=args.timeout,
@@ -200,6 +201,14 @@ def _client(args: argparse.Namespace) -> Client:
         cache=not getattr(args, "no_cache", False),
         offline=getattr(args, "offline", None),
     )
+    # Messages name the setting the user actually typed: the flags, not the Python keywords.
+    config = client._config
+    client._config = dataclasses.replace(
+        config,
+        base_url_source="--url" if args.url else config.base_url_source,
+        offline_source="--offline" if getattr(args, "offline", None) else config.offline_source,
+    )
+    return client
 
 
 def _run(command: str, body: Callable[[], int]) -> int:
