@@ -227,7 +227,7 @@ def test_a_range_of_a_many_run_slice_keeps_memory_flat(target: LiveServer, spec:
 def test_corrupting_proxy_never_reaches_the_cache(target: LiveServer, tmp_path: Path) -> None:
     from initserve_client import Client
 
-    spec = {"shape": [1 << 25], "scheme": "uniform", "seed": 12}  # 128 MiB: two leaves, four ranges
+    spec = {"shape": [1 << 25], "scheme": "uniform", "seed": 12, "name": "weight"}  # 128 MiB: two leaves, four ranges
     with Client(base_url=target.url, cache=False, parallel=1) as client:
         good = client.tensor(**spec).tobytes()  # type: ignore[arg-type]
     # each of the four ranges is ~32 MiB on its own connection: byte 20 M of the first three is flipped
