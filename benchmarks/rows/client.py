@@ -33,7 +33,7 @@ def fresh_fetch_row(ctx: Context) -> Row:
     def client_round() -> float:
         cache_dir = ctx.workdir / "b4-cache"
         with Client(base_url=base_url, cache_dir=cache_dir, progress=False) as client:
-            elapsed = seconds(partial(client.tensor, list(shape), "kaiming_normal", seed=next(seeds)))
+            elapsed = seconds(partial(client.tensor, list(shape), "kaiming_normal", seed=next(seeds), name="weight"))
         gc.collect()  # the array maps a cache file: unmap before deleting the directory
         shutil.rmtree(cache_dir, ignore_errors=True)
         return elapsed
@@ -70,7 +70,7 @@ def warm_fetch_row(ctx: Context) -> Row:
         gc.collect()
 
         def client_round() -> float:
-            return seconds(partial(client.tensor, list(shape), "kaiming_normal", seed=5))
+            return seconds(partial(client.tensor, list(shape), "kaiming_normal", seed=5, name="weight"))
 
         def npload_round() -> float:
             return seconds(partial(np.load, npy))
