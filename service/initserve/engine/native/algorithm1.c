@@ -53,14 +53,10 @@ static const double SQRT_HALF = 0.70710678118654752440;
 static const double LN2_HI = 6.93147180369123816490e-01;
 static const double LN2_LO = 1.90821492927058770002e-10;
 
-static double log_exact_ops(double x)
+/* ln(m * 2^e) for the reduced m in [sqrt(1/2), sqrt(2)) and e already a double: the series of
+ * section 6.1 in its written order (shared by the scalar and the vectorised logarithm). */
+IS_INLINE double log_reduced(double m, double e)
 {
-    int e;
-    double m = frexp(x, &e); /* exact: x = m * 2^e, m in [0.5, 1) */
-    if (m < SQRT_HALF) {
-        m = m * 2.0;
-        e = e - 1;
-    }
     const double s = (m - 1.0) / (m + 1.0);
     const double z = s * s;
     /* c_k = 1/(2k+1) for k = 11 .. 1, each a correctly rounded quotient */
@@ -76,9 +72,19 @@ static double log_exact_ops(double x)
     p = p * z + 1.0 / 3.0;
     p = p * z + 1.0;
     const double two_s_p = (s * p) * 2.0;
-    const double ed = (double)e;
-    const double low_part = ed * LN2_LO + two_s_p;
-    return ed * LN2_HI + low_part;
+    const double low_part = e * LN2_LO + two_s_p;
+    return e * LN2_HI + low_part;
+}
+
+static double log_exact_ops(double x)
+{
+    int e;
+    double m = frexp(x, &e); /* exact: x = m * 2^e, m in [0.5, 1) */
+    if (m < SQRT_HALF) {
+        m = m * 2.0;
+        e = e - 1;
+    }
+    return log_reduced(m, (double)e);
 }
 
 /* ---- section 6.2: AS 241 ----------------------------------------------------------------------- */
@@ -184,22 +190,7 @@ IS_INLINE void log_exact_ops_array(const double *t, size_t m, double *out)
         const double m_doubled = m * 2.0;
         const double mant = is_from_bits64((is_bits64(m_doubled) & low) | (is_bits64(m) & ~low));
         const double e = (is_from_bits64(UINT64_C(0x4330000000000000) | ((bits >> 52) - (low & 1u))) - 0x1p52) - 1022.0;
-        const double s = (mant - 1.0) / (mant + 1.0);
-        const double z = s * s;
-        double p = z * (1.0 / 23.0) + 1.0 / 21.0;
-        p = p * z + 1.0 / 19.0;
-        p = p * z + 1.0 / 17.0;
-        p = p * z + 1.0 / 15.0;
-        p = p * z + 1.0 / 13.0;
-        p = p * z + 1.0 / 11.0;
-        p = p * z + 1.0 / 9.0;
-        p = p * z + 1.0 / 7.0;
-        p = p * z + 1.0 / 5.0;
-        p = p * z + 1.0 / 3.0;
-        p = p * z + 1.0;
-        const double two_s_p = (s * p) * 2.0;
-        const double low_part = e * LN2_LO + two_s_p;
-        out[j] = e * LN2_HI + low_part;
+        out[j] = log_reduced(mant, e);
     }
     for (size_t j = 0; j < m; j++)
         if (t[j] < 0x1p-1022)
