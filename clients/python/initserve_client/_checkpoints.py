@@ -7,7 +7,6 @@ record, docs/pretrained.md); derived files are parsed and checked like every oth
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import struct
@@ -19,6 +18,7 @@ from urllib.parse import quote
 
 import httpx
 import numpy as np
+from initserve.engine.checkpoint import tensor_digest
 
 from ._errors import InitserveError, IntegrityError
 from ._safetensors import SafetensorsFile, parse
@@ -49,11 +49,8 @@ _NUMPY_CODES = {
 
 
 def record_digest(dtype: str, shape: Sequence[int], data: bytes | memoryview) -> str:
-    """The tensor digest: sha256 of ``b"initserve-tensor/1 <dtype> <d0,d1,…>\\n" + raw bytes``."""
-    prefix = f"initserve-tensor/1 {dtype} {','.join(str(int(d)) for d in shape)}\n".encode("ascii")
-    hasher = hashlib.sha256(prefix)
-    hasher.update(data)
-    return hasher.hexdigest()
+    """The tensor digest the server's manifest gives: the engine's one definition (same distribution)."""
+    return tensor_digest(dtype, shape, data)
 
 
 def _as_array(value: Any) -> tuple[str, tuple[int, ...], bytes]:
