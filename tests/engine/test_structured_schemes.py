@@ -20,6 +20,7 @@ from initserve.engine import CATALOG, SpecError, catalog, compute_stats, generat
 from initserve.engine.frames import NearETF, coherence, welch_bound
 from initserve.engine.kernels import NUMPY
 from initserve.engine.rng import derive_key, raw_words
+from initserve.engine.samplers import is_elementwise
 from initserve.engine.trig import cos_pi_ratio
 
 from . import reference as ref
@@ -425,3 +426,20 @@ def test_tall_sylvester_blocks_repeat_rows_as_documented() -> None:
         assert np.array_equal(np.abs(w[3]), np.abs(w[3 + 64]))
         gram = w.T @ w
         assert np.allclose(gram, gram[0, 0] * np.eye(64), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(CATALOG))
+def test_the_catalog_says_random_access_exactly_for_the_elementwise_samplers(name: str) -> None:
+    """`random_access` in GET /v1/schemes is what the engine does: an elementwise sampler, not a whole tensor."""
+    required = {"constant": {"value": 0.5}, "sparse": {"sparsity": 0.5}}  # the params without defaults
+    built = None
+    for shape in ([8, 8], [8, 8, 3], [8, 8, 3, 3], [8]):
+        try:
+            body = {"shape": shape, "scheme": name, "layout": "torch", "params": required.get(name, {})}
+            built = parse_spec(body).built
+            break
+        except SpecError:
+            continue
+    assert built is not None, f"{name}: no small shape builds"
+    described = {entry["name"]: entry for entry in catalog()}[name]
+    assert described["random_access"] == is_elementwise(built.sampler)

@@ -1030,6 +1030,7 @@ SCHEMES: tuple[Scheme, ...] = (
         ),
         Rank(2, 8),
         _NO_EQUIVALENT,
+        whole_tensor=True,
         check=_check_near_etf,
         notes="also called a Welch frame. Measured coherence/Welch 1.1–1.22 for m < N ≤ 4m up to 512×128 "
         "(docs/structured.md); for N ≤ m (bound 0) it reaches ~1e-3–1e-2, where orthogonal gives 0 exactly. "
@@ -1043,6 +1044,7 @@ SCHEMES: tuple[Scheme, ...] = (
         _params(GAIN),
         Rank(2, 8),
         _NO_EQUIVALENT,
+        whole_tensor=True,
         check=_check_whole,
         notes="deterministic: seed and name change nothing; exactly orthonormal for every length (the unbalanced "
         "Haar basis), the standard Haar matrix for powers of two. Flattening as orthogonal",
