@@ -26,6 +26,15 @@ STATE = {
 FILE = save(STATE)
 
 
+def _raw_header(text: bytes, data: bytes = b"") -> bytes:
+    """A file whose header is exactly ``text`` (valid JSON or not)."""
+    return struct.pack("<Q", len(text)) + text + data
+
+
+def _header_file(header: dict[str, Any]) -> bytes:
+    return _raw_header(json.dumps(header).encode(), b"\0" * 4)
+
+
 def _record_digest(dtype: str, shape: list[int], data: bytes) -> str:
     prefix = f"initserve-tensor/1 {dtype} {','.join(map(str, shape))}\n".encode()
     return hashlib.sha256(prefix + data).hexdigest()
@@ -145,6 +154,11 @@ def test_oversized_uploads_are_refused_before_anything_is_stored(http: httpx.Cli
         (FILE[:-5], "Content-Length"),
         (FILE + b"extra", "Content-Length"),
         (struct.pack("<Q", 40) + b'{"w":{"dtype":"F99","shape":[1],"data_offsets":[0,4]}}'[:40], "JSON"),
+        # A header nested deeper than the JSON parser's recursion limit is a malformed header, not a 500.
+        (_raw_header(b"[" * 10000 + b"]" * 10000), "nested too deeply"),
+        (_raw_header(b'{"w":' * 5000 + b"{}" + b"}" * 5000), "nested too deeply"),
+        # The rule names what was sent (a boolean is not an integer), not a placeholder.
+        (_header_file({"w": {"dtype": "F32", "shape": [True], "data_offsets": [0, 4]}}), "got [true]"),
     ],
 )
 def test_invalid_files_are_422_naming_the_problem(http: httpx.Client, body: bytes, needle: str) -> None:

@@ -108,6 +108,8 @@ def _file(header: dict[str, Any], data: bytes, *, size: int | None = None) -> by
         (_file({"w": {"dtype": "F32", "shape": [1], "data_offsets": [4, 0]}}, b"\0" * 4), "begin ≤ end"),
         (_file({"__metadata__": {"a": 1}}, b""), "strings to strings"),
         (_file({"w": {"dtype": "F32", "shape": "x", "data_offsets": [0, 4]}}, b"\0" * 4), "list of integers"),
+        # Nesting deeper than the JSON parser's recursion limit: a format error, not a RecursionError.
+        (struct.pack("<Q", 20000) + b"[" * 10000 + b"]" * 10000, "nested too deeply"),
     ],
 )
 def test_malformed_files_are_rejected_with_the_reason(raw: bytes, message: str) -> None:

@@ -133,6 +133,8 @@ def parse(buffer: bytes | bytearray | memoryview) -> SafetensorsFile:
         header = json.loads(bytes(view[8 : 8 + header_size]).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise SafetensorsFormatError(f"header is not valid UTF-8 JSON: {exc}") from None
+    except RecursionError:  # e.g. 10,000 nested arrays: the JSON parser's recursion limit
+        raise SafetensorsFormatError("header is not valid safetensors JSON: nested too deeply") from None
     if not isinstance(header, dict):
         raise SafetensorsFormatError("header must be a JSON object")
     data_start = 8 + header_size

@@ -183,6 +183,9 @@ def parse_upload_header(size: int, text: bytes) -> UploadLayout:
         header = json.loads(text.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise SpecError([FieldError(("header",), f"the header is not valid UTF-8 JSON: {exc}")]) from None
+    except RecursionError:  # a hostile header, e.g. 10,000 nested arrays: the parser's limit, not ours
+        too_deep = "the header is not valid safetensors JSON: nested too deeply"
+        raise SpecError([FieldError(("header",), too_deep)]) from None
     if not isinstance(header, dict):
         raise SpecError([FieldError(("header",), "the header must be a JSON object")])
     errors: list[FieldError] = []
@@ -208,7 +211,9 @@ def parse_upload_header(size: int, text: bytes) -> UploadLayout:
             continue
         shape = _int_list(entry.get("shape"))
         if shape is None or any(d < 0 for d in shape) or len(shape) > MAX_RANK:
-            errors.append(FieldError((*loc, "shape"), f"shape must be 0-{MAX_RANK} integers ≥ 0, got {shape!r}"))
+            sent = json.dumps(entry.get("shape"))
+            sent = sent if len(sent) <= 80 else sent[:77] + "…"  # a header may hold a million-item "shape"
+            errors.append(FieldError((*loc, "shape"), f"shape must be 0-{MAX_RANK} integers ≥ 0, got {sent}"))
             continue
         offsets = _int_list(entry.get("data_offsets"))
         if offsets is None or len(offsets) != 2 or not 0 <= offsets[0] <= offsets[1]:
