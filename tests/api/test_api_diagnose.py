@@ -100,6 +100,30 @@ def test_overflowing_network_is_an_answer_not_a_500(client: httpx.Client) -> Non
             ["body", "schemes", 0, "params", "std"],
         ),
         ({**SMALL, "batch": True}, 422, ["body", "batch"]),
+        # Booleans and numeric strings are never numbers, in the real-valued fields as in the integer ones.
+        ({**SMALL, "input_width": 48, "residual": True}, 422, ["body", "residual"]),
+        ({**SMALL, "input_width": 48, "residual": "0.5"}, 422, ["body", "residual"]),
+        ({**SMALL, "activation": "leaky_relu", "negative_slope": True}, 422, ["body", "negative_slope"]),
+        ({**SMALL, "jacobian_q": True}, 422, ["body", "jacobian_q"]),
+        ({**SMALL, "jacobian_q": "1"}, 422, ["body", "jacobian_q"]),
+        (
+            {
+                "layers": [{"width": 8, "activation": "tanh", "residual": True}],
+                "schemes": SMALL["schemes"],
+                "batch": 16,
+            },
+            422,
+            ["body", "layers", 0, "residual"],
+        ),
+        (
+            {
+                "layers": [{"width": 8, "activation": "leaky_relu", "negative_slope": "0.1"}],
+                "schemes": SMALL["schemes"],
+                "batch": 16,
+            },
+            422,
+            ["body", "layers", 0, "negative_slope"],
+        ),
         ({**SMALL, "surprise": 1}, 422, ["body", "surprise"]),
         ({**SMALL, "depth": 20001}, 413, ["body", "layers"]),
         ({**SMALL, "batch": 65}, 413, ["body", "batch"]),

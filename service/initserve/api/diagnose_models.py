@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from initserve.api.models import DType, Params, Scheme, Seed
 
 ActivationName = Literal["linear", "tanh", "relu", "leaky_relu", "selu", "sigmoid", "gelu"]
 Width = Annotated[StrictInt, Field(ge=1, le=1 << 20)]
-Finite = Annotated[float, Field(allow_inf_nan=False)]
+# Strict: a JSON number only (integers included). Lax floats would take true as 1.0 and "0.5" as 0.5;
+# booleans and strings are never numbers here, as in the spec (docs/api.md).
+Finite = Annotated[StrictFloat, Field(allow_inf_nan=False)]
 
 
 class DiagnoseLayer(BaseModel):
@@ -55,7 +57,7 @@ class DiagnoseRequestBody(BaseModel):
     batch: Annotated[StrictInt, Field(ge=2, le=1 << 20)] = 256
     dtype: DType = "float32"
     jacobian: StrictBool = Field(True, description="Compute the input-output Jacobian spectrum (widths ≤ 1024).")
-    jacobian_q: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
+    jacobian_q: Annotated[StrictFloat, Field(gt=0, allow_inf_nan=False)] | None = Field(
         None, description="Mean square per unit of the Jacobian's input (default: the probe's own, ≈ 1)."
     )
 
