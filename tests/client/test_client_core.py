@@ -256,12 +256,28 @@ def test_problem_details_become_typed_errors() -> None:
 
 
 @pytest.mark.parametrize(("total", "parts"), [(0, 4), (1, 4), (100 << 20, 4), ((100 << 20) + 3, 3), (20 << 20, 8)])
-def test_range_plans_tile_the_file(total: int, parts: int) -> None:
-    ranges = plan_ranges(total, parts)
+@pytest.mark.parametrize("align", [1, 64 << 20, 3 << 20])
+def test_range_plans_tile_the_file(total: int, parts: int, align: int) -> None:
+    ranges = plan_ranges(total, parts, align=align)
     assert ranges[0][0] == 0 and ranges[-1][1] == total
     assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
     assert len(ranges) <= parts
     assert all(b - a >= (8 << 20) for a, b in ranges) or len(ranges) == 1
+
+
+@pytest.mark.parametrize(
+    ("total", "parts", "starts_mib"),
+    [
+        ((1 << 30) + 200, 4, [0, 256, 512, 768]),  # 16 whole leaves and a short one: 4 + 4 + 4 + 5
+        (200 << 20, 4, [0, 64, 128]),  # 3 whole leaves: 3 parts, the last with the 8 MiB tail
+        (129 << 20, 3, [0, 64]),  # 2 whole leaves: 2 parts
+        (100 << 20, 4, [0, 25, 50, 75]),  # fewer than 2 whole leaves: even parts (a leaf is cut anyway)
+    ],
+)
+def test_range_plans_cut_no_tree_hash_leaf_when_they_can(total: int, parts: int, starts_mib: list[int]) -> None:
+    ranges = plan_ranges(total, parts, align=64 << 20)
+    assert [start / (1 << 20) for start, _ in ranges] == starts_mib
+    assert ranges[-1][1] == total
 
 
 def test_content_range_parsing() -> None:

@@ -143,6 +143,35 @@ def test_parallel_ranges_equal_single_stream(server: Server, cache: bool) -> Non
     assert parallel.tobytes() == single.tobytes()
 
 
+def server_metric(server: Server, line_start: str) -> float:
+    text = httpx.get(server.url + "/metrics", timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start))
+
+
+@pytest.mark.parametrize("parallel", [1, 4])
+@pytest.mark.parametrize("cache", [True, False])
+def test_a_fresh_fetch_is_verified_without_a_second_generation(server: Server, parallel: int, cache: bool) -> None:
+    """The digest the client checks a multi-leaf download against is the one the server hashed while
+    streaming it: the server generates the file once (ranges are cut on leaf boundaries)."""
+    shape = [9216, 4096]  # 144 MiB of float32: two whole leaves and a short one
+    seed = 20 + parallel + (1 if cache else 0)
+    regenerated = "initserve_digest_generated_bytes_total"
+    streamed = 'initserve_digests_total{source="streamed"}'
+    before, answered = server_metric(server, regenerated), server_metric(server, streamed)
+    with Client(base_url=server.url, cache=cache, parallel=parallel) as client:
+        got = client.tensor(shape, "kaiming_normal", seed=seed, name="weight")
+        assert server_metric(server, regenerated) == before
+        assert server_metric(server, streamed) == answered + 1
+        data = got.tobytes()
+    with Client(base_url=server.url, cache=False) as client:
+        assert (
+            client.safetensors({"shape": shape, "scheme": "kaiming_normal", "seed": seed, "name": "weight"})
+            .array("weight")
+            .tobytes()
+            == data
+        )
+
+
 def test_stats_and_schemes(server: Server) -> None:
     with Client(base_url=server.url) as client:
         stats = client.stats([256, 128], "kaiming_uniform", seed=42, name="weight")

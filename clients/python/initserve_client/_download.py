@@ -9,6 +9,7 @@ complete: no list of chunks, no ``b"".join``. A broken stream resumes at ``write
 
 from __future__ import annotations
 
+import itertools
 import queue
 import re
 import sys
@@ -38,11 +39,22 @@ class Progress(Protocol):
     def close(self) -> None: ...
 
 
-def plan_ranges(total: int, parts: int, *, min_part: int = MIN_RANGE_PART) -> list[tuple[int, int]]:
-    """Split ``[0, total)`` into at most ``parts`` contiguous ``[start, stop)`` ranges of ≥ ``min_part`` bytes."""
+def plan_ranges(total: int, parts: int, *, min_part: int = MIN_RANGE_PART, align: int = 1) -> list[tuple[int, int]]:
+    """Split ``[0, total)`` into at most ``parts`` contiguous ``[start, stop)`` ranges of ≥ ``min_part`` bytes.
+
+    With ``align`` (the tree hash's leaf size, ≥ ``min_part``) a file of at least two whole leaves is cut
+    only at multiples of it — into fewer parts if it has fewer whole leaves than ``parts``; the last part
+    takes the short tail. Then no leaf is cut: each range's writer hashes whole leaves while receiving
+    and the server files whole leaves while streaming, so neither hashes a leaf a second time.
+    """
     if total <= 0:
         return [(0, 0)]
     count = max(1, min(parts, total // max(1, min_part)))
+    whole = total // align if align >= min_part else 0
+    if align > 1 and count > 1 and whole >= 2:
+        count = min(count, whole)
+        bounds = [(i * whole // count) * align for i in range(count)] + [total]
+        return list(itertools.pairwise(bounds))
     step, extra = divmod(total, count)
     ranges, start = [], 0
     for i in range(count):

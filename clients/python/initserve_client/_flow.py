@@ -176,7 +176,7 @@ def _parts(
     if url is not None and sink is not None and size is not None:
         parallel = ctx.parallel if size >= ctx.parallel_threshold else 1
         hashed = ctx.cache is not None
-        ranges = plan_ranges(size, parallel)
+        ranges = plan_ranges(size, parallel, align=LEAF_SIZE)
         return [
             DownloadPart(
                 get,

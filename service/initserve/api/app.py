@@ -14,7 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from initserve import __version__
 from initserve.api.access_log import AccessLogMiddleware
 from initserve.api.content_type import JSON_BODY_ROUTES, JsonBodyMiddleware
-from initserve.api.digests import DIGEST_MEMO_ENTRIES
+from initserve.api.digests import DIGEST_MEMO_ENTRIES, LeafMemo
 from initserve.api.docs_ui import install_docs
 from initserve.api.limits import BodySizeLimitMiddleware, GenerationLimiter
 from initserve.api.metrics import Metrics, RequestMetricsMiddleware
@@ -100,9 +100,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.response_cache = cache = ResponseCache(settings.response_cache_bytes, settings.response_cache_entry_bytes)
     cache.on_evict = metrics.cache_evictions.inc
     cache.on_size = _cache_size_reporter(metrics)
-    # Digests of generated files (api/digests.py): Repr-Digest values of small files, and ?format=digest answers.
+    # Digests of generated files (api/digests.py): Repr-Digest values of small files, ?format=digest answers,
+    # and the leaf digests streams hash on the way out (so the digest a client asks after its download is a lookup).
     app.state.repr_digests = LRUCache(maxsize=DIGEST_MEMO_ENTRIES)
     app.state.digest_memo = LRUCache(maxsize=DIGEST_MEMO_ENTRIES)
+    app.state.leaf_memo = LeafMemo()
     app.state.whole_cache = whole = WholeResultCache(settings.whole_cache_bytes)
     whole.on_hit, whole.on_miss = metrics.whole_hits.inc, metrics.whole_misses.inc
     whole.on_evict = metrics.whole_evictions.inc

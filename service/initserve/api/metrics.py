@@ -54,6 +54,19 @@ class Metrics:
             ["scheme"],
             registry=self.registry,
         )
+        self.digests = Counter(
+            "initserve_digests",
+            "?format=digest answers, by where the digest came from: remembered (answered before), small (hashed "
+            "from the response cache), streamed (leaves hashed while streaming the file), generated (leaves no "
+            "stream covered generated again, unsent).",
+            ["source"],
+            registry=self.registry,
+        )
+        self.digest_generated_bytes = Counter(
+            "initserve_digest_generated_bytes",
+            "File bytes generated again, without being sent, only to hash them for ?format=digest.",
+            registry=self.registry,
+        )
         self.in_flight = Gauge(
             "initserve_generations_in_flight",
             "Generations (streams and stats) running now.",

@@ -21,7 +21,7 @@ from cachetools import LRUCache
 from fastapi import Request
 from starlette.responses import JSONResponse, Response
 
-from initserve.api.digests import TreeHashRun, digest_of_bytes, repr_digest
+from initserve.api.digests import LeafMemo, LeafRecorder, TreeHashRun, complete_digest, digest_of_bytes, repr_digest
 from initserve.api.http_cache import (
     IMMUTABLE,
     ByteRange,
@@ -131,7 +131,13 @@ async def serve_target(
         kernel=request.app.state.kernel,
         cpu_limiter=request.app.state.cpu_limiter,
         cheap_gap=_whole_tensor_gaps(target) if len(segments) > 1 else None,
+        observe=None if head else partial(_leaf_recorder, request.app.state.leaf_memo, key, length),
     )
+
+
+def _leaf_recorder(memo: LeafMemo, key: CacheKey, size: int, start: int, stop: int) -> LeafRecorder:
+    """Hash the leaves a streamed range covers, for a later ``?format=digest`` (api/digests.py)."""
+    return LeafRecorder(memo, key, start, stop, size)
 
 
 def _whole_tensor_gaps(target: Target) -> Callable[[int, int], bool] | None:
@@ -267,33 +273,51 @@ async def _serve_digest(request: Request, target: Target, *, conditional: bool) 
     memo: LRUCache[CacheKey, dict[str, Any]] = request.app.state.digest_memo
     key = _cache_key(target)
     body = memo.get(key)
+    source = "remembered"
     if body is None:
-        settings: Settings = request.app.state.settings
-        cache: ResponseCache = request.app.state.response_cache
-        small = cache.get(key)
-        if small is None and target.length <= settings.response_cache_entry_bytes:
-            small = await _small_file(request, target, key)
-        if small is not None:
-            body = digest_of_bytes(small)
-        else:
-            slot = acquire_slot(request)
-            try:
-                run = await anyio.to_thread.run_sync(
-                    partial(
-                        TreeHashRun,
-                        _source(request, target),
-                        kernel=request.app.state.kernel,
-                        threads=settings.generation_threads,
-                    ),
-                    limiter=request.app.state.cpu_limiter,
-                )
-                body = await _run_chunked(request, run)
-            finally:
-                slot.release()
-            if body is None:
-                return Response(status_code=CLIENT_CLOSED_REQUEST)
+        body, source = await _compute_digest(request, target, key)
+        if body is None:
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
         memo[key] = body
+    metrics: Metrics = request.app.state.metrics
+    metrics.digests.labels(source).inc()
     return JSONResponse({**body, "etag": target.etag}, headers=headers)
+
+
+async def _compute_digest(request: Request, target: Target, key: CacheKey) -> tuple[dict[str, Any] | None, str]:
+    """(the digest body, where it came from): hashed from the response cache (``small``), assembled
+    from the leaves streams of this process hashed on the way out (``streamed``), or with the leaves
+    no stream covered generated again without sending them (``generated``). None: the client left."""
+    settings: Settings = request.app.state.settings
+    cache: ResponseCache = request.app.state.response_cache
+    small = cache.get(key)
+    if small is None and target.length <= settings.response_cache_entry_bytes:
+        small = await _small_file(request, target, key)
+    if small is not None:
+        return digest_of_bytes(small), "small"
+    leaf_memo: LeafMemo = request.app.state.leaf_memo
+    known = leaf_memo.get(key)
+    body = complete_digest(target.length, known)
+    if body is not None:
+        return body, "streamed"
+    slot = acquire_slot(request)
+    try:
+        run = await anyio.to_thread.run_sync(
+            partial(
+                TreeHashRun,
+                _source(request, target),
+                known=known,
+                kernel=request.app.state.kernel,
+                threads=settings.generation_threads,
+            ),
+            limiter=request.app.state.cpu_limiter,
+        )
+        body = await _run_chunked(request, run)
+    finally:
+        slot.release()
+    metrics: Metrics = request.app.state.metrics
+    metrics.digest_generated_bytes.inc(run.generated)
+    return body, "generated"
 
 
 async def _stats_of(request: Request, spec: Spec, threads: int | None) -> dict[str, Any] | None:

@@ -36,15 +36,28 @@ class ByteSource(Protocol):
     ) -> Iterator[memoryview]: ...
 
 
+class StreamObserver(Protocol):
+    """Sees every chunk of one streamed range, in order (the server hashes leaves this way)."""
+
+    def update(self, data: memoryview) -> None:
+        """Called in the worker thread that produced the chunk, before it is copied for sending."""
+
+    def flush(self) -> None:
+        """Called on the event loop before the chunk just seen is sent."""
+
+
 Segment = bytes | ByteRange
 DataCallback = Callable[[int, int], None]
+ObserverFactory = Callable[[int, int], StreamObserver]
 
 
-def _next_copy(iterator: Iterator[memoryview]) -> bytes | None:
+def _next_copy(iterator: Iterator[memoryview], observer: StreamObserver | None = None) -> bytes | None:
     try:
         view = next(iterator)
     except StopIteration:
         return None
+    if observer is not None:
+        observer.update(view)  # from the engine's buffer, while it is still in the CPU cache
     return bytes(view)
 
 
@@ -62,7 +75,8 @@ class GeneratedFileResponse(Response):
     whether bytes [a, b) cost nothing extra to generate (header, or a whole-tensor scheme's data):
     ranges separated only by such gaps are read in one pass. ``slot`` is
     released when the response ends, however it ends. ``on_data(start, stop)`` is told each
-    file range that was sent, for metrics.
+    file range that was sent, for metrics. ``observe(start, stop)`` makes a :class:`StreamObserver`
+    for each single range streamed (the leaf digests of ``?format=digest``).
     """
 
     def __init__(
@@ -79,8 +93,10 @@ class GeneratedFileResponse(Response):
         kernel: Kernel | None = None,
         cpu_limiter: anyio.CapacityLimiter | None = None,
         cheap_gap: Callable[[int, int], bool] | None = None,
+        observe: ObserverFactory | None = None,
     ) -> None:
         self.source = source
+        self.observe = observe
         self.status_code = status_code
         self.segments = list(segments)
         self.send_body = send_body
@@ -175,13 +191,16 @@ class GeneratedFileResponse(Response):
 
     async def _stream_range(self, send: Send, span: ByteRange) -> None:
         iterator = self.source.iter_bytes(span.start, span.stop, kernel=self.kernel, threads=self.threads)
+        observer = self.observe(span.start, span.stop) if self.observe is not None else None
         position = span.start
         try:
             while True:
                 # Not abandoned on cancel: the thread finishes its next() before we close the iterator.
-                chunk = await anyio.to_thread.run_sync(_next_copy, iterator, limiter=self.cpu_limiter)
+                chunk = await anyio.to_thread.run_sync(_next_copy, iterator, observer, limiter=self.cpu_limiter)
                 if chunk is None:
                     break
+                if observer is not None:
+                    observer.flush()
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 self.on_data(position, position + len(chunk))
                 position += len(chunk)
