@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import textwrap
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from initserve_client import Client, InvalidSpecError, LocalClient, init_module
+from initserve_client import Client, InvalidSpecError, LocalClient, TransportError, init_module
 from torch import nn
 
 from tests.live_server import LiveServer as Server
@@ -219,3 +220,42 @@ def test_ainit_module_fills_megatron_shards_as_init_module_does(server: Server) 
     asyncio.run(fill())
     for (name, a), (_, b) in zip(module.named_parameters(), expected.named_parameters(), strict=True):
         assert torch.equal(a, b), name
+
+
+NOWHERE = "http://127.0.0.1:1"  # nothing listens: a request that reached the network would be a TransportError
+
+
+@pytest.mark.parametrize(
+    ("call", "loc"),
+    [
+        (lambda c: c.tensor([4, 4], "normal", params={"std": math.nan}, name="w"), ("body", "params", "std")),
+        (lambda c: c.tensor([4, 4], "normal", params={"mean": -math.inf}, name="w"), ("body", "params", "mean")),
+        (lambda c: c.stats([4, 4], "normal", params={"std": math.inf}, name="w"), ("body", "params", "std")),
+        (
+            lambda c: c.bundle({"fc.weight": {"shape": [4, 4], "scheme": "normal", "params": {"std": math.nan}}}),
+            ("body", "tensors", "fc.weight", "params", "std"),
+        ),
+        (lambda c: c.tensor(4, "normal", name="w"), ("body", "shape")),
+    ],
+)
+def test_values_json_cannot_carry_are_invalid_specs_naming_the_field(call: Any, loc: tuple[Any, ...]) -> None:
+    # NaN, ±inf (not JSON numbers) and a shape that is not a sequence are refused before any request, by both
+    # clients alike, as InvalidSpecError naming the field, not as json's or Python's own ValueError/TypeError.
+    for client in (LocalClient(), Client(base_url=NOWHERE, cache=False, retries=1)):
+        with pytest.raises(InvalidSpecError) as raised:
+            call(client)
+        assert loc in [error.loc for error in raised.value.errors], raised.value
+        assert str(raised.value.errors[0]).startswith(".".join(str(p) for p in loc[1:2]))
+
+
+def test_derive_requests_carry_numpy_numbers_and_refuse_nan_before_any_request() -> None:
+    source, tensors = "0" * 64, {"emb": {"shape": [12, 4]}}
+    with Client(base_url=NOWHERE, cache=False, retries=1) as client:
+        with pytest.raises(InvalidSpecError) as raised:
+            client.derive(source, tensors, [{"match": "emb", "action": "mean_rows", "noise": math.nan}])
+        assert ("body", "rules", 0, "noise") in [error.loc for error in raised.value.errors]
+        # A numpy scalar is a number (as in every other request): the body is encoded and sent.
+        with pytest.raises(TransportError):
+            client.derive(
+                source, tensors, [{"match": "emb", "action": "mean_rows", "noise": np.float32(0.5)}], seed=np.uint64(3)
+            )

@@ -17,7 +17,7 @@ from ._errors import APIError, InitserveError, RetriesExhaustedError, TransportE
 from ._flow import FetchContext, Flow, fetch_file, send_json
 from ._retry import RetryPolicy, refused_locally
 from ._safetensors import SafetensorsFile
-from ._specs import DTypeLike, bundle_body, init_body
+from ._specs import DTypeLike, bundle_body, init_body, require_json
 
 __all__ = ["BaseClient", "Decoded"]
 
@@ -94,7 +94,7 @@ class BaseClient:
         return httpx.Request(
             method,
             self._url(path_or_url),
-            json=json,
+            json=require_json(json),  # every JSON body: NaN/inf → InvalidSpecError naming the field
             headers=all_headers,
             params=params,
             # httpx reads the timeout from the request; set it as Client.build_request would.

@@ -22,6 +22,7 @@ from initserve.engine.checkpoint import tensor_digest
 
 from ._errors import InitserveError, IntegrityError
 from ._safetensors import SafetensorsFile, parse
+from ._specs import plain_json, require_json
 
 if TYPE_CHECKING:
     import torch
@@ -90,12 +91,14 @@ def safetensors_bytes(tensors: Mapping[str, Any]) -> bytes:
 def derive_body(
     source: str, tensors: Mapping[str, Mapping[str, Any]], rules: Sequence[Mapping[str, Any]], seed: int, layout: str
 ) -> dict[str, Any]:
-    """The ``POST /v1/derive`` body."""
-    return {
+    """The ``POST /v1/derive`` body as plain JSON (numpy numbers as Python numbers); NaN or ±inf anywhere
+    raises :class:`InvalidSpecError` naming the field."""
+    body = {
         "source": source,
         "target": {"seed": seed, "layout": layout, "tensors": {k: dict(v) for k, v in tensors.items()}},
         "rules": [dict(rule) for rule in rules],
     }
+    return require_json(plain_json(body))
 
 
 def verified_tensor(response: httpx.Response, digest: str, name: str) -> np.ndarray[Any, Any]:

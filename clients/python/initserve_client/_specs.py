@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import numbers
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
-from ._errors import InitserveError
+from ._errors import InitserveError, InvalidSpecError, format_loc
 
 __all__ = [
     "DTypeLike",
@@ -72,21 +73,60 @@ def dtype_name(dtype: object) -> str | None:
         return str(dtype)
 
 
-def _plain(value: Any) -> Any:
+def plain_json(value: Any) -> Any:
     """Tuples → lists, numpy scalars → Python numbers; booleans stay booleans (the server rejects them)."""
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
     if hasattr(value, "tolist") and hasattr(value, "shape"):  # a numpy array (or 0-d array) of numbers
-        return _plain(value.tolist())
+        return plain_json(value.tolist())
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real):
         return float(value)
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain_json(v) for k, v in value.items()}
     if isinstance(value, Sequence):
-        return [_plain(v) for v in value]
+        return [plain_json(v) for v in value]
     return value
+
+
+_Body = TypeVar("_Body")
+
+
+def _invalid(errors: list[tuple[tuple[str | int, ...], str]]) -> InvalidSpecError:
+    """The error the server would answer, raised before sending (the same type, loc and wording)."""
+    problem = {
+        "type": "urn:initserve:problem:invalid-spec",
+        "title": "Invalid spec",
+        "status": 422,
+        "detail": "; ".join(msg for _, msg in errors),
+        "errors": [{"loc": list(loc), "msg": msg} for loc, msg in errors],
+    }
+    return InvalidSpecError(422, problem)
+
+
+def require_json(body: _Body) -> _Body:
+    """Return ``body`` unchanged, or raise :class:`InvalidSpecError` naming every float JSON cannot carry.
+
+    NaN and ±inf are not JSON numbers: ``json.dumps`` would raise a bare ValueError (or, with defaults,
+    send ``NaN``, which the server refuses as malformed JSON). The server refuses them in every field as
+    "must be a finite number"; the client says the same, with the field, before any request."""
+    errors: list[tuple[tuple[str | int, ...], str]] = []
+
+    def walk(node: Any, loc: tuple[str | int, ...]) -> None:
+        if isinstance(node, float) and not math.isfinite(node):
+            errors.append((loc, f"{format_loc(loc)} must be a finite number, got {node}"))
+        elif isinstance(node, Mapping):
+            for key, value in node.items():
+                walk(value, (*loc, str(key)))
+        elif isinstance(node, list | tuple):
+            for index, value in enumerate(node):
+                walk(value, (*loc, index))
+
+    walk(body, ("body",))
+    if errors:
+        raise _invalid(errors)
+    return body
 
 
 def tensor_spec(
@@ -100,9 +140,12 @@ def tensor_spec(
     slice: Sequence[Sequence[int]] | None = None,
 ) -> dict[str, Any]:
     """A spec without a seed: the shape of one entry of a bundle's ``tensors`` map."""
-    spec: dict[str, Any] = {"shape": _plain(shape), "scheme": scheme}
+    plain_shape = plain_json(shape)
+    if not isinstance(plain_shape, list):  # e.g. shape=4 for [4]: say so, not "'int' object is not iterable"
+        raise _invalid([(("body", "shape"), f"shape must be an array of integers, got {plain_shape!r}")])
+    spec: dict[str, Any] = {"shape": plain_shape, "scheme": scheme}
     optional = {"params": params, "dtype": dtype_name(dtype), "layout": layout, "name": name, "slice": slice}
-    spec.update({key: _plain(value) for key, value in optional.items() if value is not None})
+    spec.update({key: plain_json(value) for key, value in optional.items() if value is not None})
     return spec
 
 
@@ -121,8 +164,8 @@ def init_body(
     require_name(name)
     body = tensor_spec(shape, scheme, params=params, dtype=dtype, layout=layout, name=name, slice=slice)
     if seed is not None:
-        body["seed"] = _plain(seed)
-    return body
+        body["seed"] = plain_json(seed)
+    return require_json(body)
 
 
 def bundle_body(
@@ -133,11 +176,11 @@ def bundle_body(
     layout: str | None = None,
 ) -> dict[str, Any]:
     """The JSON body of ``POST /v1/bundle``: each entry is a spec without seed, named by its key."""
-    body: dict[str, Any] = {"tensors": {str(name): _plain(spec) for name, spec in tensors.items()}}
+    body: dict[str, Any] = {"tensors": {str(name): plain_json(spec) for name, spec in tensors.items()}}
     optional = {"seed": seed, "dtype": dtype_name(dtype), "layout": layout}
-    body.update({key: _plain(value) for key, value in optional.items() if value is not None})
+    body.update({key: plain_json(value) for key, value in optional.items() if value is not None})
     _name_dtypes(body["tensors"])
-    return body
+    return require_json(body)
 
 
 def diagnose_body(
@@ -158,7 +201,7 @@ def diagnose_body(
 ) -> dict[str, Any]:
     """The JSON body of ``POST /v1/diagnose``; a scheme is a name or ``{"scheme", "params", "label"}``."""
     body: dict[str, Any] = {
-        "schemes": [{"scheme": item} if isinstance(item, str) else _plain(item) for item in schemes],
+        "schemes": [{"scheme": item} if isinstance(item, str) else plain_json(item) for item in schemes],
     }
     optional = {
         "depth": depth,
@@ -174,18 +217,18 @@ def diagnose_body(
         "jacobian": jacobian,
         "jacobian_q": jacobian_q,
     }
-    body.update({key: _plain(value) for key, value in optional.items() if value is not None})
-    return body
+    body.update({key: plain_json(value) for key, value in optional.items() if value is not None})
+    return require_json(body)
 
 
 def plain_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     """A ready-made spec, bundle or ``{"bundle": ...}`` as plain JSON (dtypes as names); a single
     tensor's spec must have a ``name`` (:class:`NameRequiredError`)."""
-    body: dict[str, Any] = _plain(dict(spec))
+    body: dict[str, Any] = plain_json(dict(spec))
     _name_dtypes(body)
     if "tensors" not in body and "bundle" not in body:
         require_name(body.get("name"), what="the spec's name")
-    return body
+    return require_json(body)
 
 
 def _name_dtypes(node: Any) -> None:
