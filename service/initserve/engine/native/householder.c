@@ -5,48 +5,10 @@
  * each of which still adds its terms one at a time in ascending order. Vector lanes are independent
  * sums, so the SIMD width (SSE2, AVX2, AVX-512 or none) cannot change a bit. */
 #include "householder.h"
+#include "householder_simd.h"
 
 #include <math.h>
 #include <string.h>
-
-#if defined(__GNUC__) || defined(__clang__)
-#define IS_VECTOR 1
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wpsabi" /* vd4 never crosses a non-inline call: no ABI question */
-#endif
-typedef double vd4 __attribute__((vector_size(32)));
-
-static inline vd4 load4(const double *p)
-{
-    vd4 x;
-    memcpy(&x, p, sizeof x);
-    return x;
-}
-
-static inline void store4(double *p, vd4 x) { memcpy(p, &x, sizeof x); }
-
-static inline vd4 splat(double s)
-{
-    vd4 x = {s, s, s, s};
-    return x;
-}
-#else
-#define IS_VECTOR 0
-#endif
-
-/* The block update's two loops are compiled for several instruction sets and the best one the CPU
- * has is picked at load time (GCC function multiversioning, where algorithm1.c uses it too;
- * -DINITSERVE_NO_MULTIVERSION turns it off). Lanes are independent sums and nothing
- * is fused (-ffp-contract=off holds for every clone), so every clone computes the same bytes; the
- * tests compare builds. */
-#if IS_VECTOR && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && \
-    defined(__linux__) && defined(__GLIBC__) && !defined(INITSERVE_NO_MULTIVERSION)
-#define IS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#define IS_WIDE 1 /* and 8 x 16 tiles of 8-lane vectors where the CPU has AVX-512 (32 registers) */
-#else
-#define IS_CLONES
-#define IS_WIDE 0
-#endif
 
 /* --- the panel ------------------------------------------------------------------------------- */
 
@@ -80,8 +42,24 @@ static double reflector(double *p, size_t rows, size_t b, size_t t, double *rdia
     return tau;
 }
 
+void is_qr_panel_t(const double *taus, double (*y)[IS_QR_PANEL], size_t b, double *t)
+{
+    memset(t, 0, b * b * sizeof(double));
+    for (size_t c = 0; c < b; c++) {
+        t[c * b + c] = taus[c];
+        for (size_t l = 0; l < c; l++) {
+            double z = t[l * b + 0] * y[0][c];
+            for (size_t q = 1; q < c; q++)
+                z = z + t[l * b + q] * y[q][c];
+            t[l * b + c] = -(taus[c] * z);
+        }
+    }
+}
+
 void is_qr_panel(const double *a, size_t lda, size_t rows, size_t b, double *v, double *t, double *rdiag)
 {
+    if (is_qr_panel_vector(a, lda, rows, b, v, t, rdiag))
+        return;
     double w[IS_QR_PANEL], u[IS_QR_PANEL], taus[IS_QR_PANEL];
     for (size_t r = 0; r < rows; r++)
         memcpy(v + r * b, a + r * lda, b * sizeof(double));
@@ -128,16 +106,7 @@ void is_qr_panel(const double *a, size_t lda, size_t rows, size_t b, double *v, 
                 y[l][c] = y[l][c] + row[l] * vc;
         }
     }
-    memset(t, 0, b * b * sizeof(double));
-    for (size_t c = 0; c < b; c++) {
-        t[c * b + c] = taus[c];
-        for (size_t l = 0; l < c; l++) {
-            double z = t[l * b + 0] * y[0][c];
-            for (size_t q = 1; q < c; q++)
-                z = z + t[l * b + q] * y[q][c];
-            t[l * b + c] = -(taus[c] * z);
-        }
-    }
+    is_qr_panel_t(taus, y, b, t);
 }
 
 /* --- the block update ------------------------------------------------------------------------ */
@@ -338,7 +307,6 @@ IS_CLONES static void scatter(const double *v, size_t b, size_t rows, const doub
 #if IS_WIDE
 /* With AVX-512's 32 vector registers a tile holds 8 x 16 sums: 8 reflectors x 16 columns for W,
  * 8 rows x 16 columns for the update. Each is still one sequential sum per lane. */
-typedef double vd8 __attribute__((vector_size(64)));
 #define IS_AVX512 __attribute__((target("avx512f")))
 
 IS_AVX512 static inline vd8 load8(const double *p)

@@ -26,4 +26,12 @@ void is_qr_panel(const double *a, size_t lda, size_t rows, size_t b, double *v, 
 void is_qr_apply(const double *v, const double *t, size_t rows, size_t b, double *c, size_t ldc, size_t cols,
                  int transpose, double *work);
 
+/* Internal to the kernel's files. The vectorised panel (householder_panel.c): the same bytes as the
+ * scalar one; returns 0 (and does nothing) where it does not apply (b not a multiple of 8, no vector
+ * extensions), and is_qr_panel then runs the scalar code. */
+int is_qr_panel_vector(const double *a, size_t lda, size_t rows, size_t b, double *v, double *t, double *rdiag);
+
+/* T of a panel from its taus and y[l][c] = sum_r V[r][l] V[r][c] (l < c), as §7.1 step 3 writes it. */
+void is_qr_panel_t(const double *taus, double (*y)[IS_QR_PANEL], size_t b, double *t);
+
 #endif
