@@ -79,6 +79,6 @@ def test_other_builds_give_the_same_qr_bytes(build: str, tmp_path: Path) -> None
 
 
 def other_qr(module: ModuleType) -> NativeQr:
-    assert hasattr(module, "qr_apply")
+    assert hasattr(module, "qr_haar")
     qr: NativeQr = module  # type: ignore[assignment]
     return qr

@@ -9,7 +9,6 @@ all cores. Whole-tensor schemes (orthogonal, sparse) compute the full tensor onc
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,6 +17,7 @@ from typing import cast
 import numpy as np
 import numpy.typing as npt
 
+from .cores import default_threads as default_threads  # re-exported: the service and benchmarks use it
 from .dtypes import cast_into
 from .kernels import Filler, Kernel, default_kernel
 from .samplers import WholeSampler, is_elementwise
@@ -30,13 +30,6 @@ Array = npt.NDArray[np.generic]
 # It must return compute_whole's bytes (every kernel gives the same bytes).
 WholeSource = Callable[[Spec, Kernel], Array]
 DEFAULT_BLOCK = 1 << 20  # elements per parallel task / streamed chunk
-
-
-def default_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def compute_whole(spec: Spec, kernel: Kernel) -> Array:

@@ -18,12 +18,12 @@ is applied to the trailing columns. Q is accumulated backwards from the identity
 from __future__ import annotations
 
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
+
+from .cores import default_threads
 
 F64 = npt.NDArray[np.float64]
 
@@ -125,103 +125,39 @@ def apply_numpy(v: F64, t_matrix: F64, c: F64, *, transpose: bool) -> None:
 
 
 class NativeQr(Protocol):
-    """The compiled kernel's two QR primitives (native/householder.c)."""
+    """The compiled kernel's QR (native/householder_driver.c): all of §7.1 and the sign fix in one call."""
 
-    def qr_panel(self, a: F64, lda: int, offset: int, rows: int, b: int, v: F64, t: F64, rdiag: F64, /) -> None: ...
-
-    def qr_apply(
-        self, v: F64, t: F64, rows: int, b: int, c: F64, ldc: int, offset: int, cols: int, transpose: bool, work: F64, /
-    ) -> None: ...
+    def qr_haar(self, a: F64, m: int, n: int, q: F64, rdiag: F64, threads: int, /) -> None: ...
 
 
-_COLUMN_GRAIN = 64  # columns per thread task at least: a multiple of the kernel's 8-column tile
-_PARALLEL_FLOPS = 1 << 21  # block updates smaller than this run on the calling thread
-
-
-def _cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
-class _Native:
-    """Runs the C primitives, each block update split over threads by columns (bytes unchanged)."""
-
-    def __init__(self, module: NativeQr, pool: ThreadPoolExecutor | None, threads: int) -> None:
-        self.module, self.pool, self.threads = module, pool, threads
-
-    def panel(self, a: F64, j0: int, width: int) -> tuple[F64, F64, F64]:
-        rows, n = a.shape[0] - j0, a.shape[1]
-        v, t, rdiag = np.empty((rows, width)), np.empty((width, width)), np.empty(width)
-        self.module.qr_panel(a, n, j0 * n + j0, rows, width, v, t, rdiag)
-        return v, t, rdiag
-
-    def apply(self, v: F64, t: F64, target: F64, row0: int, col0: int, *, transpose: bool) -> None:
-        rows, width = v.shape
-        ldc = target.shape[1]
-        cols = ldc - col0
-        if cols <= 0:
-            return
-        tasks = (
-            1
-            if self.pool is None
-            else min(self.threads, cols // _COLUMN_GRAIN, 4 * rows * width * cols // _PARALLEL_FLOPS)
-        )
-        tasks = max(1, tasks)
-        per = -(-cols // tasks)
-        per = -(-per // 8) * 8
-        spans = [(k, min(cols, k + per)) for k in range(0, cols, per)]
-
-        def run(span: tuple[int, int]) -> None:
-            k0, k1 = span
-            work = np.empty(2 * width * (k1 - k0))
-            offset = row0 * ldc + col0 + k0
-            self.module.qr_apply(v, t, rows, width, target, ldc, offset, k1 - k0, transpose, work)
-
-        if len(spans) == 1 or self.pool is None:
-            for span in spans:
-                run(span)
-        else:
-            for future in [self.pool.submit(run, span) for span in spans]:
-                future.result()
-
-
-def haar_q(matrix: F64, *, native: NativeQr | None = None, threads: int | None = None) -> F64:
+def haar_q(matrix: F64, *, native: NativeQr | None = None, threads: int | None = None, overwrite: bool = False) -> F64:
     """Q·diag(sign(R_jj)) of the QR of ``matrix`` (m, n), m ≥ n: an (m, n) float64 array with QᵀQ = I.
 
-    ``native``: the compiled kernel's primitives (same bytes, faster; its block updates run on
-    ``threads`` threads, default all cores); None runs the numpy kernel. Raises ValueError for m < n
-    (transpose first).
+    ``native``: the compiled kernel's QR (same bytes, faster; its block updates run on ``threads``
+    threads, default all cores); None runs the numpy kernel. Raises ValueError for m < n
+    (transpose first). ``overwrite``: ``matrix`` (C-contiguous float64) may be used as scratch.
     """
-    threads = threads or _cores()
-    a = np.array(matrix, dtype=np.float64, order="C", copy=True)
+    reuse = overwrite and matrix.dtype == np.float64 and matrix.flags.c_contiguous and matrix.flags.writeable
+    a = matrix if reuse else np.array(matrix, dtype=np.float64, order="C", copy=True)
     m, n = a.shape
     if m < n:
         raise ValueError(f"haar_q needs rows ≥ cols, got {m} × {n}")
-    pool = ThreadPoolExecutor(threads, thread_name_prefix="initserve-qr") if native and threads > 1 else None
-    try:
-        runner = _Native(native, pool, threads) if native is not None else None
-        panels, rdiag = [], np.zeros(n)
-        for j0 in range(0, n, PANEL):
-            width = min(PANEL, n - j0)
-            if runner is None:
-                v, t_matrix, rdiag[j0 : j0 + width] = panel_numpy(a, j0, width)
-                apply_numpy(v, t_matrix, a[j0:, j0 + width :], transpose=True)
-            else:
-                v, t_matrix, rdiag[j0 : j0 + width] = runner.panel(a, j0, width)
-                runner.apply(v, t_matrix, a, j0, j0 + width, transpose=True)
-            panels.append((j0, v, t_matrix))
-        q = np.zeros((m, n))
-        q[np.arange(n), np.arange(n)] = 1.0
-        for j0, v, t_matrix in reversed(panels):
-            if runner is None:
-                apply_numpy(v, t_matrix, q[j0:, j0:], transpose=False)
-            else:
-                runner.apply(v, t_matrix, q, j0, j0, transpose=False)
-    finally:
-        if pool is not None:
-            pool.shutdown()
+    if native is not None and n > 0:
+        # The kernel splits every block update over threads by columns (the bytes do not depend on it)
+        # and releases the GIL for the whole computation.
+        q = np.empty((m, n))
+        native.qr_haar(a, m, n, q, np.empty(n), threads or default_threads())
+        return q
+    panels, rdiag = [], np.zeros(n)
+    for j0 in range(0, n, PANEL):
+        width = min(PANEL, n - j0)
+        v, t_matrix, rdiag[j0 : j0 + width] = panel_numpy(a, j0, width)
+        apply_numpy(v, t_matrix, a[j0:, j0 + width :], transpose=True)
+        panels.append((j0, v, t_matrix))
+    q = np.zeros((m, n))
+    q[np.arange(n), np.arange(n)] = 1.0
+    for j0, v, t_matrix in reversed(panels):
+        apply_numpy(v, t_matrix, q[j0:, j0:], transpose=False)
     signs = np.where(rdiag < 0.0, -1.0, 1.0)
     np.multiply(q, signs[None, :], out=q)
     return q

@@ -233,7 +233,7 @@ class NativeKernel:
 
     @property
     def qr(self) -> NativeQr | None:
-        return cast(NativeQr, self._module) if hasattr(self._module, "qr_apply") else None
+        return cast(NativeQr, self._module) if hasattr(self._module, "qr_haar") else None
 
     def __repr__(self) -> str:
         return "NativeKernel()"

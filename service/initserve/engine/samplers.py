@@ -7,14 +7,17 @@ All arithmetic on generated values uses exact IEEE operations in the order writt
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeGuard
 
 import numpy as np
 import numpy.typing as npt
 
+from .cores import default_threads
 from .dtypes import DTYPES
 from .householder import haar_q
 from .layout import RunLayout
@@ -274,10 +277,24 @@ def _indicator_moments(ones: int, numel: int, value: float) -> Moments:
 STANDARD_NORMAL = TruncatedNormal(0.0, 1.0)
 
 
-def draw(sampler: ElementwiseSampler, key: int, count: int, kernel: Kernel) -> F64:
-    """Elements 0 .. count-1 of ``sampler`` in float64 (stream 0), computed by ``kernel``."""
+_PARALLEL_DRAW = 1 << 18  # elements: below this, starting threads costs more than it saves
+
+
+def draw(sampler: ElementwiseSampler, key: int, count: int, kernel: Kernel, threads: int = 1) -> F64:
+    """Elements 0 .. count-1 of ``sampler`` in float64 (stream 0), computed by ``kernel``.
+
+    ``threads`` > 1 splits large draws into ranges filled in parallel (every element depends on its
+    index alone, so the bytes are the same; the native kernel releases the GIL)."""
     result = np.empty(count, dtype=np.float64)
-    kernel.prepare(sampler, key, DTYPES["float64"], RunLayout(0, count, (), ()))(0, result)
+    fill = kernel.prepare(sampler, key, DTYPES["float64"], RunLayout(0, count, (), ()))
+    parts = min(threads, count // _PARALLEL_DRAW) if count >= 2 * _PARALLEL_DRAW else 1
+    if parts <= 1:
+        fill(0, result)
+        return result
+    bounds = [count * i // parts for i in range(parts + 1)]
+    with ThreadPoolExecutor(parts, thread_name_prefix="initserve-draw") as pool:
+        for future in [pool.submit(fill, lo, result[lo:hi]) for lo, hi in itertools.pairwise(bounds)]:
+            future.result()
     return result
 
 
@@ -298,7 +315,8 @@ class Orthogonal:
     algorithm: int = 2
 
     def whole(self, key: int, kernel: Kernel) -> F64:
-        matrix = draw(STANDARD_NORMAL, key, self.rows * self.cols, kernel).reshape(self.rows, self.cols)
+        matrix = draw(STANDARD_NORMAL, key, self.rows * self.cols, kernel, threads=default_threads())
+        matrix = matrix.reshape(self.rows, self.cols)
         wide = self.rows < self.cols
         if wide:
             matrix = matrix.T
@@ -306,11 +324,12 @@ class Orthogonal:
             q, r = np.linalg.qr(matrix, mode="reduced")
             signs = np.where(np.diagonal(r) < 0.0, -1.0, 1.0)
             q = q * signs
-        else:
-            q = haar_q(np.ascontiguousarray(matrix), native=kernel.qr)
+        else:  # the Gaussian is ours: the QR may overwrite it (a transposed one is copied first)
+            q = haar_q(np.ascontiguousarray(matrix), native=kernel.qr, overwrite=True)
         if wide:
             q = q.T
-        result: F64 = np.ascontiguousarray(q * self.gain).reshape(-1)
+        result: F64 = np.empty(self.rows * self.cols)
+        np.multiply(q, self.gain, out=result.reshape(self.rows, self.cols))  # × gain, transposed back, C order
         return result
 
     def moments(self) -> Moments:

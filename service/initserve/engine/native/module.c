@@ -76,66 +76,35 @@ fail:
     return NULL;
 }
 
-/* qr_panel(a, lda, offset, rows, b, v, t, rdiag): factorize the rows x b panel of the float64 matrix
- * buffer a (row stride lda) that starts at element offset; writes V, T and R's diagonal (householder.h). */
-static PyObject *native_qr_panel(PyObject *self, PyObject *args)
+/* qr_haar(a, m, n, q, rdiag, threads): orthogonal algorithm 2's whole QR with the sign fix (householder.h);
+ * a (m x n float64) is overwritten, q (m x n) and rdiag (n) written. */
+static PyObject *native_qr_haar(PyObject *self, PyObject *args)
 {
     (void)self;
-    Py_buffer a, v, t, rdiag;
-    Py_ssize_t lda, offset, rows, b;
-    if (!PyArg_ParseTuple(args, "y*nnnnw*w*w*", &a, &lda, &offset, &rows, &b, &v, &t, &rdiag))
+    Py_buffer a, q, rdiag;
+    Py_ssize_t m, n;
+    int threads, status = 0;
+    if (!PyArg_ParseTuple(args, "w*nnw*w*i", &a, &m, &n, &q, &rdiag, &threads))
         return NULL;
     PyObject *result = NULL;
-    if (b < 1 || b > IS_QR_PANEL || rows < b || lda < b || offset < 0 ||
-        (offset + (rows - 1) * lda + b) * (Py_ssize_t)sizeof(double) > a.len ||
-        v.len < rows * b * (Py_ssize_t)sizeof(double) || t.len < b * b * (Py_ssize_t)sizeof(double) ||
-        rdiag.len < b * (Py_ssize_t)sizeof(double)) {
-        PyErr_SetString(PyExc_ValueError, "qr_panel: buffer sizes do not match rows, b and lda");
+    if (n < 1 || m < n || a.len < m * n * (Py_ssize_t)sizeof(double) || q.len < m * n * (Py_ssize_t)sizeof(double) ||
+        rdiag.len < n * (Py_ssize_t)sizeof(double)) {
+        PyErr_SetString(PyExc_ValueError, "qr_haar: buffer sizes do not match m >= n >= 1");
         goto done;
     }
     Py_BEGIN_ALLOW_THREADS
-    is_qr_panel((const double *)a.buf + offset, (size_t)lda, (size_t)rows, (size_t)b, (double *)v.buf,
-                (double *)t.buf, (double *)rdiag.buf);
+    status = is_qr_haar((double *)a.buf, (size_t)m, (size_t)n, (double *)q.buf, (double *)rdiag.buf, threads);
     Py_END_ALLOW_THREADS
+    if (status != 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
     result = Py_None;
     Py_INCREF(result);
 done:
     PyBuffer_Release(&a);
-    PyBuffer_Release(&v);
-    PyBuffer_Release(&t);
+    PyBuffer_Release(&q);
     PyBuffer_Release(&rdiag);
-    return result;
-}
-
-/* qr_apply(v, t, rows, b, c, ldc, offset, cols, transpose, work): the block update of the rows x cols
- * block of the float64 buffer c (row stride ldc) starting at element offset (householder.h). */
-static PyObject *native_qr_apply(PyObject *self, PyObject *args)
-{
-    (void)self;
-    Py_buffer v, t, c, work;
-    Py_ssize_t rows, b, ldc, offset, cols;
-    int transpose;
-    if (!PyArg_ParseTuple(args, "y*y*nnw*nnnpw*", &v, &t, &rows, &b, &c, &ldc, &offset, &cols, &transpose, &work))
-        return NULL;
-    PyObject *result = NULL;
-    if (b < 1 || b > IS_QR_PANEL || rows < 1 || cols < 0 || offset < 0 || ldc < cols ||
-        v.len < rows * b * (Py_ssize_t)sizeof(double) || t.len < b * b * (Py_ssize_t)sizeof(double) ||
-        (cols > 0 && (offset + (rows - 1) * ldc + cols) * (Py_ssize_t)sizeof(double) > c.len) ||
-        work.len < 2 * b * cols * (Py_ssize_t)sizeof(double)) {
-        PyErr_SetString(PyExc_ValueError, "qr_apply: buffer sizes do not match rows, b, cols and ldc");
-        goto done;
-    }
-    Py_BEGIN_ALLOW_THREADS
-    is_qr_apply((const double *)v.buf, (const double *)t.buf, (size_t)rows, (size_t)b, (double *)c.buf + offset,
-                (size_t)ldc, (size_t)cols, transpose, (double *)work.buf);
-    Py_END_ALLOW_THREADS
-    result = Py_None;
-    Py_INCREF(result);
-done:
-    PyBuffer_Release(&v);
-    PyBuffer_Release(&t);
-    PyBuffer_Release(&c);
-    PyBuffer_Release(&work);
     return result;
 }
 
@@ -168,10 +137,8 @@ static PyObject *native_build_info(PyObject *self, PyObject *unused)
 static PyMethodDef METHODS[] = {
     {"fill", native_fill, METH_VARARGS,
      "fill(out, program, layout, start): algorithm 1 into the writable buffer out, GIL released."},
-    {"qr_panel", native_qr_panel, METH_VARARGS,
-     "qr_panel(a, lda, offset, rows, b, v, t, rdiag): one panel of orthogonal algorithm 2's QR, GIL released."},
-    {"qr_apply", native_qr_apply, METH_VARARGS,
-     "qr_apply(v, t, rows, b, c, ldc, offset, cols, transpose, work): a block reflector update, GIL released."},
+    {"qr_haar", native_qr_haar, METH_VARARGS,
+     "qr_haar(a, m, n, q, rdiag, threads): orthogonal algorithm 2's QR and sign fix on threads, GIL released."},
     {"build_info", native_build_info, METH_NOARGS, "build_info() -> dict: compiler and instruction-set macros."},
     {NULL, NULL, 0, NULL},
 };
