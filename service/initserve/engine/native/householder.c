@@ -205,36 +205,19 @@ IS_CLONES static void gather(const double *v, size_t b, size_t rows, const doubl
             gather_scalar(v, b, rows, c, ldc, k, w, cols, l);
 }
 
-/* W2[l][k] = sum_q T'[l][q] * W[q][k], T' = T^T (transpose) or T. */
-static void mix(const double *t, size_t b, int transpose, const double *w, size_t cols, double *w2)
-{
-    for (size_t l = 0; l < b; l++) {
-        double *out = w2 + l * cols;
-        double tq = transpose ? t[0 * b + l] : t[l * b + 0];
-        for (size_t k = 0; k < cols; k++)
-            out[k] = tq * w[k];
-        for (size_t q = 1; q < b; q++) {
-            tq = transpose ? t[q * b + l] : t[l * b + q];
-            const double *row = w + q * cols;
-            for (size_t k = 0; k < cols; k++)
-                out[k] = out[k] + tq * row[k];
-        }
-    }
-}
-
-/* C[r][k] = C[r][k] - sum_l V[r][l] * W2[l][k]. */
+/* C[r][k] = C[r][k] - sum_l V[r][l] * W2[l][k] (subtract), or C[r][k] = the sum (W' = T' W). */
 static void scatter_scalar(const double *v, size_t b, const double *w2, size_t cols, double *c, size_t ldc, size_t r,
-                           size_t k)
+                           size_t k, int subtract)
 {
     double s = v[r * b] * w2[k];
     for (size_t l = 1; l < b; l++)
         s = s + v[r * b + l] * w2[l * cols + k];
-    c[r * ldc + k] = c[r * ldc + k] - s;
+    c[r * ldc + k] = subtract ? c[r * ldc + k] - s : s;
 }
 
 /* Columns k0 .. cols-1 of C. */
 IS_CLONES static void scatter(const double *v, size_t b, size_t rows, const double *w2, size_t cols, double *c,
-                              size_t ldc, size_t k0)
+                              size_t ldc, size_t k0, int subtract)
 {
     size_t k = k0;
 #if IS_VECTOR
@@ -270,17 +253,17 @@ IS_CLONES static void scatter(const double *v, size_t b, size_t rows, const doub
                 a31 = a31 + s * w1;
             }
             double *cr = c + r * ldc + k;
-            store4(cr, load4(cr) - a00);
-            store4(cr + 4, load4(cr + 4) - a01);
+            store4(cr, subtract ? load4(cr) - a00 : a00);
+            store4(cr + 4, subtract ? load4(cr + 4) - a01 : a01);
             cr += ldc;
-            store4(cr, load4(cr) - a10);
-            store4(cr + 4, load4(cr + 4) - a11);
+            store4(cr, subtract ? load4(cr) - a10 : a10);
+            store4(cr + 4, subtract ? load4(cr + 4) - a11 : a11);
             cr += ldc;
-            store4(cr, load4(cr) - a20);
-            store4(cr + 4, load4(cr + 4) - a21);
+            store4(cr, subtract ? load4(cr) - a20 : a20);
+            store4(cr + 4, subtract ? load4(cr + 4) - a21 : a21);
             cr += ldc;
-            store4(cr, load4(cr) - a30);
-            store4(cr + 4, load4(cr + 4) - a31);
+            store4(cr, subtract ? load4(cr) - a30 : a30);
+            store4(cr + 4, subtract ? load4(cr + 4) - a31 : a31);
         }
         for (; r < rows; r++) {
             const double *vr = v + r * b, *wl = w2 + k;
@@ -293,14 +276,14 @@ IS_CLONES static void scatter(const double *v, size_t b, size_t rows, const doub
                 a1 = a1 + s * load4(wl + 4);
             }
             double *cr = c + r * ldc + k;
-            store4(cr, load4(cr) - a0);
-            store4(cr + 4, load4(cr + 4) - a1);
+            store4(cr, subtract ? load4(cr) - a0 : a0);
+            store4(cr + 4, subtract ? load4(cr + 4) - a1 : a1);
         }
     }
 #endif
     for (; k < cols; k++)
         for (size_t r = 0; r < rows; r++)
-            scatter_scalar(v, b, w2, cols, c, ldc, r, k);
+            scatter_scalar(v, b, w2, cols, c, ldc, r, k, subtract);
 }
 
 
@@ -370,7 +353,7 @@ IS_AVX512 static size_t gather_wide(const double *v, size_t b, size_t rows, cons
 
 /* The update for the 16-column tiles from column 0; returns the first column not done. */
 IS_AVX512 static size_t scatter_wide(const double *v, size_t b, size_t rows, const double *w2, size_t cols, double *c,
-                                     size_t ldc)
+                                     size_t ldc, int subtract)
 {
     size_t k = 0;
     for (; k + 16 <= cols; k += 16) {
@@ -396,8 +379,8 @@ IS_AVX512 static size_t scatter_wide(const double *v, size_t b, size_t rows, con
             }
             for (int i = 0; i < 8; i++) {
                 double *cr = c + (r + i) * ldc + k;
-                store8(cr, load8(cr) - acc[i][0]);
-                store8(cr + 8, load8(cr + 8) - acc[i][1]);
+                store8(cr, subtract ? load8(cr) - acc[i][0] : acc[i][0]);
+                store8(cr + 8, subtract ? load8(cr + 8) - acc[i][1] : acc[i][1]);
             }
         }
         for (; r < rows; r++) {
@@ -411,8 +394,8 @@ IS_AVX512 static size_t scatter_wide(const double *v, size_t b, size_t rows, con
                 a1 = a1 + s * load8(wl + 8);
             }
             double *cr = c + r * ldc + k;
-            store8(cr, load8(cr) - a0);
-            store8(cr + 8, load8(cr + 8) - a1);
+            store8(cr, subtract ? load8(cr) - a0 : a0);
+            store8(cr + 8, subtract ? load8(cr + 8) - a1 : a1);
         }
     }
     return k;
@@ -425,17 +408,31 @@ void is_qr_apply(const double *v, const double *t, size_t rows, size_t b, double
     if (cols == 0 || rows == 0 || b == 0)
         return;
     double *w = work, *w2 = work + b * cols;
-    size_t gathered = 0, scattered = 0; /* columns done by the wide tiles */
+    /* W' = T' W is the same kind of product as the update (rows of a small row-major matrix times W,
+     * one sequential sum over q per element), stored instead of subtracted: T' is written out first. */
+    double tt[IS_QR_PANEL * IS_QR_PANEL];
+    const double *tp = t;
+    if (transpose) {
+        for (size_t l = 0; l < b; l++)
+            for (size_t q = 0; q < b; q++)
+                tt[l * b + q] = t[q * b + l];
+        tp = tt;
+    }
+    size_t gathered = 0, mixed = 0, scattered = 0; /* columns done by the wide tiles */
 #if IS_WIDE
     const int wide = __builtin_cpu_supports("avx512f");
     if (wide && b % 8 == 0)
         gathered = gather_wide(v, b, rows, c, ldc, cols, w);
 #endif
     gather(v, b, rows, c, ldc, cols, w, gathered);
-    mix(t, b, transpose, w, cols, w2);
 #if IS_WIDE
     if (wide)
-        scattered = scatter_wide(v, b, rows, w2, cols, c, ldc);
+        mixed = scatter_wide(tp, b, b, w, cols, w2, cols, 0);
 #endif
-    scatter(v, b, rows, w2, cols, c, ldc, scattered);
+    scatter(tp, b, b, w, cols, w2, cols, mixed, 0);
+#if IS_WIDE
+    if (wide)
+        scattered = scatter_wide(v, b, rows, w2, cols, c, ldc, 1);
+#endif
+    scatter(v, b, rows, w2, cols, c, ldc, scattered, 1);
 }
