@@ -127,7 +127,7 @@ def apply_numpy(v: F64, t_matrix: F64, c: F64, *, transpose: bool) -> None:
 class NativeQr(Protocol):
     """The compiled kernel's QR (native/householder_driver.c): all of §7.1 and the sign fix in one call."""
 
-    def qr_haar(self, a: F64, m: int, n: int, q: F64, rdiag: F64, threads: int, /) -> None: ...
+    def qr_haar(self, a: F64, m: int, n: int, rdiag: F64, threads: int, /) -> None: ...
 
 
 def haar_q(matrix: F64, *, native: NativeQr | None = None, threads: int | None = None, overwrite: bool = False) -> F64:
@@ -135,7 +135,8 @@ def haar_q(matrix: F64, *, native: NativeQr | None = None, threads: int | None =
 
     ``native``: the compiled kernel's QR (same bytes, faster; its block updates run on ``threads``
     threads, default all cores); None runs the numpy kernel. Raises ValueError for m < n
-    (transpose first). ``overwrite``: ``matrix`` (C-contiguous float64) may be used as scratch.
+    (transpose first). ``overwrite``: a C-contiguous float64 ``matrix`` may be used as scratch
+    and returned as Q.
     """
     reuse = overwrite and matrix.dtype == np.float64 and matrix.flags.c_contiguous and matrix.flags.writeable
     a = matrix if reuse else np.array(matrix, dtype=np.float64, order="C", copy=True)
@@ -143,11 +144,10 @@ def haar_q(matrix: F64, *, native: NativeQr | None = None, threads: int | None =
     if m < n:
         raise ValueError(f"haar_q needs rows ≥ cols, got {m} × {n}")
     if native is not None and n > 0:
-        # The kernel splits every block update over threads by columns (the bytes do not depend on it)
-        # and releases the GIL for the whole computation.
-        q = np.empty((m, n))
-        native.qr_haar(a, m, n, q, np.empty(n), threads or default_threads())
-        return q
+        # The kernel splits every block update over threads by columns (the bytes do not depend on it),
+        # releases the GIL for the whole computation and writes Q over the factorized matrix.
+        native.qr_haar(a, m, n, np.empty(n), threads or default_threads())
+        return a
     panels, rdiag = [], np.zeros(n)
     for j0 in range(0, n, PANEL):
         width = min(PANEL, n - j0)

@@ -315,8 +315,8 @@ class Orthogonal:
     algorithm: int = 2
 
     def whole(self, key: int, kernel: Kernel) -> F64:
-        matrix = draw(STANDARD_NORMAL, key, self.rows * self.cols, kernel, threads=default_threads())
-        matrix = matrix.reshape(self.rows, self.cols)
+        gaussian = draw(STANDARD_NORMAL, key, self.rows * self.cols, kernel, threads=default_threads())
+        matrix = gaussian.reshape(self.rows, self.cols)
         wide = self.rows < self.cols
         if wide:
             matrix = matrix.T
@@ -328,9 +328,10 @@ class Orthogonal:
             q = haar_q(np.ascontiguousarray(matrix), native=kernel.qr, overwrite=True)
         if wide:
             q = q.T
-        result: F64 = np.empty(self.rows * self.cols)
-        np.multiply(q, self.gain, out=result.reshape(self.rows, self.cols))  # × gain, transposed back, C order
-        return result
+        # × gain, transposed back, in C order, into the Gaussian's buffer (fresh pages cost more than the QR
+        # at some sizes): it is Q itself, or a matrix the QR no longer needs
+        np.multiply(q, self.gain, out=gaussian.reshape(self.rows, self.cols))
+        return gaussian
 
     def moments(self) -> Moments:
         return Moments(0.0, abs(self.gain) / math.sqrt(max(self.rows, self.cols)), -abs(self.gain), abs(self.gain))

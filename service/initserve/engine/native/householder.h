@@ -26,10 +26,10 @@ void is_qr_panel(const double *a, size_t lda, size_t rows, size_t b, double *v, 
 void is_qr_apply(const double *v, const double *t, size_t rows, size_t b, double *c, size_t ldc, size_t cols,
                  int transpose, double *work);
 
-/* The whole of §7.1 with the sign fix: a (m x n, row-major, m >= n) is overwritten by the factorization;
- * q (m x n) receives Q·diag(s); rdiag (n) R's diagonal. ``threads`` threads split every block update by
+/* The whole of §7.1 with the sign fix: a (m x n, row-major, m >= n) is factorized, then overwritten by
+ * Q·diag(s); rdiag (n) receives R's diagonal. ``threads`` threads split every block update by
  * columns (any count gives the same bytes). Returns 0, or -1 when memory runs out (nothing written). */
-int is_qr_haar(double *a, size_t m, size_t n, double *q, double *rdiag, int threads);
+int is_qr_haar(double *a, size_t m, size_t n, double *rdiag, int threads);
 
 /* Internal to the kernel's files. The vectorised panel (householder_panel.c): the same bytes as the
  * scalar one; returns 0 (and does nothing) where it does not apply (b not a multiple of 8, no vector

@@ -29,7 +29,7 @@
 #define MAX_THREADS 64
 
 typedef struct {
-    double *a, *q, *rdiag, *vs, *ts;
+    double *a, *rdiag, *vs, *ts; /* a: the matrix, then Q */
     size_t m, n, panels;
     int threads;
     size_t *v_offset;
@@ -125,21 +125,23 @@ static void factorize(job *jb, int who)
     }
 }
 
-/* Columns [lo, hi) of Q: the identity's, then every panel in reverse order, then the signs of R. */
+/* Columns [lo, hi) of Q, written over the factorized matrix (its V and T are kept apart, and the last
+ * barrier of the factorization has passed): the identity's, then every panel in reverse order, then
+ * the signs of R. */
 static void form_q(job *jb, int who, size_t lo, size_t hi)
 {
     const size_t m = jb->m, n = jb->n;
     for (size_t i = 0; i < m; i++) {
-        double *row = jb->q + i * n;
+        double *row = jb->a + i * n;
         for (size_t k = lo; k < hi; k++)
             row[k] = i == k ? 1.0 : 0.0;
     }
     for (size_t p = jb->panels; p-- > 0;) {
         const size_t j0 = p * NB, k0 = lo > j0 ? lo : j0;
-        apply(jb, who, p, jb->q + j0 * n, k0, hi, 0);
+        apply(jb, who, p, jb->a + j0 * n, k0, hi, 0);
     }
     for (size_t i = 0; i < m; i++) {
-        double *row = jb->q + i * n;
+        double *row = jb->a + i * n;
         for (size_t k = lo; k < hi; k++)
             row[k] = row[k] * (jb->rdiag[k] < 0.0 ? -1.0 : 1.0);
     }
@@ -194,7 +196,7 @@ static void *run_thread(void *arg)
 }
 #endif
 
-int is_qr_haar(double *a, size_t m, size_t n, double *q, double *rdiag, int threads)
+int is_qr_haar(double *a, size_t m, size_t n, double *rdiag, int threads)
 {
     if (n == 0)
         return 0;
@@ -210,7 +212,7 @@ int is_qr_haar(double *a, size_t m, size_t n, double *q, double *rdiag, int thre
 #endif
     job jb;
     memset(&jb, 0, sizeof jb);
-    jb.a = a, jb.q = q, jb.rdiag = rdiag, jb.m = m, jb.n = n, jb.threads = threads;
+    jb.a = a, jb.rdiag = rdiag, jb.m = m, jb.n = n, jb.threads = threads;
     jb.panels = (n + NB - 1) / NB;
     size_t v_total = 0;
     jb.v_offset = malloc(jb.panels * sizeof(size_t));

@@ -76,24 +76,24 @@ fail:
     return NULL;
 }
 
-/* qr_haar(a, m, n, q, rdiag, threads): orthogonal algorithm 2's whole QR with the sign fix (householder.h);
- * a (m x n float64) is overwritten, q (m x n) and rdiag (n) written. */
+/* qr_haar(a, m, n, rdiag, threads): orthogonal algorithm 2's whole QR with the sign fix (householder.h);
+ * a (m x n float64) is replaced by Q·diag(s), rdiag (n) receives R's diagonal. */
 static PyObject *native_qr_haar(PyObject *self, PyObject *args)
 {
     (void)self;
-    Py_buffer a, q, rdiag;
+    Py_buffer a, rdiag;
     Py_ssize_t m, n;
     int threads, status = 0;
-    if (!PyArg_ParseTuple(args, "w*nnw*w*i", &a, &m, &n, &q, &rdiag, &threads))
+    if (!PyArg_ParseTuple(args, "w*nnw*i", &a, &m, &n, &rdiag, &threads))
         return NULL;
     PyObject *result = NULL;
-    if (n < 1 || m < n || a.len < m * n * (Py_ssize_t)sizeof(double) || q.len < m * n * (Py_ssize_t)sizeof(double) ||
+    if (n < 1 || m < n || a.len < m * n * (Py_ssize_t)sizeof(double) ||
         rdiag.len < n * (Py_ssize_t)sizeof(double)) {
         PyErr_SetString(PyExc_ValueError, "qr_haar: buffer sizes do not match m >= n >= 1");
         goto done;
     }
     Py_BEGIN_ALLOW_THREADS
-    status = is_qr_haar((double *)a.buf, (size_t)m, (size_t)n, (double *)q.buf, (double *)rdiag.buf, threads);
+    status = is_qr_haar((double *)a.buf, (size_t)m, (size_t)n, (double *)rdiag.buf, threads);
     Py_END_ALLOW_THREADS
     if (status != 0) {
         PyErr_NoMemory();
@@ -103,7 +103,6 @@ static PyObject *native_qr_haar(PyObject *self, PyObject *args)
     Py_INCREF(result);
 done:
     PyBuffer_Release(&a);
-    PyBuffer_Release(&q);
     PyBuffer_Release(&rdiag);
     return result;
 }
@@ -138,7 +137,7 @@ static PyMethodDef METHODS[] = {
     {"fill", native_fill, METH_VARARGS,
      "fill(out, program, layout, start): algorithm 1 into the writable buffer out, GIL released."},
     {"qr_haar", native_qr_haar, METH_VARARGS,
-     "qr_haar(a, m, n, q, rdiag, threads): orthogonal algorithm 2's QR and sign fix on threads, GIL released."},
+     "qr_haar(a, m, n, rdiag, threads): orthogonal algorithm 2's QR and sign fix, Q in place of a, GIL released."},
     {"build_info", native_build_info, METH_NOARGS, "build_info() -> dict: compiler and instruction-set macros."},
     {NULL, NULL, 0, NULL},
 };
