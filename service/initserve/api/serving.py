@@ -171,14 +171,15 @@ def _assemble(data: bytes, segments: list[Segment]) -> bytes:
     return b"".join(part if isinstance(part, bytes) else data[part.start : part.stop] for part in segments)
 
 
-def _render(source: ByteSource, threads: int | None, kernel: Kernel) -> bytes:
-    """The whole file in memory, in one call (runs in a worker thread). Each reused view is copied
-    before the next is made; a small file is a header and one chunk, so this is two copies of the data
-    (a zero-filled bytearray written in place then frozen to bytes cost 5x as much)."""
+def _render(source: ByteSource, threads: int | None, kernel: Kernel) -> tuple[bytes, str]:
+    """The whole file in memory and its ``Repr-Digest``, in one call (runs in a worker thread: SHA-256
+    releases the GIL, so hashing here keeps ≈ 0.13 ms per 256 KiB file off the event loop). Each reused
+    view is copied before the next is made; a small file is a header and one chunk, so this is two copies
+    of the data (a zero-filled bytearray written in place then frozen to bytes cost 5x as much)."""
     data = b"".join([bytes(view) for view in source.iter_bytes(kernel=kernel, threads=threads)])
     if len(data) != source.total_length:
         raise RuntimeError(f"engine yielded {len(data)} bytes of a {source.total_length}-byte file")
-    return data
+    return data, repr_digest(data)
 
 
 def _source(request: Request, target: Target) -> WholeCachedFile:
@@ -208,21 +209,26 @@ async def _small_file(request: Request, target: Target, key: CacheKey) -> bytes:
                 metrics.cache_hits.inc()
                 return data
             continue  # the owner failed or gave up: try again, possibly as the owner
+        made: bytes | None = None
         try:
             slot = acquire_slot(request)
             try:
                 settings: Settings = request.app.state.settings
-                data = await anyio.to_thread.run_sync(
+                rendered, digest = await anyio.to_thread.run_sync(
                     partial(_render, _source(request, target), settings.generation_threads, request.app.state.kernel),
                     limiter=request.app.state.cpu_limiter,
                 )
+                made = rendered
             finally:
                 slot.release()
+            # Before the waiters wake: they (and this request) find the digest made with the file.
+            digests: LRUCache[CacheKey, str] = request.app.state.repr_digests
+            digests[key] = digest
         finally:
-            cache.finish(key, pending, data)
+            cache.finish(key, pending, made)
         metrics.cache_misses.inc()
-        _count_data(metrics, target, 0, len(data))
-        return data
+        _count_data(metrics, target, 0, len(rendered))
+        return rendered
 
 
 def _count_data(metrics: Metrics, target: Target, start: int, stop: int) -> None:

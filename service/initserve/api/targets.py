@@ -8,8 +8,6 @@ where it came from (``body`` or ``path, token``). Sizes are checked with the eng
 
 from __future__ import annotations
 
-import json
-import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -31,8 +29,6 @@ from initserve.engine import (
     parse_spec,
 )
 from initserve.engine.spec import digest as spec_digest
-
-ITEMSIZE = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}
 
 
 @dataclass(frozen=True)
@@ -78,25 +74,19 @@ class Target:
 
     @cached_property
     def extents(self) -> tuple[TensorExtent, ...]:
-        """Tensor data extents, read from the safetensors header the engine wrote."""
-        header = bytes(self.file.header)
-        if header[:1] == b"{":  # JSON only
-            header_json, data_start = header, 8 + len(header)
-        else:  # u64 little-endian length prefix + JSON
-            (size,) = struct.unpack("<Q", header[:8])
-            header_json, data_start = header[8 : 8 + size], 8 + size
-        entries: dict[str, Any] = json.loads(header_json)
-        by_name = {spec.name: spec for spec in self.specs}
-        extents = []
-        for name, entry in entries.items():
-            spec = by_name.get(name)
-            if name == "__metadata__" or spec is None:
-                continue
-            begin, end = entry["data_offsets"]
-            extents.append(
-                TensorExtent(name, spec.scheme, ITEMSIZE.get(str(spec.dtype), 4), data_start + begin, data_start + end)
+        """Tensor data extents, in file order: the engine's layout of the header it wrote (not the header
+        parsed back, which cost a JSON decode per request)."""
+        base = self.file.data_start
+        return tuple(
+            TensorExtent(
+                entry.spec.name,
+                entry.spec.scheme,
+                entry.spec.dtype_info.itemsize,
+                base + entry.begin,
+                base + entry.end,
             )
-        return tuple(sorted(extents, key=lambda e: e.start))
+            for entry in sorted(self.file.entries, key=lambda entry: entry.begin)
+        )
 
     def resolved(self) -> dict[str, Any]:
         return {
