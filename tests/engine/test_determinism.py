@@ -55,6 +55,22 @@ def test_streamed_chunks_equal_the_whole_tensor() -> None:
         assert np.array_equal(np.concatenate(pieces), whole)
 
 
+@pytest.mark.parametrize("scheme", ["kaiming_normal", "orthogonal"])
+def test_unreused_chunks_can_all_be_kept(scheme: str) -> None:
+    """``reuse=False`` (a server sends each chunk without copying it): every chunk is a buffer of its own,
+    so chunks kept until the end still hold their bytes — in one thread, in a pool, and for a whole-tensor
+    scheme — and the bytes are those of the reused ring."""
+    spec = parse_spec({"shape": [300, 1000] if scheme != "orthogonal" else [128, 96], "scheme": scheme, "seed": 5})
+    whole = generate(spec).reshape(-1)
+    for threads, block in ((1, 7777), (2, 5_000), (8, 1 << 12)):
+        kept = list(iter_result_chunks(spec, threads=threads, block=block, reuse=False))
+        assert len({chunk.ctypes.data for chunk in kept}) == len(kept) > 1, (threads, block)
+        assert np.array_equal(np.concatenate(kept), whole), (threads, block)
+    file = SafetensorsFile(spec)
+    views = list(file.iter_bytes(7, file.total_length - 3, threads=2, block=1 << 12, reuse=False))
+    assert b"".join(views) == file.to_bytes()[7:-3]
+
+
 @pytest.mark.parametrize("scheme", [*BITWISE, "orthogonal"])
 def test_any_slice_equals_the_slice_of_the_whole(scheme: str) -> None:
     rng = np.random.default_rng(7)

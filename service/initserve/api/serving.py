@@ -120,7 +120,7 @@ async def serve_target(
         headers["Repr-Digest"] = _repr_digest(request, key, data)
         return Response(_assemble(data, segments), status_code=status, headers=headers)
     return GeneratedFileResponse(
-        _source(request, target),
+        _source(request, target, reuse=False),
         status_code=status,
         headers=headers,
         segments=segments,
@@ -132,6 +132,7 @@ async def serve_target(
         cpu_limiter=request.app.state.cpu_limiter,
         cheap_gap=_whole_tensor_gaps(target) if len(segments) > 1 else None,
         observe=None if head else partial(_leaf_recorder, request.app.state.leaf_memo, key, length),
+        copy_chunks=False,  # the source's buffers are never reused (reuse=False): sent without a copy
     )
 
 
@@ -182,10 +183,11 @@ def _render(source: ByteSource, threads: int | None, kernel: Kernel) -> tuple[by
     return data, repr_digest(data)
 
 
-def _source(request: Request, target: Target) -> WholeCachedFile:
-    """The target's file, with whole-tensor results shared through the app's cache."""
+def _source(request: Request, target: Target, *, reuse: bool = True) -> WholeCachedFile:
+    """The target's file, with whole-tensor results shared through the app's cache; ``reuse=False``:
+    its views are of buffers the engine never writes again (see ``SafetensorsFile.iter_bytes``)."""
     whole: WholeResultCache = request.app.state.whole_cache
-    return WholeCachedFile(target.file, whole)
+    return WholeCachedFile(target.file, whole, reuse)
 
 
 def _cache_key(target: Target) -> CacheKey:

@@ -1,13 +1,15 @@
 """The streamed response: a generated safetensors file, whole or in byte ranges.
 
 Bytes come from the engine's ``SafetensorsFile.iter_bytes(start, stop)``, which generates only
-the elements a range covers and yields *reused* buffers. Each ``next()`` runs in a worker
-thread so the event loop keeps serving (``/healthz`` stays fast during a multi-GiB stream), and
-each yielded buffer is copied to ``bytes`` in that same thread before the next ``next()``: the
-server's transport may keep a reference to what it was given after ``send`` returns (uvloop
-queues the object itself), so handing it the engine's buffer would let the next chunk overwrite
-bytes still waiting for the socket. Server memory stays one chunk plus the transport's
-high-water mark, whatever the tensor size. A client disconnect stops generation.
+the elements a range covers. Each ``next()`` runs in a worker thread so the event loop keeps
+serving (``/healthz`` stays fast during a multi-GiB stream). The server's transport may keep a
+reference to what it was given after ``send`` returns (uvloop queues the object itself), so a
+*reused* engine buffer is copied to ``bytes`` in that worker thread before the next ``next()``;
+a source that yields buffers nobody reuses (``copy_chunks=False``: the generated files, read with
+``reuse=False``) is sent as it is, which saves a copy of every byte. The next chunk is fetched
+while the current one is being sent, so the socket does not wait for the thread hop. Server
+memory stays a few chunks plus the transport's high-water mark, whatever the tensor size. A client
+disconnect stops generation.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 import anyio
+import anyio.abc
 import anyio.to_thread
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -61,6 +64,14 @@ def _next_copy(iterator: Iterator[memoryview], observer: StreamObserver | None =
     return bytes(view)
 
 
+def _next_owned(iterator: Iterator[memoryview], observer: StreamObserver | None = None) -> memoryview | None:
+    """The next chunk of a source whose buffers are never written again: sent as it is."""
+    view = next(iterator, None)
+    if view is not None and observer is not None:
+        observer.update(view)
+    return view
+
+
 async def until_disconnect(receive: Receive) -> None:
     while True:
         message = await receive()
@@ -77,6 +88,8 @@ class GeneratedFileResponse(Response):
     released when the response ends, however it ends. ``on_data(start, stop)`` is told each
     file range that was sent, for metrics. ``observe(start, stop)`` makes a :class:`StreamObserver`
     for each single range streamed (the leaf digests of ``?format=digest``).
+    ``copy_chunks=False`` when ``source`` yields buffers that it never writes again: they are sent
+    without a copy.
     """
 
     def __init__(
@@ -94,9 +107,11 @@ class GeneratedFileResponse(Response):
         cpu_limiter: anyio.CapacityLimiter | None = None,
         cheap_gap: Callable[[int, int], bool] | None = None,
         observe: ObserverFactory | None = None,
+        copy_chunks: bool = True,
     ) -> None:
         self.source = source
         self.observe = observe
+        self.copy_chunks = copy_chunks
         self.status_code = status_code
         self.segments = list(segments)
         self.send_body = send_body
@@ -194,19 +209,40 @@ class GeneratedFileResponse(Response):
         observer = self.observe(span.start, span.stop) if self.observe is not None else None
         position = span.start
         try:
-            while True:
-                # Not abandoned on cancel: the thread finishes its next() before we close the iterator.
-                chunk = await anyio.to_thread.run_sync(_next_copy, iterator, observer, limiter=self.cpu_limiter)
-                if chunk is None:
-                    break
-                if observer is not None:
-                    observer.flush()
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                self.on_data(position, position + len(chunk))
-                position += len(chunk)
+            # A producer task fetches chunk k+1 in a worker thread while chunk k is being sent: without it
+            # the socket sat idle for a thread hop (and a copy) per chunk. The channel holds no chunk, so
+            # at most one waits beside the one being sent.
+            outbox, inbox = anyio.create_memory_object_stream[bytes | memoryview](0)
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._produce, iterator, observer, outbox)
+                async with inbox:
+                    async for chunk in inbox:
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                        self.on_data(position, position + len(chunk))
+                        position += len(chunk)
         finally:
+            # After the task group: the producer's thread has finished its next() (run_sync is not
+            # abandoned on cancel), so the iterator is never closed while it runs.
             close = getattr(iterator, "close", None)
             if close is not None:
                 close()
         if position != span.stop:
             raise RuntimeError(f"engine yielded bytes [{span.start}, {position}) for range [{span.start}, {span.stop})")
+
+    async def _produce(
+        self,
+        iterator: Iterator[memoryview],
+        observer: StreamObserver | None,
+        outbox: anyio.abc.ObjectSendStream[bytes | memoryview],
+    ) -> None:
+        step = _next_copy if self.copy_chunks else _next_owned
+        async with outbox:
+            while True:
+                chunk = await anyio.to_thread.run_sync(step, iterator, observer, limiter=self.cpu_limiter)
+                if chunk is None:
+                    return
+                if observer is not None:
+                    # On the event loop, before the chunk is sent; the next update() starts only after the
+                    # consumer took this chunk, so update() and flush() never overlap.
+                    observer.flush()
+                await outbox.send(chunk)

@@ -119,10 +119,12 @@ class WholeResultCache:
 
 @dataclass(frozen=True)
 class WholeCachedFile:
-    """The engine's file with whole-tensor results taken from (and given to) a cache."""
+    """The engine's file with whole-tensor results taken from (and given to) a cache. ``reuse=False``:
+    every yielded view is of a new buffer the reader may keep (``SafetensorsFile.iter_bytes``)."""
 
     file: SafetensorsFile
     cache: WholeResultCache
+    reuse: bool = True
 
     @property
     def total_length(self) -> int:
@@ -131,4 +133,6 @@ class WholeCachedFile:
     def iter_bytes(
         self, start: int = 0, stop: int | None = None, *, kernel: Kernel | None = None, threads: int | None = None
     ) -> Iterator[memoryview]:
-        return self.file.iter_bytes(start, stop, kernel=kernel, threads=threads, whole_source=self.cache.get)
+        return self.file.iter_bytes(
+            start, stop, kernel=kernel, threads=threads, whole_source=self.cache.get, reuse=self.reuse
+        )

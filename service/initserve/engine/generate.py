@@ -127,11 +127,15 @@ def iter_result_chunks(
     threads: int | None = None,
     block: int = DEFAULT_BLOCK,
     whole_source: WholeSource | None = None,
+    reuse: bool = True,
 ) -> Iterator[Array]:
     """Result elements [start, stop) as consecutive arrays of at most ``block`` elements.
 
     Blocks are generated ahead by a thread pool into a ring of reused buffers: a yielded array is
     valid only until the next one is requested. Memory: (2·threads + 1) blocks, whatever the size.
+    ``reuse=False``: every block gets a new buffer that the consumer owns and may keep (a server hands
+    it to the socket without copying it; a fresh allocation costs a third of a copy). Memory is then
+    2·threads blocks in flight plus whatever the consumer keeps.
     """
     stop = spec.numel if stop is None else stop
     if stop <= start:
@@ -143,13 +147,15 @@ def iter_result_chunks(
         # cost more than it saves. Fill in the caller's thread, one reused buffer.
         buffer = np.empty(min(block, stop - start), dtype=spec.dtype_info.storage)
         for position in range(start, stop, block):
+            if not reuse and position != start:
+                buffer = np.empty(min(block, stop - position), dtype=spec.dtype_info.storage)
             view = buffer[: min(block, stop - position)]
             writer.fill(position, view)
             yield view
         return
     workers = min(threads or default_threads(), blocks)
     depth = 2 * workers
-    ring = [np.empty(min(block, stop - start), dtype=spec.dtype_info.storage) for _ in range(depth + 1)]
+    ring = [np.empty(min(block, stop - start), dtype=spec.dtype_info.storage) for _ in range(depth + 1 if reuse else 0)]
     positions = iter(range(start, stop, block))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="initserve-stream") as pool:
         pending: deque[tuple[Future[None], Array]] = deque()
@@ -160,7 +166,8 @@ def iter_result_chunks(
             position = next(positions, None)
             if position is None:
                 return False
-            buffer = ring[slot % len(ring)][: min(block, stop - position)]
+            count = min(block, stop - position)
+            buffer = ring[slot % len(ring)][:count] if reuse else np.empty(count, dtype=spec.dtype_info.storage)
             slot += 1
             pending.append((pool.submit(writer.fill, position, buffer), buffer))
             return True

@@ -75,10 +75,12 @@ class SafetensorsFile:
         threads: int | None = None,
         block: int = DEFAULT_BLOCK,
         whole_source: WholeSource | None = None,
+        reuse: bool = True,
     ) -> Iterator[memoryview]:
         """Bytes [start, stop) of the file. Only the elements that the range touches are generated
         (whole-tensor schemes excepted: they come from ``whole_source``, by default computed).
-        Yielded views are reused: consume each before the next."""
+        Yielded views are reused: consume each before the next — unless ``reuse=False``, where each
+        view is of a new buffer (or of the immutable header) that the consumer may keep."""
         stop = self.total_length if stop is None else min(stop, self.total_length)
         if start >= stop:
             return
@@ -94,7 +96,14 @@ class SafetensorsFile:
             skip = (lo - begin) - first * itemsize  # bytes to drop from the first element
             remaining = hi - lo
             chunks = iter_result_chunks(
-                entry.spec, first, last, kernel=kernel, threads=threads, block=block, whole_source=whole_source
+                entry.spec,
+                first,
+                last,
+                kernel=kernel,
+                threads=threads,
+                block=block,
+                whole_source=whole_source,
+                reuse=reuse,
             )
             for chunk in chunks:
                 view = chunk.data.cast("B")[skip : skip + remaining]
