@@ -181,6 +181,10 @@ def test_config_from_arguments_environment_and_defaults(tmp_path: Path) -> None:
         tmp_path,
     )
     assert config.timeout.read == 5.0
+    # Answers computed whole (stats, diagnose) wait longer than a stream's read, and connect as quickly.
+    assert (config.compute_timeout.read, config.compute_timeout.connect) == (1800.0, 5.0)
+    assert resolve_config(env={**env, "INITSERVE_COMPUTE_TIMEOUT": "90"}).compute_timeout.read == 90.0
+    assert resolve_config(compute_timeout=7, env=env).compute_timeout.read == 7.0
     explicit = resolve_config(base_url="https://x", api_key="a", offline=False, cache=False, timeout=3, env=env)
     assert (explicit.base_url, explicit.api_key, explicit.offline, explicit.cache_dir) == (
         "https://x",
@@ -202,6 +206,9 @@ def test_config_from_arguments_environment_and_defaults(tmp_path: Path) -> None:
         ({"parallel": 0}, {}, "parallel must be ≥ 1"),
         ({}, {"INITSERVE_OFFLINE": "maybe"}, "INITSERVE_OFFLINE must be one of"),
         ({}, {"INITSERVE_TIMEOUT": "long"}, "INITSERVE_TIMEOUT must be a number"),
+        ({}, {"INITSERVE_COMPUTE_TIMEOUT": "long"}, "INITSERVE_COMPUTE_TIMEOUT must be a number"),
+        ({"compute_timeout": 0}, {}, "compute_timeout must be a number of seconds > 0"),
+        ({"compute_timeout": float("nan")}, {}, "compute_timeout must be a number of seconds > 0"),
     ],
 )
 def test_bad_settings_name_the_setting(kwargs: dict[str, Any], env: dict[str, str], message: str) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 from initserve.cli import main
-from initserve_client import AsyncClient, Client, InvalidSpecError, TooLargeError
+from initserve_client import AsyncClient, Client, InvalidSpecError, TooLargeError, TransportError
 
 from tests.live_server import LiveServer as Server
 
@@ -70,3 +71,31 @@ def test_cli_prints_a_summary_and_json(server: Server, tmp_path: Path, capsys: p
     assert [s["label"] for s in printed["schemes"]] == ["kaiming_normal(nonlinearity=tanh)", "orthogonal"]
     assert main(["diagnose", "--depth", "2", "--width", "8", *url]) == 1  # no --scheme
     assert "at least one --scheme" in capsys.readouterr().err
+
+
+# Well over 50 ms of work on any machine (about 0.5 s idle: 20 layers of 256, the 256² Jacobian), answered whole.
+SLOW = {"depth": 20, "width": 256, "activation": "tanh", "schemes": [{"scheme": "normal"}], "batch": 256}
+STREAM_TIMEOUT = httpx.Timeout(0.05, connect=10.0)  # 50 ms between the bytes of a stream
+
+
+def test_answers_computed_whole_wait_for_compute_timeout_not_the_stream_timeout(server: Server) -> None:
+    # `timeout` bounds the gaps of a stream; a diagnosis (or stats) sends nothing until it is done, so its
+    # wait is `compute_timeout`: a 50 ms stream timeout does not cut a diagnosis of half a second.
+    with Client(base_url=server.url, cache=False, timeout=STREAM_TIMEOUT, compute_timeout=300) as client:
+        assert client.diagnose_of(SLOW)["schemes"][0]["layers"][19]["measured_std"] > 0
+
+    async def run() -> dict:
+        async with AsyncClient(base_url=server.url, cache=False, timeout=STREAM_TIMEOUT, compute_timeout=300) as client:
+            return await client.diagnose_of(SLOW)
+
+    assert len(asyncio.run(run())["schemes"][0]["layers"]) == 20
+
+
+def test_a_compute_timeout_is_not_retried(server: Server) -> None:
+    # A retry would start the same computation again from scratch (and again, `retries` times).
+    before = server.request_count("POST", "/v1/diagnose")
+    client = Client(base_url=server.url, cache=False, compute_timeout=0.05, retries=5)
+    with client, pytest.raises(TransportError, match=r"no answer within compute_timeout = 0\.05 s"):
+        client.diagnose_of(SLOW)
+    time.sleep(1.0)  # the server logs and counts the abandoned request when it notices the disconnect
+    assert server.request_count("POST", "/v1/diagnose") - before == 1

@@ -15,7 +15,7 @@ from ._cache import Cache
 from ._config import ClientConfig, resolve_config
 from ._errors import APIError, InitserveError, RetriesExhaustedError, TransportError, error_from_response
 from ._flow import FetchContext, Flow, fetch_file, send_json
-from ._retry import RetryPolicy, refused_locally
+from ._retry import COMPUTED, RetryPolicy, refused_locally
 from ._safetensors import SafetensorsFile
 from ._specs import DTypeLike, bundle_body, init_body, require_json
 
@@ -36,6 +36,7 @@ class BaseClient:
         base_url: str | None = None,
         api_key: str | None = None,
         timeout: float | httpx.Timeout | None = None,
+        compute_timeout: float | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         cache: bool = True,
         offline: bool | None = None,
@@ -49,6 +50,7 @@ class BaseClient:
             base_url=base_url,
             api_key=api_key,
             timeout=timeout,
+            compute_timeout=compute_timeout,
             cache_dir=cache_dir,
             cache=cache,
             offline=offline,
@@ -86,7 +88,10 @@ class BaseClient:
         json: Any = None,
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
+        computed: bool = False,
     ) -> httpx.Request:
+        """``computed``: the server answers only once the whole result is computed (stats, diagnose), so
+        the read waits up to ``compute_timeout`` and a read timeout is final (:data:`COMPUTED`)."""
         all_headers = {"User-Agent": USER_AGENT}
         if self._config.api_key:
             all_headers["Authorization"] = f"Bearer {self._config.api_key}"
@@ -98,7 +103,10 @@ class BaseClient:
             headers=all_headers,
             params=params,
             # httpx reads the timeout from the request; set it as Client.build_request would.
-            extensions={"timeout": self._config.timeout.as_dict()},
+            extensions={
+                "timeout": (self._config.compute_timeout if computed else self._config.timeout).as_dict(),
+                **({COMPUTED: True} if computed else {}),
+            },
         )
 
     def _context(self, desc: str) -> FetchContext:
@@ -142,6 +150,13 @@ class BaseClient:
                 f"{request.method} {request.url} failed: connection refused — is `initserve serve` running at "
                 f"{origin}? (the URL comes from {self._config.base_url_source})"
             )
+        if isinstance(exc, httpx.ReadTimeout) and request.extensions.get(COMPUTED):
+            waited = self._config.compute_timeout.read
+            return TransportError(
+                f"{request.method} {request.url}: no answer within compute_timeout = {waited:g} s (the server "
+                "computes it whole before answering, and stops when we leave); not retried, since a retry would "
+                "compute it again. Wait longer: compute_timeout= or INITSERVE_COMPUTE_TIMEOUT"
+            )
         if attempt > 1:
             return RetriesExhaustedError(f"{request.method} {request.url}", attempt, exc)
         return TransportError(f"{request.method} {request.url} failed: {type(exc).__name__}: {exc}")
@@ -184,12 +199,19 @@ class BaseClient:
 
     def _stats_flow(self, body: Mapping[str, Any]) -> Flow:
         request = self._build_request(
-            "POST", "/v1/init", json=dict(body), params={"format": "stats"}, headers={"Accept": "application/json"}
+            "POST",
+            "/v1/init",
+            json=dict(body),
+            params={"format": "stats"},
+            headers={"Accept": "application/json"},
+            computed=True,
         )
         return (yield from send_json(request))
 
     def _diagnose_flow(self, body: Mapping[str, Any]) -> Flow:
-        request = self._build_request("POST", "/v1/diagnose", json=dict(body), headers={"Accept": "application/json"})
+        request = self._build_request(
+            "POST", "/v1/diagnose", json=dict(body), headers={"Accept": "application/json"}, computed=True
+        )
         return (yield from send_json(request))
 
     def _get_json_flow(self, path: str) -> Flow:

@@ -138,6 +138,7 @@ class CheckpointMethods:
             json: Any = None,
             headers: Mapping[str, str] | None = None,
             params: Mapping[str, str] | None = None,
+            computed: bool = False,
         ) -> httpx.Request: ...
 
         def _error_for(self, request: httpx.Request, response: httpx.Response, attempt: int) -> InitserveError: ...

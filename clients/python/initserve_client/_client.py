@@ -32,7 +32,11 @@ class Client(CheckpointMethods, BaseClient):
     Args:
         base_url: server URL; default ``INITSERVE_URL`` or ``http://127.0.0.1:8000``.
         api_key: sent as ``Authorization: Bearer``; default ``INITSERVE_API_KEY``.
-        timeout: seconds or an ``httpx.Timeout`` (default 60 s, 10 s to connect; ``INITSERVE_TIMEOUT``).
+        timeout: seconds or an ``httpx.Timeout`` (default 60 s, 10 s to connect; ``INITSERVE_TIMEOUT``): the
+            longest wait for each network operation of a request or a stream.
+        compute_timeout: seconds to wait for an answer the server computes whole before sending it
+            (``stats``, ``diagnose``; default 1800, ``INITSERVE_COMPUTE_TIMEOUT``). Such a wait is not
+            retried: a retry would start the computation again.
         cache_dir: cache root; default ``INITSERVE_CACHE_DIR`` or the user cache dir. ``cache=False`` disables it.
         offline: serve only from the cache (default ``INITSERVE_OFFLINE``).
         retries: total attempts per request on connection errors and 429/502/503/504.
@@ -52,6 +56,7 @@ class Client(CheckpointMethods, BaseClient):
         base_url: str | None = None,
         api_key: str | None = None,
         timeout: float | httpx.Timeout | None = None,
+        compute_timeout: float | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         cache: bool = True,
         offline: bool | None = None,
@@ -65,6 +70,7 @@ class Client(CheckpointMethods, BaseClient):
             base_url=base_url,
             api_key=api_key,
             timeout=timeout,
+            compute_timeout=compute_timeout,
             cache_dir=cache_dir,
             cache=cache,
             offline=offline,

@@ -12,6 +12,7 @@ import platformdirs
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "DEFAULT_COMPUTE_TIMEOUT",
     "DEFAULT_TIMEOUT",
     "ClientConfig",
     "default_cache_dir",
@@ -22,6 +23,9 @@ DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 # Generation streams: the first byte comes quickly, so a read timeout bounds a stalled server,
 # not a large tensor.
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+# Answers the server computes whole before sending a byte (?format=stats, /v1/diagnose): the read
+# waits for the whole computation — seconds to minutes on a busy machine — not for a stalled stream.
+DEFAULT_COMPUTE_TIMEOUT = 1800.0
 # Below this size a progress bar is noise.
 DEFAULT_PROGRESS_THRESHOLD = 64 << 20
 # Ranges only pay off for large bodies; below this a single stream is used.
@@ -59,6 +63,7 @@ class ClientConfig:
     base_url: str
     api_key: str | None
     timeout: httpx.Timeout
+    compute_timeout: httpx.Timeout  # the timeout of requests answered only once computed (stats, diagnose)
     cache_dir: Path | None  # None: caching disabled
     offline: bool
     retries: int  # total attempts per request, ≥ 1
@@ -77,6 +82,7 @@ def resolve_config(
     base_url: str | None = None,
     api_key: str | None = None,
     timeout: float | httpx.Timeout | None = None,
+    compute_timeout: float | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     cache: bool = True,
     offline: bool | None = None,
@@ -115,6 +121,18 @@ def resolve_config(
         resolved_timeout = timeout
     else:
         resolved_timeout = httpx.Timeout(timeout)
+    if compute_timeout is None:
+        env_compute = env.get("INITSERVE_COMPUTE_TIMEOUT")
+        try:
+            compute_timeout = float(env_compute) if env_compute else DEFAULT_COMPUTE_TIMEOUT
+        except ValueError:
+            raise ValueError(f"INITSERVE_COMPUTE_TIMEOUT must be a number of seconds, got {env_compute!r}") from None
+    if not compute_timeout > 0:  # also refuses NaN
+        raise ValueError(f"compute_timeout must be a number of seconds > 0, got {compute_timeout!r}")
+    # Connecting and sending are as quick as for any request; only the wait for the answer is longer.
+    resolved_compute = httpx.Timeout(
+        compute_timeout, connect=resolved_timeout.connect, write=resolved_timeout.write, pool=resolved_timeout.pool
+    )
     if offline is None:
         offline = bool(_env_bool(env, "INITSERVE_OFFLINE"))
         offline_source = f"INITSERVE_OFFLINE={env.get('INITSERVE_OFFLINE')}" if offline else "off"
@@ -129,6 +147,7 @@ def resolve_config(
         base_url=url,
         api_key=api_key if api_key is not None else (env.get("INITSERVE_API_KEY") or None),
         timeout=resolved_timeout,
+        compute_timeout=resolved_compute,
         cache_dir=resolved_cache,
         offline=offline,
         retries=retries,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import httpx
 
 __all__ = [
+    "COMPUTED",
     "RETRYABLE_STATUS",
     "RetryPolicy",
     "is_local_host",
@@ -38,8 +39,23 @@ _RETRYABLE_EXCEPTIONS: tuple[type[BaseException], ...] = (
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 
+# Request extension marking an answer the server computes whole before its first byte (stats, diagnose).
+COMPUTED = "initserve.computed"
+
+
 def is_retryable_exception(exc: BaseException) -> bool:
-    return isinstance(exc, _RETRYABLE_EXCEPTIONS) and not refused_locally(exc)
+    return isinstance(exc, _RETRYABLE_EXCEPTIONS) and not refused_locally(exc) and not _computation_timed_out(exc)
+
+
+def _computation_timed_out(exc: BaseException) -> bool:
+    """No answer within ``compute_timeout`` to a request computed whole: a retry would only start the
+    same computation again (the server stops the abandoned one)."""
+    if not isinstance(exc, httpx.ReadTimeout):
+        return False
+    try:
+        return bool(exc.request.extensions.get(COMPUTED))
+    except RuntimeError:  # an exception raised without its request
+        return False
 
 
 def is_local_host(host: str) -> bool:
