@@ -269,6 +269,10 @@ def test_messages_name_the_field_and_rule(http: httpx.Client) -> None:
     assert problem["errors"][0]["msg"] == "shape[1] must be ≥ 0, got -3"
     problem = _send(http, "POST", "/v1/init", {**OK, "params": {"std": True}}).json()
     assert "params.std" in problem["detail"] and "boolean" in problem["detail"]
+    # The value's kind in JSON's words (what the caller sent), never a Python type name such as NoneType.
+    for value, kind in ((None, "null"), ([1], "an array"), ({"a": 1}, "an object")):
+        problem = _send(http, "POST", "/v1/init", {**OK, "params": {"std": value}}).json()
+        assert problem["errors"][0]["msg"] == f"params.std must be a number or a string, got {kind}", problem
 
 
 def test_size_limit_is_decided_in_microseconds_without_allocating() -> None:

@@ -28,6 +28,10 @@ INVALID: list[tuple[dict[str, Any], str, str]] = [
     ({"shape": [4, -3], "scheme": "normal"}, "shape[1]", "must be ≥ 0, got -3"),
     ({"shape": [4, 2.5], "scheme": "normal"}, "shape[1]", "must be an integer"),
     ({"shape": [4, True], "scheme": "normal"}, "shape[1]", "must be an integer, got a boolean"),
+    # What was sent, in JSON's words, never a Python type name (list, dict, int).
+    ({"shape": [4], "scheme": "normal", "params": {"std": [1]}}, "params.std", "got an array"),
+    ({"shape": [4], "scheme": "normal", "params": {"std": {"a": 1}}}, "params.std", "got an object"),
+    ({"shape": [4], "scheme": 5}, "scheme", "got a number"),
     ({"shape": [1] * 9, "scheme": "normal"}, "shape", "at most 8 dimensions"),
     ({"shape": [2**63, 1], "scheme": "normal"}, "shape[0]", "≤ 2^63-1"),
     ({"shape": [4, 3]}, "scheme", "required"),

@@ -39,11 +39,16 @@ def _param_value(value: Any) -> int | float | str:
         if not math.isfinite(value):
             raise PydanticCustomError("finite_number", "must be a finite number")
         return value
-    raise PydanticCustomError(
-        "param_type",
-        "must be a number or a string, got {kind}",
-        {"kind": "a boolean" if isinstance(value, bool) else type(value).__name__},
-    )
+    raise PydanticCustomError("param_type", "must be a number or a string, got {kind}", {"kind": _json_kind(value)})
+
+
+def _json_kind(value: object) -> str:
+    """What the caller sent, in JSON's words (never a Python type name such as ``NoneType``)."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if value is None:
+        return "null"
+    return "an array" if isinstance(value, list) else "an object" if isinstance(value, dict) else type(value).__name__
 
 
 ParamValue = Annotated[

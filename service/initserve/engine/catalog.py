@@ -1095,7 +1095,9 @@ def resolve_scheme(name: str) -> str | None:
 def unknown_scheme_message(name: object) -> str:
     """Why ``name`` is refused and what to send instead: the near-miss hint, else the closest names."""
     if not isinstance(name, str):
-        return f"scheme must be a string naming a catalog scheme, got {type(name).__name__}"
+        kinds = {bool: "a boolean", type(None): "null", int: "a number", float: "a number", list: "an array"}
+        kind = kinds.get(type(name), "an object" if isinstance(name, dict) else type(name).__name__)
+        return f"scheme must be a string naming a catalog scheme, got {kind}"
     if name in NEAR_MISSES:
         return f"unknown scheme {name!r}: {NEAR_MISSES[name]}"
     lowered = {candidate.lower(): candidate for candidate in scheme_names()}

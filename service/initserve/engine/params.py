@@ -100,7 +100,10 @@ def _show(value: object) -> str:
         return "null"
     if isinstance(value, str):
         return repr(value)
-    return type(value).__name__
+    # In JSON's words: the caller sent an array or an object, not a Python list or dict.
+    if isinstance(value, list | tuple):
+        return "an array"
+    return "an object" if isinstance(value, dict) else type(value).__name__
 
 
 FAN_MAX = 1 << 62  # no tensor has more elements (see spec.MAX_ELEMENTS), so no fan is larger
