@@ -259,3 +259,23 @@ def test_derive_requests_carry_numpy_numbers_and_refuse_nan_before_any_request()
             client.derive(
                 source, tensors, [{"match": "emb", "action": "mean_rows", "noise": np.float32(0.5)}], seed=np.uint64(3)
             )
+
+
+@pytest.mark.parametrize("scheme", ["kaiming_uniform", "kaiming_normal", "xavier_uniform", "torch_default"])
+@pytest.mark.parametrize("shape", [[5, 0], [0, 0], [4, 0, 3, 3]])
+def test_zero_size_tensors_with_zero_fans_generate_like_the_server(
+    server: Server, scheme: str, shape: list[int]
+) -> None:
+    # A layer with no inputs has fan_in 0: nothing to draw, so no std to compute (torch warns and does nothing).
+    with Client(base_url=server.url, cache=False) as client:
+        served = client.tensor(shape, scheme, name="w")
+    local = LocalClient().tensor(shape, scheme, name="w")
+    assert local.shape == served.shape == tuple(shape) and local.dtype == served.dtype
+
+
+def test_init_module_fills_a_layer_without_inputs_as_torch_does() -> None:
+    torch.manual_seed(0)
+    reference, ours = nn.Linear(0, 5), nn.Linear(0, 5)  # torch: weight (5, 0), bias U(±0) = zeros
+    ours.bias.data.fill_(7.0)
+    init_module(ours, client=LocalClient(), seed=0)
+    assert torch.equal(ours.bias, reference.bias) and ours.weight.shape == (5, 0)

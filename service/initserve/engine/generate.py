@@ -105,6 +105,8 @@ def generate(
                 f"got {out.dtype} of {out.size} (contiguous: {out.flags.c_contiguous})"
             )
         out = out.reshape(-1)
+    if spec.numel == 0:  # nothing to draw; a layer without inputs (fan_in 0) has no std to compute either
+        return out.reshape(spec.result_shape)
     writer = ResultWriter(spec, kernel, whole_source)
     blocks = [(start, min(block, spec.numel - start)) for start in range(0, spec.numel, block)]
     workers = threads or default_threads()
