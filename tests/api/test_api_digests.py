@@ -1,5 +1,6 @@
-"""``?format=digest`` of streamed files: the leaves a stream sent are hashed on the way out and the
-digest is then a lookup; only leaves no stream covered are generated again (never sent)."""
+"""``?format=digest`` of streamed files: the leaves a stream sent are hashed on the way out when the
+request says it will want the digest (``Want-Repr-Digest``, RFC 9530), and the digest is then a lookup;
+only leaves no such stream covered are generated again (never sent)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import re
 
 import httpx
 import pytest
-from initserve.api.digests import LEAF_SIZE, LeafDigester, digest_of_bytes
+from initserve.api.digests import LEAF_SIZE, LeafDigester, digest_of_bytes, wants_sha256
 
 # 9216 x 4096 float32 = 144 MiB of data: three leaves, the last one short.
 THREE_LEAVES = {"shape": [9216, 4096], "scheme": "kaiming_normal", "name": "weight"}
+WANT = {"Want-Repr-Digest": "sha-256=10"}
 
 
 def tree_sha256(data: bytes) -> str:
@@ -42,7 +44,7 @@ def regenerated(http: httpx.Client) -> float:
 def test_the_digest_after_a_whole_download_generates_nothing_again(http: httpx.Client) -> None:
     url, size = url_of(http, 101)
     assert size > 2 * LEAF_SIZE
-    body = http.get(url).content
+    body = http.get(url, headers=WANT).content
     before, streamed = regenerated(http), metric(http, "initserve_digests_total", 'source="streamed"')
     answer = http.get(url, params={"format": "digest"}).json()
     assert answer["tree_sha256"] == tree_sha256(body)
@@ -56,7 +58,7 @@ def test_the_digest_after_a_whole_download_generates_nothing_again(http: httpx.C
 
 def test_the_post_download_also_files_its_leaves(http: httpx.Client) -> None:
     spec = {**THREE_LEAVES, "seed": 102}
-    body = http.post("/v1/init", json=spec).content
+    body = http.post("/v1/init", json=spec, headers={"want-repr-digest": "sha-512=3, sha-256=1"}).content
     before = regenerated(http)
     answer = http.post("/v1/init", params={"format": "digest"}, json=spec).json()
     assert answer["tree_sha256"] == tree_sha256(body)
@@ -87,7 +89,7 @@ def test_ranges_file_the_leaves_they_cover_whole(
     url, size = url_of(http, 110 + len(ranges) + 3 * len(whole_leaves) + 7 * min(whole_leaves, default=0))
     for start, stop in ranges:
         last = "" if stop is None else str(stop - 1)
-        assert http.get(url, headers={"Range": f"bytes={start}-{last}"}).status_code == 206
+        assert http.get(url, headers={**WANT, "Range": f"bytes={start}-{last}"}).status_code == 206
     covered = sum(min((i + 1) * LEAF_SIZE, size) - i * LEAF_SIZE for i in whole_leaves)
     before = regenerated(http)
     answer = http.get(url, params={"format": "digest"}).json()
@@ -95,12 +97,41 @@ def test_ranges_file_the_leaves_they_cover_whole(
     assert answer["tree_sha256"] == tree_sha256(http.get(url).content)
 
 
-def test_head_files_no_leaves(http: httpx.Client) -> None:
-    url, size = url_of(http, 140)
-    assert http.head(url).status_code == 200
+@pytest.mark.parametrize(
+    ("headers", "seed"),
+    [({}, 141), ({"Want-Repr-Digest": "sha-256=0"}, 142), ({"Want-Repr-Digest": "sha-512=5"}, 143)],
+    ids=["none", "0", "other"],
+)
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_a_stream_nobody_will_verify_is_not_hashed(
+    http: httpx.Client, headers: dict[str, str], seed: int, method: str
+) -> None:
+    """curl, a browser or a proxy that did not ask for the digest do not pay for hashing (a HEAD never does)."""
+    url, size = url_of(http, seed + (10 if method == "HEAD" else 0))
+    answer = http.request(method, url, headers=headers if method == "GET" else {**headers, **WANT})
+    assert answer.status_code == 200
     before = regenerated(http)
     http.get(url, params={"format": "digest"})
     assert regenerated(http) == before + size
+
+
+@pytest.mark.parametrize(
+    ("value", "wanted"),
+    [
+        ("sha-256=10", True),
+        ("sha-256=1", True),
+        ("SHA-256=3", True),
+        ("sha-512=10, sha-256=2", True),
+        ("sha-256=3;x=1, md5=1", True),
+        ("sha-256=0", False),
+        ("sha-512=10", False),
+        ("", False),
+        (None, False),
+        ("xsha-256=4", False),
+    ],
+)
+def test_want_repr_digest_is_read_as_rfc_9530_says(value: str | None, wanted: bool) -> None:
+    assert wants_sha256(value) is wanted
 
 
 def test_leaf_digester_matches_the_definition_for_any_chunking_and_range() -> None:

@@ -168,10 +168,10 @@ def _parts(
     def get(writer: BodyWriter) -> httpx.Request:
         assert url is not None
         rng = writer.range_header()
-        return ctx.build_request("GET", url, headers={"Range": rng} if rng else None)
+        return ctx.build_request("GET", url, headers={**WANT_DIGEST, "Range": rng} if rng else WANT_DIGEST)
 
     def post(_writer: BodyWriter) -> httpx.Request:
-        return ctx.build_request("POST", path, json=dict(body))
+        return ctx.build_request("POST", path, json=dict(body), headers=WANT_DIGEST)
 
     if url is not None and sink is not None and size is not None:
         parallel = ctx.parallel if size >= ctx.parallel_threshold else 1
@@ -189,6 +189,9 @@ def _parts(
     return [DownloadPart(post, writer, resumable=False)]
 
 
+# RFC 9530: this client will ask for the file's SHA-256 digest after the body, so the server hashes what
+# it streams (a server cannot put a streamed file's digest in a header before the body).
+WANT_DIGEST = {"Want-Repr-Digest": "sha-256=10"}
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _REPR_SHA256 = re.compile(r"(?:^|,)\s*sha-256=:([A-Za-z0-9+/=]+):")
 DOWNLOAD_ATTEMPTS = 2  # a body that fails its digest is fetched once more before giving up

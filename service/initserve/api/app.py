@@ -119,7 +119,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "HEAD", "POST"],
-            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Range", "If-None-Match", "If-Range"],
+            allow_headers=[
+                "Authorization",
+                "X-API-Key",
+                "Content-Type",
+                "Range",
+                "If-None-Match",
+                "If-Range",
+                "Want-Repr-Digest",
+            ],
             expose_headers=EXPOSED,
         )
     app.state.repeat_memo = memo = RepeatMemo()

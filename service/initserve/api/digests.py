@@ -6,12 +6,13 @@ Two forms, both SHA-256 of the exact file bytes the service sends:
   before sending (small files, see the response cache), 200 and 206 alike: the digest of the whole
   representation, known before the first byte goes out.
 - ``?format=digest``: JSON with the **tree hash** (SHA-256 over 64 MiB leaves, the client cache's
-  content hash) and every leaf's SHA-256. A streamed file's digest cannot precede its bytes, so the
-  server hashes each leaf a stream covers *while* streaming it — from the engine's buffer, before the
-  bytes are handed to the socket — and remembers the leaf digests (:class:`LeafMemo`). A digest request
-  after the download is then a lookup; leaves no stream of this process covered are generated again
-  without being sent (chunk by chunk, under a generation slot, cancellable like stats). Answers are
-  remembered too (bounded LRU keyed by the file's digest).
+  content hash) and every leaf's SHA-256. A streamed file's digest cannot precede its bytes, so when
+  the request says it will want one (``Want-Repr-Digest: sha-256=…``, RFC 9530; the Python client
+  always does) the server hashes each leaf the stream covers *while* streaming it — from the engine's
+  buffer, before the bytes are handed to the socket — and remembers the leaf digests
+  (:class:`LeafMemo`). A digest request after the download is then a lookup; leaves no such stream of
+  this process covered are generated again without being sent (chunk by chunk, under a generation
+  slot, cancellable like stats). Answers are remembered too (bounded LRU keyed by the file's digest).
 
 Tree hash (docs/api.md): ``L = 2**26``; ``d_i = SHA-256(bytes[i·L, min((i+1)·L, size)))`` for
 ``i < max(1, ⌈size/L⌉)``; ``tree_sha256 = hex(SHA-256(d_0 ‖ … ‖ d_{k−1}))``.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import threading
 from collections.abc import Hashable, Iterator, Mapping
 from typing import Any
@@ -35,6 +37,14 @@ DIGEST_MEMO_ENTRIES = 4096  # a few hundred bytes each (an 8 GiB file has 128 le
 # Leaf digests remembered from streams: 65,536 leaves (≈ 8 MiB of Python objects) cover the last
 # 4 TiB streamed; a client asks for the digest right after its download, so recency is what counts.
 LEAF_MEMO_LEAVES = 1 << 16
+
+
+_WANT_SHA256 = re.compile(r"(?:^|,)\s*sha-256\s*=\s*([0-9]+)\s*(?:;[^,]*)?(?=,|$)")
+
+
+def wants_sha256(value: str | None) -> bool:
+    """Whether an RFC 9530 ``Want-Repr-Digest`` field asks for SHA-256 (a preference of 1–10; 0 refuses it)."""
+    return any(int(match.group(1)) > 0 for match in _WANT_SHA256.finditer((value or "").lower()))
 
 
 def repr_digest(data: bytes) -> str:

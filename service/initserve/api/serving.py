@@ -21,7 +21,15 @@ from cachetools import LRUCache
 from fastapi import Request
 from starlette.responses import JSONResponse, Response
 
-from initserve.api.digests import LeafMemo, LeafRecorder, TreeHashRun, complete_digest, digest_of_bytes, repr_digest
+from initserve.api.digests import (
+    LeafMemo,
+    LeafRecorder,
+    TreeHashRun,
+    complete_digest,
+    digest_of_bytes,
+    repr_digest,
+    wants_sha256,
+)
 from initserve.api.http_cache import (
     IMMUTABLE,
     ByteRange,
@@ -131,7 +139,9 @@ async def serve_target(
         kernel=request.app.state.kernel,
         cpu_limiter=request.app.state.cpu_limiter,
         cheap_gap=_whole_tensor_gaps(target) if len(segments) > 1 else None,
-        observe=None if head else partial(_leaf_recorder, request.app.state.leaf_memo, key, length),
+        observe=partial(_leaf_recorder, request.app.state.leaf_memo, key, length)
+        if not head and wants_sha256(request.headers.get("want-repr-digest"))
+        else None,
         copy_chunks=False,  # the source's buffers are never reused (reuse=False): sent without a copy
     )
 
