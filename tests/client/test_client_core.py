@@ -208,6 +208,8 @@ def test_config_from_arguments_environment_and_defaults(tmp_path: Path) -> None:
         ({}, {"INITSERVE_TIMEOUT": "long"}, "INITSERVE_TIMEOUT must be a number"),
         ({}, {"INITSERVE_COMPUTE_TIMEOUT": "long"}, "INITSERVE_COMPUTE_TIMEOUT must be a number"),
         ({"compute_timeout": 0}, {}, "compute_timeout must be a number of seconds > 0"),
+        ({"timeout": -1}, {}, "timeout must be a number of seconds > 0"),
+        ({}, {"INITSERVE_TIMEOUT": "nan"}, "timeout must be a number of seconds > 0"),
         ({"compute_timeout": float("nan")}, {}, "compute_timeout must be a number of seconds > 0"),
     ],
 )

@@ -237,3 +237,36 @@ def test_plan_command(server: Server, capsys: pytest.CaptureFixture[str]) -> Non
     table = capsys.readouterr().out
     assert "torch_default" in table and "Linear.reset_parameters" in table
     assert _main(["plan", "no_such_module:thing", "--no-server"]) == 1
+
+
+@pytest.mark.parametrize("shape", ["256,x", "256,,128", ",", "4,-", "4.5,2", "x"])
+def test_cli_refuses_a_shape_with_a_part_that_is_not_an_integer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], shape: str
+) -> None:
+    # "256,x" once fetched a [256] tensor: the stray part was dropped, not refused.
+    out = tmp_path / "w.npy"
+    assert _main(["fetch", f"--shape={shape}", "--scheme", "zeros", "--name", "w", "-o", str(out), "--no-cache"]) == 1
+    assert "--shape must be comma-separated integers" in capsys.readouterr().err and not out.exists()
+
+
+def test_cli_shapes_that_are_accepted() -> None:
+    from initserve_client.cli import _parse_shape
+
+    assert _parse_shape("256,128") == _parse_shape(" 256 , 128 ") == _parse_shape("256x128") == [256, 128]
+    assert _parse_shape("") == _parse_shape("  ") == []  # a scalar, as --help says
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["plan", "torch.nn:Linear", "--args", "[4]"], "Linear.__init__() missing 1 required positional"),
+        (["plan", "json:dumps", "--args", "[4]"], "json:dumps(...) returned str, not a torch.nn.Module"),
+        (["plan", "torch.nn:Linear", "--args", "[4,"], "--args must be a JSON list"),
+    ],
+)
+def test_cli_plan_errors_are_messages_not_tracebacks(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    assert _main([*argv, "--no-server"]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -121,6 +121,9 @@ def resolve_config(
         resolved_timeout = timeout
     else:
         resolved_timeout = httpx.Timeout(timeout)
+    seconds_read = resolved_timeout.read
+    if seconds_read is not None and not seconds_read > 0:  # -1 or NaN would fail every read at once
+        raise ValueError(f"timeout must be a number of seconds > 0, got {seconds_read!r}")
     if compute_timeout is None:
         env_compute = env.get("INITSERVE_COMPUTE_TIMEOUT")
         try:

@@ -128,9 +128,12 @@ def _spec_options(parser: argparse.ArgumentParser, *, allow_file: bool) -> None:
 
 
 def _parse_shape(text: str) -> list[int]:
-    parts = [p for p in text.replace("x", ",").split(",") if p.strip()]
+    """``"256,128"`` or ``"256x128"`` → ``[256, 128]``; ``""`` → ``[]`` (a scalar). Every part must be an
+    integer: an empty or stray part ("256,x", "4,,2") is refused, never dropped."""
+    if not text.strip():
+        return []
     try:
-        return [int(p) for p in parts]
+        return [int(part) for part in text.replace("x", ",").split(",")]
     except ValueError:
         raise ValueError(f"--shape must be comma-separated integers, got {text!r}") from None
 
@@ -461,11 +464,20 @@ def _plan(args: argparse.Namespace) -> int:
     from ._torch import _torch, plan_init
 
     th = _torch()
-    positional, keywords = json.loads(args.args), json.loads(args.kwargs)
+    try:
+        positional, keywords = json.loads(args.args), json.loads(args.kwargs)
+    except ValueError as exc:
+        raise ValueError(f"--args must be a JSON list and --kwargs a JSON object: {exc}") from None
     if not isinstance(positional, list) or not isinstance(keywords, dict):
         raise ValueError("--args must be a JSON list and --kwargs a JSON object")
-    with th.device("meta"):
-        module = _factory(args.module)(*positional, **keywords)
+    factory = _factory(args.module)
+    try:
+        with th.device("meta"):
+            module = factory(*positional, **keywords)
+    except Exception as exc:  # the user's constructor refused its arguments: say so, without a traceback
+        raise ValueError(f"{args.module}(...) failed: {type(exc).__name__}: {exc}") from None
+    if not isinstance(module, th.nn.Module):
+        raise ValueError(f"{args.module}(...) returned {type(module).__name__}, not a torch.nn.Module")
     if args.no_server:
         entries = plan_init(module, policy=args.policy)
     else:
