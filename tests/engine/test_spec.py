@@ -82,11 +82,16 @@ INVALID: list[tuple[dict[str, Any], str, str]] = [
     ({**GOOD, "slice": [[0, 1], [0, 1], [0, 1]]}, "slice", "3 pairs but shape has 2"),
     ({**GOOD, "slice": [[0]]}, "slice[0]", "pair of integers"),
     ({**GOOD, "extra": 1}, "extra", "unknown field 'extra'"),
-    ({**GOOD, "params": {"std": 1e300}, "dtype": "float32"}, "dtype", "rounds to infinity in float32"),
+    # The magnitude rule names the param that makes the values (its value first), not the dtype.
+    (
+        {**GOOD, "params": {"std": 1e300}, "dtype": "float32"},
+        "params.std",
+        "1e+300 makes values of magnitude 8.3e+300, which rounds to infinity in float32",
+    ),
     (
         {"shape": [2], "scheme": "constant", "params": {"value": 70000.0}, "dtype": "float16"},
-        "dtype",
-        "rounds to infinity in float16",
+        "params.value",
+        "70000.0 makes values of magnitude 70000, which rounds to infinity in float16",
     ),
     ({"shape": [4, 3], "scheme": "uniform", "params": {"low": 2.0, "high": 1.0}}, "params.high", "≥ params.low"),
     (

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from . import derive_bounds as bounds
 from . import derive_ops as ops
 from .algorithms import IMPLICIT_ALGORITHM
 from .checkpoint import ST_DTYPES, canonical_json
@@ -26,6 +27,7 @@ from .dtypes import DTYPES, cast_into
 from .errors import FieldError, Loc, SpecError, SpecTooLarge
 from .generate import generate
 from .kernels import Kernel
+from .magnitudes import Magnitude
 from .safetensors import encode_header
 from .spec import Spec, parse_spec
 
@@ -39,6 +41,7 @@ CHUNK_BYTES = 8 << 20  # streamed pieces of a computed tensor
 ALIGNMENT = 8
 
 Reader = Callable[[str], bytes | memoryview]  # tensor digest -> the tensor's raw bytes (verified)
+Measure = Callable[["ManifestTensor"], Magnitude]  # a float tensor's magnitude from its bytes
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,9 @@ class ManifestTensor:
     dtype: str  # safetensors code
     shape: tuple[int, ...]
     digest: str
+    # Largest finite |x| and count of non-finite values (float tensors): what the overflow rules check
+    # targets against before any byte is read. None: not known (the service always knows it).
+    magnitude: Magnitude | None = None
 
 
 Manifest = Mapping[str, ManifestTensor]
@@ -98,9 +104,12 @@ def derive_digest(canonical: str, algorithm: int = DERIVE_ALGORITHM) -> str:
 
 # --- planning ----------------------------------------------------------------------------------------
 class _Planner:
-    def __init__(self, request: DeriveRequest, manifests: Mapping[str, Manifest]) -> None:
+    def __init__(
+        self, request: DeriveRequest, manifests: Mapping[str, Manifest], measure: Measure | None = None
+    ) -> None:
         self.request = request
         self.manifests = manifests
+        self.measure = measure
         self.errors: list[FieldError] = []
         self.too_large: tuple[TargetTensor, SpecTooLarge] | None = None  # a generated tensor past 16 EiB
 
@@ -161,6 +170,55 @@ class _Planner:
             return False
         return True
 
+    # --- overflow rules (derive_bounds.py; docs/pretrained.md, "Overflow") ----------------------------
+    def magnitude(self, ref: SourceRef) -> Magnitude | None:
+        """The source's largest finite |x| and non-finite count: the manifest's, else measured; None if unknown."""
+        if ref.tensor.magnitude is not None:
+            return ref.tensor.magnitude
+        if self.measure is None or ref.tensor.dtype not in ("F16", "BF16", "F32", "F64"):
+            return None
+        return self.measure(ref.tensor)
+
+    def converts(self, target: TargetTensor, ref: SourceRef, what: str) -> bool:
+        """A float source rounded to another float dtype: its largest finite |x| must round to a finite value
+        (inf and NaN stay what they are). Exact: M is a value of the source."""
+        if ref.tensor.dtype == target.code or target.dtype not in DTYPES:
+            return True
+        found = self.magnitude(ref)
+        if found is None or bounds.fits(found.max_abs, target.dtype):
+            return True
+        self.fail(
+            (*self.loc(target), "dtype"),
+            f"{target.name!r}: {what} of {ref.name!r} (max |x| {found.max_abs:.6g}) to {target.dtype}: "
+            f"{found.max_abs:.6g} is {bounds.beyond(target.dtype)}; use a wider dtype",
+        )
+        return False
+
+    def finite_sources(self, target: TargetTensor, rule: Rule, *refs: SourceRef) -> list[float] | None:
+        """The largest finite |x| of each source of an arithmetic action, or None after failing: arithmetic
+        would spread a source's inf or NaN into other values (a mean, a sum), so it needs finite sources."""
+        found = []
+        for ref in refs:
+            magnitude = self.magnitude(ref)
+            if magnitude is None:
+                found.append(0.0)
+                continue
+            if magnitude.nonfinite:
+                self.fail(
+                    self.loc(target),
+                    f"{target.name!r}: source {ref.name!r} holds {magnitude.nonfinite} inf or NaN values; "
+                    f"{rule.action} needs finite sources (copy the tensor, or repair the checkpoint)",
+                )
+                return None
+            found.append(magnitude.max_abs)
+        return found
+
+    def bounded(self, target: TargetTensor, bound: float, loc: Loc, what: str) -> bool:
+        if bounds.fits(bound, target.dtype):
+            return True
+        self.fail(loc, f"{target.name!r}: {what} can reach max |x| {bound:.6g}, {bounds.beyond(target.dtype)}")
+        return False
+
     def plan(self, target: TargetTensor) -> PlannedTensor | None:
         rule = self.request.rule_for(target.name)
         return getattr(self, f"_plan_{rule.action}")(rule, target)  # type: ignore[no-any-return]
@@ -168,6 +226,8 @@ class _Planner:
     def _plan_copy(self, rule: Rule, target: TargetTensor) -> PlannedTensor | None:
         ref = self.source(rule, target)
         if ref is None or not self.same_shape(target, ref, "copy") or not self._convertible(target, ref):
+            return None
+        if not self.converts(target, ref, "copy"):
             return None
         return PlannedTensor(target, rule, "copy", (ref,))
 
@@ -185,6 +245,9 @@ class _Planner:
     def _plan_slice(self, rule: Rule, target: TargetTensor) -> PlannedTensor | None:
         ref = self.source(rule, target)
         if ref is None or not self._convertible(target, ref):
+            return None
+        # The manifest knows the whole tensor's largest |x|, not the slice's: the rule bounds the whole.
+        if not self.converts(target, ref, "slice (of the whole tensor)"):
             return None
         shape = ref.tensor.shape
         pairs = rule.fields["slice"]
@@ -223,6 +286,8 @@ class _Planner:
                 f"{target.name!r}: pad needs the source shape {list(shape)} to fit in the target shape "
                 f"{list(target.shape)} (same rank)",
             )
+            return None
+        if not self.converts(target, ref, "pad"):
             return None
         spec = self.spec(rule, target, self._scheme_body(rule, target, target.dtype))
         return None if spec is None else PlannedTensor(target, rule, "pad", (ref,), spec)
@@ -270,7 +335,36 @@ class _Planner:
             )
             if spec is None:
                 return None
+        if not self.converts(target, ref, "mean_rows's kept rows") or not self._mean_rows_fit(rule, target, ref, spec):
+            return None
         return PlannedTensor(target, rule, "mean_rows", (ref,), spec)
+
+    def _mean_rows_fit(self, rule: Rule, target: TargetTensor, ref: SourceRef, spec: Spec | None) -> bool:
+        if target.shape[0] == ref.tensor.shape[0]:
+            return True  # no new rows: a copy
+        found = self.finite_sources(target, rule, ref)
+        if found is None:
+            return False
+        (max_abs,) = found
+        rows, noise = ref.tensor.shape[0], float(rule.fields["noise"])
+        sums = bounds.mean_rows_sums(max_abs, rows, noise)
+        if not math.isfinite(sums) or sums >= bounds.F64_MAX:
+            self.fail(
+                self.loc(target),
+                f"{target.name!r}: mean_rows sums {rows} rows of {ref.name!r} (max |x| {max_abs:.6g}) in float64: "
+                f"the sum{' of squared deviations' if noise > 0 else ''} can reach {sums:.6g}, beyond float64's "
+                f"largest finite {bounds.F64_MAX:.6g}",
+            )
+            return False
+        z_reach = float(spec.built.sampler.max_abs()) if spec is not None else 0.0
+        bound = bounds.mean_rows_bound(max_abs, noise, z_reach)
+        noisy = noise > 0 and bounds.fits(bounds.mean_rows_bound(max_abs, 0.0, 0.0), target.dtype)
+        where: Loc = ("rules", rule.index, "noise") if noisy else (*self.loc(target), "dtype")
+        what = (
+            f"mean_rows's new rows (μ + noise·σ·z ≤ M + {noise:g}·M·{z_reach:g}, M = {max_abs:.6g} the max |x| of "
+            f"{ref.name!r}, σ ≤ M)"
+        )
+        return self.bounded(target, bound, where, what)
 
     def _plan_channel_adapt(self, rule: Rule, target: TargetTensor) -> PlannedTensor | None:
         ref = self.source(rule, target)
@@ -322,15 +416,60 @@ class _Planner:
                 f"target is {list(target.shape)}",
             )
             return None
+        if not self._channel_adapt_fits(rule, target, ref, mode, in_chans, base):
+            return None
         options = {"mode": mode, "in_chans": in_chans, "base_chans": base}
         return PlannedTensor(target, rule, "channel_adapt", (ref,), options=options)
+
+    def _channel_adapt_fits(
+        self, rule: Rule, target: TargetTensor, ref: SourceRef, mode: str, in_chans: int, base: int
+    ) -> bool:
+        if mode == "copy":
+            return self.converts(target, ref, "channel_adapt (a copy)")
+        found = self.finite_sources(target, rule, ref)
+        if found is None:
+            return False
+        (max_abs,) = found
+        in_float32 = ref.tensor.dtype != "F64"  # timm's conv_weight.float(); float64 sources stay float64
+        if mode == "sum":
+            summed = min(ref.tensor.shape[1], base)
+            bound = bounds.channel_sum_bound(max_abs, summed, in_float32)
+            what = f"channel_adapt's sum of {summed} channels of {ref.name!r} (≤ {summed}·{max_abs:.6g})"
+        else:
+            bound = bounds.channel_repeat_bound(max_abs, base, in_chans, in_float32)
+            what = f"channel_adapt's repeat of {ref.name!r} (≤ {max_abs:.6g}·{base}/{in_chans})"
+        arithmetic = "float32" if in_float32 else "float64"
+        if not bounds.fits(bound, arithmetic):
+            self.fail(
+                ("rules", rule.index, "mode"),
+                f"{target.name!r}: {what} can reach max |x| {bound:.6g} in the {arithmetic} arithmetic timm uses, "
+                f"{bounds.beyond(arithmetic)}",
+            )
+            return False
+        return self.bounded(target, bound, (*self.loc(target), "dtype"), what)
 
     def _plan_shrink_perturb(self, rule: Rule, target: TargetTensor) -> PlannedTensor | None:
         ref = self.source(rule, target)
         if ref is None or not self.need_float(target, ref) or not self.same_shape(target, ref, "shrink_perturb"):
             return None
         spec = self.spec(rule, target, self._scheme_body(rule, target, "float64"))
-        return None if spec is None else PlannedTensor(target, rule, "shrink_perturb", (ref,), spec)
+        if spec is None:
+            return None
+        found = self.finite_sources(target, rule, ref)
+        if found is None:
+            return None
+        (max_abs,) = found
+        shrink, noise = float(rule.fields["shrink"]), float(rule.fields["noise"])
+        eps_reach = float(spec.built.sampler.max_abs()) if math.prod(target.shape) else 0.0
+        kept, added = bounds.shrink_perturb_terms(max_abs, shrink, noise, eps_reach)
+        field_name = "shrink" if kept >= added else "noise"
+        what = (
+            f"shrink_perturb output (≤ shrink·M + noise·max|ε| = {shrink:g}·{max_abs:.6g} + {noise:g}·{eps_reach:.6g}, "
+            f"M the max |x| of {ref.name!r}, ε from {spec.scheme})"
+        )
+        if not self.bounded(target, kept + added, ("rules", rule.index, field_name), what):
+            return None
+        return PlannedTensor(target, rule, "shrink_perturb", (ref,), spec)
 
     def _plan_soup(self, rule: Rule, target: TargetTensor) -> PlannedTensor | None:
         refs = [self.source(rule, target, checkpoint) for checkpoint in rule.fields["checkpoints"]]
@@ -339,15 +478,32 @@ class _Planner:
             return None
         if not all(self.same_shape(target, ref, "soup") for ref in present):
             return None
+        found = self.finite_sources(target, rule, *present)
+        if found is None:
+            return None
+        bound = bounds.soup_bound(max(found, default=0.0), len(present))
+        if not self.bounded(
+            target, bound, (*self.loc(target), "dtype"), "soup (a weighted mean: ≤ the sources' max |x|)"
+        ):
+            return None
         return PlannedTensor(target, rule, "soup", tuple(present))
 
 
 def plan_derive(
-    request: DeriveRequest, manifests: Mapping[str, Manifest], *, max_bytes: int | None = None
+    request: DeriveRequest,
+    manifests: Mapping[str, Manifest],
+    *,
+    max_bytes: int | None = None,
+    measure: Measure | None = None,
 ) -> DerivedFile:
     """Check every target tensor against its rule and the manifests; raise :class:`SpecError` naming each
-    problem (loc from the request root), or :class:`SpecTooLarge` past ``max_bytes``. Reads no tensor."""
-    planner = _Planner(request, manifests)
+    problem (loc from the request root), or :class:`SpecTooLarge` past ``max_bytes``. Reads no tensor, except
+    through ``measure`` for a float source whose manifest entry has no magnitude (None: its checks are skipped).
+
+    The overflow rules (:mod:`.derive_bounds`) refuse every request whose output could hold an infinity
+    the sources do not: a conversion whose source max |x| rounds to infinity in the target dtype, arithmetic
+    whose bound passes the target's (or float64's / float32's) range, arithmetic on a source with inf/NaN."""
+    planner = _Planner(request, manifests, measure)
     planned = [p for target in request.tensors if (p := planner.plan(target)) is not None]
     if planner.errors:
         raise SpecError(planner.errors)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from .dtypes import DTYPES
 from .errors import FieldError, Loc
 from .params import ParamValue
 from .samplers import MIN_TRUNCATED_MASS, Constant, Eye, Orthogonal, Sparse, TruncatedNormal, Uniform
@@ -41,8 +42,11 @@ def culprit(given: Mapping[str, object], params: Mapping[str, ParamValue]) -> Lo
     return ("params",) if best is None else ("params", best[1])
 
 
-def derived_problems(sampler: object, gain: float | None) -> list[str]:
-    """The rules the derived scalars of ``sampler`` (and the reported ``gain``) break; empty if none."""
+def derived_problems(sampler: object, gain: float | None, dtype: str | None = None) -> list[str]:
+    """The rules the derived scalars of ``sampler`` (and the reported ``gain``) break; empty if none.
+
+    Order: each derived scalar finite, then the largest reachable |x| against float64's bound and the
+    output ``dtype``'s range, then the expected moments."""
     problems: list[str] = []
 
     def finite(name: str, value: float) -> bool:
@@ -72,17 +76,38 @@ def derived_problems(sampler: object, gain: float | None) -> list[str]:
         _check_normal(sampler.normal, problems, finite)
     if problems:
         return problems
+    # The reach first: a huge gain is refused for the values it makes, before its moments (gain², …) are
+    # computed — the moments of a reach that fits are finite (samplers.linear_moments).
+    reach = float(sampler.max_abs()) if hasattr(sampler, "max_abs") else 0.0
+    problem = reach_problem(reach, dtype)
+    if problem is not None:
+        return [problem]
     moments = sampler.moments() if hasattr(sampler, "moments") else None
     if moments is not None:
         finite("expected mean", moments.mean)
         finite("expected std", moments.std)
-    reach = float(sampler.max_abs()) if hasattr(sampler, "max_abs") else 0.0
-    if finite("largest |x|", reach) and not reach <= MAX_REACH:
-        problems.append(
-            f"values could reach {reach:.6g}; at most {MAX_REACH:.6g} is allowed (float64's range with headroom "
-            "for the scheme's intermediate products, e.g. gain·√(K/(K−1)))"
-        )
     return problems
+
+
+def reach_problem(reach: float, dtype: str | None) -> str | None:
+    """Why values of magnitude up to ``reach`` cannot be served in ``dtype`` (None: float64's bound only)."""
+    if not reach <= MAX_REACH:  # also NaN and inf
+        shown = "an infinite magnitude" if not math.isfinite(reach) else f"magnitude {reach:.6g}"
+        return (
+            f"makes values of {shown}; at most {MAX_REACH:.6g} is allowed (float64's largest finite value / 16: "
+            "headroom for the scheme's intermediate products, e.g. gain·√(K/(K−1)))"
+        )
+    if dtype is None:
+        return None
+    info = DTYPES[dtype]
+    # A value rounds to a finite one iff it lies below the overflow threshold: 65510 becomes float16's
+    # 65504 and is fine; 65520 would round to inf.
+    if reach < info.overflow:
+        return None
+    return (
+        f"makes values of magnitude {reach:.6g}, which rounds to infinity in {dtype} (its largest finite value "
+        f"is {info.max_finite:.6g}; values must stay below {info.overflow:.6g}); use smaller params or a wider dtype"
+    )
 
 
 def _check_normal(sampler: TruncatedNormal, problems: list[str], finite: Callable[[str, float], bool]) -> None:
@@ -105,8 +130,39 @@ def _check_normal(sampler: TruncatedNormal, problems: list[str], finite: Callabl
 
 
 def check_derived(
-    sampler: object, gain: float | None, given: Mapping[str, object], params: Mapping[str, ParamValue], loc: Loc
+    sampler: object,
+    gain: float | None,
+    given: Mapping[str, object],
+    params: Mapping[str, ParamValue],
+    loc: Loc,
+    dtype: str | None = None,
 ) -> list[FieldError]:
-    """:func:`derived_problems` as field errors located at the :func:`culprit` param."""
-    where = (*loc, *culprit(given, params))
-    return [FieldError(where, problem) for problem in derived_problems(sampler, gain)]
+    """:func:`derived_problems` as field errors located at the :func:`culprit` param, its value leading a
+    magnitude rule ("params.gain: 1e+200 makes values of magnitude 1e+200, which rounds to infinity in
+    float32 …"). A magnitude rule with no param given (the defaults reach past the dtype) is at ``dtype``."""
+    blamed = culprit(given, params)
+    errors = []
+    for problem in derived_problems(sampler, gain, dtype):
+        if not problem.startswith("makes values"):
+            errors.append(FieldError((*loc, *blamed), problem))
+            continue
+        big = largest(given, params) or blamed
+        if len(big) == 2:
+            errors.append(FieldError((*loc, *big), f"{params[str(big[1])]!r} {problem}"))
+        else:
+            where = (*loc, "dtype" if dtype is not None else "params")
+            errors.append(FieldError(where, f"the default params make{problem[len('makes') :]}"))
+    return errors
+
+
+def largest(given: Mapping[str, object], params: Mapping[str, ParamValue]) -> Loc | None:
+    """The loc of the given numeric param of largest magnitude, if it exceeds 1: what a magnitude rule blames
+    (a gain, std or value that makes values too large), rather than :func:`culprit`'s farthest from 1."""
+    best: tuple[float, str] | None = None
+    for name in given:
+        value = params.get(name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if abs(float(value)) > 1.0 and (best is None or abs(float(value)) > best[0]):
+            best = (abs(float(value)), name)
+    return None if best is None else ("params", best[1])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeGuard
@@ -268,7 +269,38 @@ class Dirac:
         return 1.0
 
 
+# Moments of a scheme linear in one scalar (a gain) square it on the way (variance = E[x²] − mean²), which
+# overflows float64 from |gain| ≈ 1.34e154 although the std itself is finite. Beyond SCALED_FROM the
+# moments are computed at gain·2⁻ᵉ and scaled back by 2ᵉ: power-of-two scaling is exact, so the figures
+# are what unbounded-exponent arithmetic gives; below it nothing changes (the same bits as ever).
+SCALED_FROM = 2.0**400
+
+
+def scale_moments(moments: Moments, exponent: int) -> Moments:
+    """``moments`` × 2^exponent (exact): mean, std and the support bounds."""
+
+    def scaled(value: float | None) -> float | None:
+        return None if value is None else math.ldexp(value, exponent)
+
+    return Moments(
+        math.ldexp(moments.mean, exponent), math.ldexp(moments.std, exponent), *map(scaled, (moments.low, moments.high))
+    )
+
+
+def linear_moments(gain: float, moments_at: Callable[[float], Moments]) -> Moments:
+    """``moments_at(gain)`` for moments linear in ``gain`` (mean ∝ gain, std ∝ |gain|), without overflowing
+    the squares for a huge but finite gain (see :data:`SCALED_FROM`)."""
+    if not (math.isfinite(gain) and abs(gain) > SCALED_FROM):
+        return moments_at(gain)
+    exponent = math.frexp(gain)[1]
+    return scale_moments(moments_at(math.ldexp(gain, -exponent)), exponent)
+
+
 def _indicator_moments(ones: int, numel: int, value: float) -> Moments:
+    return linear_moments(value, lambda v: _unit_indicator_moments(ones, numel, v))
+
+
+def _unit_indicator_moments(ones: int, numel: int, value: float) -> Moments:
     mean = value * ones / numel
     variance = value * value * ones / numel - mean * mean
     return Moments(mean, math.sqrt(max(variance, 0.0)), min(0.0, value), max(0.0, value))

@@ -276,10 +276,9 @@ def parse_spec(
             built = spec.built  # builds once; the cached build is the one generation uses
             # The derived checks compute moments and bounds (gain², products of fans) in the same
             # Python float arithmetic, so they are guarded too (delta_orthogonal's gain² raised here).
-            derived = check_derived(built.sampler, built.gain, raw_params, params, loc)
+            derived = check_derived(built.sampler, built.gain, raw_params, params, loc, dtype)
             if derived:
                 raise SpecError(derived)
-            _check_magnitude(built, dtype, loc)
         except (ArithmeticError, ValueError) as exc:
             if isinstance(exc, SpecError):
                 raise
@@ -334,23 +333,6 @@ def _fill_fans(scheme: Scheme, layer: Layer, params: dict[str, ParamValue]) -> d
     if "fan_out" in names and fan_out >= 1:
         filled.setdefault("fan_out", fan_out)
     return filled
-
-
-def _check_magnitude(built: Built, dtype: str, loc: Loc) -> None:
-    reach, info = built.sampler.max_abs(), DTYPES[dtype]
-    # A value rounds to a finite one iff it lies below the overflow threshold: 65510 becomes float16's
-    # 65504 and is fine; 65520 would round to inf.
-    if not reach < info.overflow:
-        raise SpecError(
-            [
-                FieldError(
-                    (*loc, "dtype"),
-                    f"values can reach {reach:.6g}, which rounds to infinity in {dtype} (values must stay "
-                    f"below {info.overflow:.6g}, the midpoint above the largest finite {info.max_finite:.6g}); "
-                    "use a wider dtype or smaller params",
-                )
-            ]
-        )
 
 
 def parse_bundle(

@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from .kernels import Kernel
 from .rng import STREAM_COL_SIGNS, STREAM_ROW_SIGNS, raw_words
-from .samplers import Moments, Orthogonal
+from .samplers import SCALED_FROM, Moments, Orthogonal, linear_moments, scale_moments
 from .trig import cos_pi_ratio
 
 F64 = npt.NDArray[np.float64]
@@ -172,8 +172,12 @@ def _basis_moments(count: int, length: int, gain: float, first_constant: bool, p
     """``count`` orthonormal basis vectors of ``length`` × gain; only the first (constant 1/√length) has a
     nonzero sum when ``first_constant``."""
     numel = count * length
-    total = gain * math.sqrt(length) if first_constant else 0.0
-    return _values_moments(total, gain * gain * count, numel, -abs(gain) * peak, abs(gain) * peak)
+
+    def at(g: float) -> Moments:
+        total = g * math.sqrt(length) if first_constant else 0.0
+        return _values_moments(total, g * g * count, numel, -abs(g) * peak, abs(g) * peak)
+
+    return linear_moments(gain, at)
 
 
 @dataclass(frozen=True)
@@ -251,9 +255,15 @@ class CentreTap:
         numel = math.prod(self.shape)
         if inner_numel == numel:
             return inner
+        # Scaled by the inner reach's power of two when the squares would overflow (exact; see linear_moments).
+        reach = max(abs(inner.low or 0.0), abs(inner.high or 0.0))
+        exponent = math.frexp(reach)[1] if reach > SCALED_FROM else 0
+        inner = scale_moments(inner, -exponent) if exponent else inner
         total = inner.mean * inner_numel
         squares = (inner.std**2 + inner.mean**2) * inner_numel
-        return _values_moments(total, squares, numel, min(0.0, inner.low or 0.0), max(0.0, inner.high or 0.0))
+        low, high = min(0.0, inner.low or 0.0), max(0.0, inner.high or 0.0)
+        result = _values_moments(total, squares, numel, low, high)
+        return scale_moments(result, exponent) if exponent else result
 
     def max_abs(self) -> float:
         m = self.matrix.moments()
@@ -295,7 +305,7 @@ class CentreTapOrthogonal:
     def moments(self) -> Moments:
         rows, cols = self.shape[self.row_axis], self.shape[self.col_axis]
         numel = math.prod(self.shape)
-        return _values_moments(0.0, self.gain**2 * min(rows, cols), numel, -abs(self.gain), abs(self.gain))
+        return linear_moments(self.gain, lambda g: _values_moments(0.0, g**2 * min(rows, cols), numel, -abs(g), abs(g)))
 
     def max_abs(self) -> float:
         return abs(self.gain)

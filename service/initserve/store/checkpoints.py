@@ -9,22 +9,28 @@ from typing import Any
 
 from initserve.engine.checkpoint import ST_DTYPES, canonical_json, checkpoint_digest, record_prefix
 from initserve.engine.derive import ManifestTensor
+from initserve.engine.magnitudes import Magnitude, magnitude
 
 from .base import BlobCorrupt, Store
 from .ingest import IngestResult
 
 
 def manifest_of(result: IngestResult) -> dict[str, Any]:
-    """The manifest of an ingested file: ``{"digest", "tensors": {name: {digest, dtype, shape, nbytes}}}``."""
-    tensors: dict[str, dict[str, Any]] = {
-        entry.name: {
+    """The manifest of an ingested file: ``{"digest", "tensors": {name: {digest, dtype, shape, nbytes}}}``;
+    F16, BF16, F32 and F64 tensors also give ``max_abs`` (largest finite |x|) and ``nonfinite`` (count of
+    ±inf and NaN), the bounds derive checks target dtypes against. Neither enters the checkpoint digest."""
+    tensors: dict[str, dict[str, Any]] = {}
+    for entry in result.layout.tensors:
+        body: dict[str, Any] = {
             "digest": result.digests[entry.name],
             "dtype": entry.dtype,
             "shape": list(entry.shape),
             "nbytes": entry.nbytes,
         }
-        for entry in result.layout.tensors
-    }
+        found = result.magnitudes.get(entry.name)
+        if found is not None:
+            body["max_abs"], body["nonfinite"] = found.max_abs, found.nonfinite
+        tensors[entry.name] = body
     digest = checkpoint_digest({name: body["digest"] for name, body in tensors.items()})
     return {"digest": digest, "tensors": tensors}
 
@@ -55,10 +61,19 @@ class Checkpoints:
 
     @staticmethod
     def derive_view(manifest: dict[str, Any]) -> dict[str, ManifestTensor]:
-        return {
-            name: ManifestTensor(body["dtype"], tuple(body["shape"]), body["digest"])
-            for name, body in manifest["tensors"].items()
-        }
+        """What derive planning needs of a manifest. A manifest stored before manifests recorded
+        ``max_abs``/``nonfinite`` leaves them None: :meth:`measure` computes them when a rule needs them."""
+        view = {}
+        for name, body in manifest["tensors"].items():
+            found = None
+            if isinstance(body.get("max_abs"), int | float) and isinstance(body.get("nonfinite"), int):
+                found = Magnitude(float(body["max_abs"]), int(body["nonfinite"]))
+            view[name] = ManifestTensor(body["dtype"], tuple(body["shape"]), body["digest"], found)
+        return view
+
+    def measure(self, tensor: ManifestTensor) -> Magnitude:
+        """The magnitude of a float tensor from its verified bytes (for manifests that do not record it)."""
+        return magnitude(tensor.dtype, self.tensor_bytes(tensor.digest))
 
     def tensor_bytes(self, digest: str) -> memoryview:
         """A tensor's raw bytes (its record without the prefix), verified; for derive."""

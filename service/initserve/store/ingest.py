@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from initserve.engine.checkpoint import TensorEntry, UploadLayout, header_length, parse_upload_header
 from initserve.engine.errors import FieldError, SpecError, SpecTooLarge
+from initserve.engine.magnitudes import SCANNED, Magnitude, MagnitudeScan
 
 from .base import BlobWriter, Store
 
@@ -22,6 +23,7 @@ from .base import BlobWriter, Store
 class IngestResult:
     layout: UploadLayout
     digests: dict[str, str] = field(default_factory=dict)
+    magnitudes: dict[str, Magnitude] = field(default_factory=dict)  # float tensors: largest finite |x|, non-finite
     new_blobs: int = 0
     new_bytes: int = 0
 
@@ -38,6 +40,7 @@ class Ingest:
         self._position = 0  # bytes of the data section received
         self._index = 0  # the tensor being received
         self._writer: BlobWriter | None = None
+        self._scan: MagnitudeScan | None = None  # the current tensor's, when it is a float tensor
         self._result: IngestResult | None = None
 
     def _fail(self, msg: str, loc: tuple[str, ...] = ("body",)) -> SpecError:
@@ -103,11 +106,15 @@ class Ingest:
             if self._writer is None:
                 self._writer = self.store.writer()
                 self._writer.write(entry.prefix())
+                self._scan = MagnitudeScan(entry.dtype) if entry.dtype in SCANNED else None
             if self._position < entry.end:
                 return
             digest, created = self._writer.commit()
             self._writer = None
             self._result.digests[entry.name] = digest
+            if self._scan is not None:
+                self._result.magnitudes[entry.name] = self._scan.result()
+                self._scan = None
             if created:
                 self._result.new_blobs += 1
                 self._result.new_bytes += len(entry.prefix()) + entry.nbytes
@@ -121,6 +128,8 @@ class Ingest:
         assert self._writer is not None
         take = min(entry.end - self._position, view.nbytes)
         self._writer.write(view[:take])
+        if self._scan is not None:
+            self._scan.update(view[:take])
         self._position += take
         self._advance()
         return view[take:]

@@ -82,7 +82,7 @@ def _plan(store: Checkpoints, body: dict[str, Any], settings: Settings, prefix: 
             raise ProblemError(422, "invalid-spec", msg, errors=[(loc, msg)])
         manifests[digest] = store.derive_view(manifest)
     try:
-        return plan_derive(request, manifests, max_bytes=settings.max_bytes)
+        return plan_derive(request, manifests, max_bytes=settings.max_bytes, measure=store.measure)
     except SpecError as exc:
         raise _spec_problem(exc, prefix) from exc
 
