@@ -12,6 +12,8 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from initserve.api.derive_tokens import encode_token
+from initserve.engine.derive_rules import parse_derive
 from safetensors.numpy import load, save
 
 from tests.live_server import LiveServer
@@ -262,6 +264,65 @@ def test_derive_errors_name_the_field(http: httpx.Client, uploaded: dict[str, An
     for token in ("d.!!", "d.AAAA", "x.eJzLSM3JyVcozy_KSQEAGgQEXQ", "d." + "A" * 9000):
         response = http.get("/v1/derived/" + token)
         assert response.status_code == 400 and response.json()["errors"][0]["loc"] == ["path", "token"], token
+
+
+# --- overflow --------------------------------------------------------------------------------------------
+LARGE = {
+    "big.weight": np.array([[1.0, -70000.0], [3.0, 4.0]], dtype=np.float32),
+    "odd.weight": np.array([1.0, np.inf, np.nan], dtype=np.float32),
+}
+
+
+def _overflow_body(digest: str, dtype: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"source": digest, "target": {"tensors": {"big.weight": {"shape": [2, 2], "dtype": dtype}}}, "rules": rules}
+
+
+def test_manifests_record_each_float_tensors_largest_finite_magnitude(http: httpx.Client) -> None:
+    response = http.post("/v1/checkpoints", content=save(LARGE))
+    assert response.status_code in (200, 201), response.text
+    tensors = response.json()["tensors"]
+    assert tensors["big.weight"]["max_abs"] == 70000.0 and tensors["big.weight"]["nonfinite"] == 0
+    assert tensors["odd.weight"]["max_abs"] == 1.0 and tensors["odd.weight"]["nonfinite"] == 2
+    assert http.get(f"/v1/checkpoints/{response.json()['digest']}").json()["tensors"] == tensors
+
+
+def test_a_derive_that_overflows_the_target_dtype_is_422_naming_the_field(http: httpx.Client, store_dir: Path) -> None:
+    digest = http.post("/v1/checkpoints", content=save(LARGE)).json()["digest"]
+    cases = [
+        ([], ["body", "target", "tensors", "big.weight", "dtype"], "float16"),
+        (
+            [{"match": "*", "action": "shrink_perturb", "shrink": 1.0, "noise": 1e4}],
+            ["body", "rules", 0, "noise"],
+            "shrink_perturb output",
+        ),
+        (
+            [{"match": "*", "action": "shrink_perturb", "shrink": 1e35, "noise": 0.0}],
+            ["body", "rules", 0, "shrink"],
+            "float32",
+        ),
+    ]
+    for rules, loc, words in cases:
+        dtype = "float32" if words == "float32" else "float16"
+        response = http.post("/v1/derive", json=_overflow_body(digest, dtype, rules))
+        assert response.status_code == 422, response.text
+        errors = response.json()["errors"]
+        assert errors[0]["loc"] == loc and words in errors[0]["msg"], errors
+    fits = http.post("/v1/derive", json=_overflow_body(digest, "float32", []))
+    assert fits.status_code == 200 and load(fits.content)["big.weight"].tobytes() == LARGE["big.weight"].tobytes()
+    # The stateless URL of a request that overflows is refused the same way (it is planned again).
+    assert http.get(fits.headers["content-location"]).status_code == 200
+    canonical = parse_derive(_overflow_body(digest, "float16", [])).canonical_json()
+    response = http.get("/v1/derived/" + encode_token(canonical))
+    assert response.status_code == 422 and response.json()["errors"][0]["loc"][:2] == ["path", "token"]
+    # A manifest stored before manifests recorded magnitudes: measured from the tensor, the same answer.
+    path = store_dir / "checkpoints" / f"{digest}.json"
+    manifest = json.loads(path.read_bytes())
+    for entry in manifest["tensors"].values():
+        entry.pop("max_abs"), entry.pop("nonfinite")
+    path.chmod(0o644)
+    path.write_text(json.dumps(manifest, sort_keys=True, separators=(",", ":")))
+    response = http.post("/v1/derive", json=_overflow_body(digest, "float16", []))
+    assert response.status_code == 422 and response.json()["errors"][0]["loc"] == cases[0][1]
 
 
 # --- keys ----------------------------------------------------------------------------------------------

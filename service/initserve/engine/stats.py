@@ -18,7 +18,7 @@ from .dtypes import to_float64
 from .frames import coherence, welch_bound
 from .generate import WholeSource, generate, iter_result_chunks
 from .kernels import Kernel
-from .samplers import Moments, Orthogonal
+from .samplers import SCALED_FROM, Moments, Orthogonal
 from .spec import Spec
 
 STATS_CHUNK = 1 << 20
@@ -79,6 +79,10 @@ class StatsRun:
         self.counts = np.zeros(HISTOGRAM_BINS, dtype=np.int64)
         self.below = self.above = self.zeros = 0
         self.count, self.mean, self.m2 = 0, 0.0, 0.0
+        # Values past 2^400 (e.g. eye with gain 1e200 in float64) would overflow the sum of squares: mean
+        # and m2 are then kept in units of 2^exponent (power-of-two scaling is exact; below it, unchanged).
+        reach = 0.0 if self.empty else float(spec.built.sampler.max_abs())
+        self.exponent = math.frexp(reach)[1] if math.isfinite(reach) and reach > SCALED_FROM else 0
         self.minimum, self.maximum = math.inf, -math.inf
         self.digest = hashlib.sha256()
         self._kept: list[npt.NDArray[np.float64]] = []
@@ -100,9 +104,10 @@ class StatsRun:
         if self.kept is not None:
             self.kept.append(values)
         n = values.size
+        scaled = np.ldexp(values, -self.exponent) if self.exponent else values
         with np.errstate(over="ignore", invalid="ignore"):  # figures beyond float64 become null, not errors
-            chunk_mean = float(values.mean())
-            chunk_m2 = float(np.square(values - chunk_mean).sum())
+            chunk_mean = float(scaled.mean())
+            chunk_m2 = float(np.square(scaled - chunk_mean).sum())
         delta = chunk_mean - self.mean
         total = self.count + n
         self.mean += delta * n / total
@@ -145,8 +150,8 @@ class StatsRun:
             "numel": spec.numel,
             "shape": list(spec.result_shape),
             "dtype": spec.dtype,
-            "mean": None if empty else self.mean,
-            "std": None if empty else math.sqrt(self.m2 / self.count),
+            "mean": None if empty else math.ldexp(self.mean, self.exponent),
+            "std": None if empty else math.ldexp(math.sqrt(self.m2 / self.count), self.exponent),
             "min": None if empty else self.minimum,
             "max": None if empty else self.maximum,
             "zeros_fraction": None if empty else self.zeros / self.count,
