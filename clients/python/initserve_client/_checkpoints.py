@@ -151,7 +151,8 @@ class CheckpointMethods:
         """Upload a safetensors file (a path, streamed) or a state dict; returns the manifest.
 
         The manifest is ``{"digest", "tensors": {name: {"digest", "dtype", "shape", "nbytes"}}, "stored":
-        {"new_tensors", "new_bytes"}}``; tensors the server already held are not stored again.
+        {"new_tensors", "new_bytes"}}`` (float tensors also give ``max_abs``, their largest finite |x|, and
+        ``nonfinite``, their count of inf and NaN); tensors the server already held are not stored again.
         Raises the usual :class:`~initserve_client.APIError` s (413 too large, 422 not safetensors, 403 a
         read-only key)."""
         if isinstance(source, Mapping):
