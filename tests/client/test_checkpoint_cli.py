@@ -77,3 +77,39 @@ def test_async_client_uploads_and_derives_like_the_sync_one(live: LiveServer, tm
     assert tensor.tobytes() == weights["w"].tobytes()
     with Client(base_url=live.url, cache=False) as client:
         assert bytes(client.derive_file(from_path, tensors, rules, seed=9).buffer) == derived
+
+
+def test_a_derive_that_overflows_is_an_api_error_naming_the_field(
+    live: LiveServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The client's derive paths (sync, async, CLI) surface the server's 422: the field and the rule."""
+    import asyncio
+
+    from initserve_client import APIError, AsyncClient, Client
+
+    weights = {"w": np.array([[1.0, -70000.0]], dtype=np.float32)}
+    tensors = {"w": {"shape": [1, 2], "dtype": "float16"}}
+    rules = [{"match": "w", "action": "shrink_perturb", "shrink": 0.5, "noise": 0.0}]
+    with Client(base_url=live.url, cache=False) as client:
+        digest = client.upload_checkpoint(weights)["digest"]
+        # λ = 0.5: 35000 fits float16 (rounded once, to 35008)
+        assert client.derive(digest, tensors, rules)["w"].tolist() == [[0.5, float(np.float16(-35000.0))]]
+        with pytest.raises(APIError) as caught:
+            client.derive(digest, tensors, [{**rules[0], "shrink": 1.0}])
+    assert caught.value.status == 422 and caught.value.errors[0].loc == ("body", "rules", 0, "shrink")
+    assert "beyond float16's largest finite 65504" in str(caught.value)
+
+    async def refused() -> APIError:
+        async with AsyncClient(base_url=live.url, cache=False) as client:
+            try:
+                await client.derive_file(digest, tensors, [])
+            except APIError as error:
+                return error
+        raise AssertionError("accepted")
+
+    error = asyncio.run(refused())
+    assert error.errors[0].loc == ("body", "target", "tensors", "w", "dtype")
+    (tmp_path / "request.json").write_text(json.dumps({"source": digest, "target": {"tensors": tensors}}))
+    out = tmp_path / "derived.safetensors"
+    assert main(["checkpoint", "derive", str(tmp_path / "request.json"), "-o", str(out), "--url", live.url]) == 1
+    assert "target.tensors.w.dtype" in capsys.readouterr().err and not out.exists()
