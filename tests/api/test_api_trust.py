@@ -72,12 +72,19 @@ def test_an_integer_beyond_float_range_is_422(http: httpx.Client) -> None:
 
 
 def test_stats_figures_beyond_float64_are_null(http: httpx.Client) -> None:
+    # Values past 2^400 are accumulated in units of a power of two: their std is a finite figure...
     spec = {"shape": [2000], "scheme": "normal", "dtype": "float64", "params": {"std": 1e306}}
     stats = http.post("/v1/init?format=stats", json=spec)
     assert stats.status_code == 200, stats.text
     body = stats.json()  # strict JSON: no NaN/Infinity literals
-    assert body["std"] is None  # the squares overflow float64
+    assert 0.9e306 < body["std"] < 1.1e306
     assert body["min"] < 0 < body["max"]
+    # ...while a figure that itself exceeds float64 (gain² = 1e600 on the Gram's diagonal) is null.
+    spec = {"shape": [8, 8], "scheme": "orthogonal", "dtype": "float64", "params": {"gain": 1e300}}
+    stats = http.post("/v1/init?format=stats", json=spec)
+    assert stats.status_code == 200, stats.text
+    orthogonality = stats.json()["orthogonality"]
+    assert orthogonality["expected_diagonal"] is None and orthogonality["max_abs_deviation"] is None
 
 
 # --- 2. tokens -----------------------------------------------------------------------------------
