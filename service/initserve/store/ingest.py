@@ -3,10 +3,10 @@
 Memory stays constant whatever the file's size: the header is held (at most the reference
 implementation's 100 MB), and each tensor's bytes pass straight through to a :class:`BlobWriter`, which
 hashes them as they go, and (float tensors) through a :class:`MagnitudeScan`, which keeps the largest finite
-|x| and the count of inf/NaN the manifest records for derive's overflow rules. The file is refused as soon as it is known to be wrong: a header that does not
-parse or whose tensors do not tile the data, a total size above the limit (known from the header, before
-any tensor byte is stored), a ``Content-Length`` that disagrees with the header, bytes past the end, or a
-body that ends early.
+|x| and the count of inf/NaN the manifest records for derive's overflow rules. The file is refused as
+soon as it is known to be wrong: a header that does not parse or whose tensors do not tile the data, a
+total size above the limit (known from the header, before any tensor byte is stored), a
+``Content-Length`` that disagrees with the header, bytes past the end, or a body that ends early.
 """
 
 from __future__ import annotations
