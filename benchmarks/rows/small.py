@@ -93,21 +93,26 @@ def small_request_rows(ctx: Context) -> list[Row]:
     premade_rps = [r.requests_per_s for r in kept["premade"]]
     premade_p99 = [r.p99_ms for r in kept["premade"]]
     rows: list[Row] = []
-    for side, label, what, extra in (
+    # Targets: issue 6's ≥ 0.8× for the same spec (cache hits); issue 10's ≥ 0.5× for distinct specs,
+    # where every request also generates and hashes a file (the anchor only sends one).
+    for side, label, what, extra, req_target in (
         (
             "same",
             "small",
             "the same spec in every request: answered from the server's response cache after the first",
             [],
+            0.8,
         ),
         (
             "distinct",
             "distinct",
             "a different seed in every request: every response is generated (no cache hit possible)",
             [
-                "distinct specs: each request validates the spec and generates 65,536 kaiming_normal elements "
-                "(the engine's normal transform) before sending; the anchor only sends"
+                "distinct specs: each request validates the spec, generates 65,536 kaiming_normal elements "
+                "(the engine's normal transform) and hashes the file for Repr-Digest before sending; the anchor "
+                "only sends"
             ],
+            0.5,
         ),
     ):
         title = (
@@ -124,7 +129,7 @@ def small_request_rows(ctx: Context) -> list[Row]:
                 anchor=Series(tuple(premade_rps), "req/s"),
                 ratios=ratios(rps, premade_rps),
                 ratio_meaning="initserve req/s ÷ pre-made req/s",
-                target=Target(">=", 0.8),
+                target=Target(">=", req_target),
                 notes=notes,
             ),
             Row(
