@@ -16,6 +16,7 @@ from initserve.api.access_log import AccessLogMiddleware
 from initserve.api.content_type import JSON_BODY_ROUTES, JsonBodyMiddleware
 from initserve.api.digests import DIGEST_MEMO_ENTRIES, LeafMemo
 from initserve.api.docs_ui import install_docs
+from initserve.api.fast_init import FastInitMiddleware, init_route
 from initserve.api.limits import BodySizeLimitMiddleware, GenerationLimiter
 from initserve.api.metrics import Metrics, RequestMetricsMiddleware
 from initserve.api.openapi import install_openapi
@@ -130,6 +131,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ],
             expose_headers=EXPOSED,
         )
+    # Innermost: valid POST /v1/init requests skip routing and dependency solving (same validation).
+    app.add_middleware(FastInitMiddleware, route=init_route(), api_keys=settings.read_key_values)
     app.state.repeat_memo = memo = RepeatMemo()
     app.add_middleware(RepeatMiddleware, cache=cache, metrics=metrics, api_keys=settings.api_key_values, memo=memo)
     app.add_middleware(JsonBodyMiddleware, paths=JSON_BODY_ROUTES)  # before the memo: both spellings share its key

@@ -200,11 +200,14 @@ def describe_validation_error(error: Mapping[str, Any]) -> tuple[Loc, str]:
     return loc, f"{path} {rule}"
 
 
+def problem_of(exc: ProblemError, path: str) -> JSONResponse:
+    """The problem+json response for ``exc`` raised while serving ``path``."""
+    return problem_response(exc.status, exc.slug, exc.detail, instance=path, errors=exc.errors, headers=exc.headers)
+
+
 async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ProblemError)
-    return problem_response(
-        exc.status, exc.slug, exc.detail, instance=request.url.path, errors=exc.errors, headers=exc.headers
-    )
+    return problem_of(exc, request.url.path)
 
 
 async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
