@@ -3,6 +3,7 @@ reproducible across processes, stable under inserting a layer."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import math
@@ -193,3 +194,47 @@ def test_unknown_parameters_need_a_rule(server: Server) -> None:
             init_module(WithToken(), client=client, seed=0)
         module: Any = init_module(WithToken(), client=client, seed=0, policy={"cls_token": "zeros"})
     assert torch.equal(module.cls_token, torch.zeros(1, 8))
+
+
+def test_a_model_beyond_one_bundle_s_limits_is_filled_in_several_requests(server: Server) -> None:
+    # 4,200 parameters: more than a bundle may hold (INITSERVE_MAX_BUNDLE_TENSORS, 4,096 by default) —
+    # a mixture-of-experts model has tens of thousands. Each tensor's bytes do not depend on the grouping.
+    from initserve_client import AsyncClient, LocalClient, ainit_module
+
+    served, local = (nn.Sequential(*[nn.Linear(2, 2) for _ in range(2100)]) for _ in range(2))
+    with Client(base_url=server.url, cache=False) as client:
+        init_module(served, client=client, seed=3)
+    init_module(local, client=LocalClient(), seed=3)
+    for (name, a), (_, b) in zip(served.state_dict().items(), local.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+    async def fill_async() -> nn.Module:
+        model = nn.Sequential(*[nn.Linear(2, 2) for _ in range(2100)])
+        async with AsyncClient(base_url=server.url, cache=False) as client:
+            return await ainit_module(model, client=client, seed=3)
+
+    assert torch.equal(asyncio.run(fill_async())[2099].weight, local[2099].weight)
+
+
+def test_bundle_requests_stay_within_the_server_s_default_limits() -> None:
+    from initserve_client._torch import MAX_REQUEST_BYTES, MAX_REQUEST_TENSORS, request_groups
+
+    # 3 × 4 GiB (more than a bundle's 8 GiB), a sliced shard, 3,000 small tensors: grouped in order.
+    specs = {f"big{i}": {"shape": [32768, 32768], "dtype": "float32"} for i in range(3)}
+    specs["shard"] = {"shape": [65536, 8192], "slice": [[0, 16384]], "dtype": "bfloat16"}  # 256 MiB
+    specs.update({f"b{i}": {"shape": [64], "dtype": "float64"} for i in range(3000)})
+    groups = request_groups(specs)
+    assert [name for group in groups for name in group] == list(specs)
+    itemsize = {"float64": 8, "float32": 4, "bfloat16": 2}
+
+    def nbytes(spec: dict[str, Any]) -> int:
+        dims = list(spec["shape"])
+        for axis, (begin, end) in enumerate(spec.get("slice", [])):
+            dims[axis] = end - begin
+        return math.prod(dims) * itemsize[spec["dtype"]]
+
+    assert len(groups) > 3
+    for group in groups:
+        assert len(group) <= MAX_REQUEST_TENSORS <= 4096
+        assert sum(nbytes(spec) for spec in group.values()) <= MAX_REQUEST_BYTES or len(group) == 1
+    assert MAX_REQUEST_BYTES <= 8 << 30

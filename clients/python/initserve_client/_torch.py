@@ -46,6 +46,44 @@ def to_torch(array: np.ndarray[Any, Any], st_dtype: str, *, device: str | torch.
     return tensor if device is None else tensor.to(device)
 
 
+# One bundle request holds at most this many tensors and bytes: well inside the server's defaults
+# (INITSERVE_MAX_BUNDLE_TENSORS 4,096, INITSERVE_MAX_BYTES 8 GiB, a request body of 1 MiB), so a model of
+# any size — a mixture of experts has tens of thousands of parameters, a 7B model 28 GB — is filled in
+# several requests, and a fetched group is held in memory once before being copied into the parameters.
+# A tensor's bytes do not depend on which bundle carries it.
+MAX_REQUEST_TENSORS = 1024
+MAX_REQUEST_BYTES = 1 << 30
+_ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
+
+
+def _spec_bytes(spec: Mapping[str, Any]) -> int:
+    dims = [int(d) for d in spec["shape"]]
+    for axis, (begin, end) in enumerate(spec.get("slice") or ()):
+        dims[axis] = int(end) - int(begin)
+    count = 1
+    for dim in dims:
+        count *= dim
+    return count * _ITEMSIZE.get(str(spec.get("dtype")), 8)
+
+
+def request_groups(specs: Mapping[str, dict[str, Any]]) -> list[dict[str, dict[str, Any]]]:
+    """``specs`` cut, in order, into bundles of at most :data:`MAX_REQUEST_TENSORS` tensors and
+    :data:`MAX_REQUEST_BYTES` bytes (a single larger tensor travels alone)."""
+    groups: list[dict[str, dict[str, Any]]] = []
+    current: dict[str, dict[str, Any]] = {}
+    size = 0
+    for name, spec in specs.items():
+        nbytes = _spec_bytes(spec)
+        if current and (len(current) >= MAX_REQUEST_TENSORS or size + nbytes > MAX_REQUEST_BYTES):
+            groups.append(current)
+            current, size = {}, 0
+        current[name] = spec
+        size += nbytes
+    if current:
+        groups.append(current)
+    return groups
+
+
 class _Filling:
     """The requests that fill a module and where each answer goes.
 
@@ -124,8 +162,8 @@ class _Filling:
                     {name: specs[name] for name in direct}, {name: self.target(k, name) for name in direct}, seed=seed
                 )
         rest = {name: spec for name, spec in specs.items() if name not in direct}
-        if rest:
-            self.apply(k, client.bundle_torch(rest, seed=seed))
+        for group in request_groups(rest):
+            self.apply(k, client.bundle_torch(group, seed=seed))
 
     def finish(self) -> None:
         """Rows a rule zeroes afterwards (``padding_idx``), wherever this rank holds them."""
@@ -270,7 +308,8 @@ async def ainit_module(
     tensor_parallel = _tensor_parallel(module, tp_rank, tp_size, tp_group)
     filling = _prepare(module, policy, device, tensor_parallel)
     for k, specs in enumerate(filling.rounds):
-        filling.apply(k, await client.bundle_torch(specs, seed=seed))
+        for group in request_groups(specs):
+            filling.apply(k, await client.bundle_torch(group, seed=seed))
     filling.finish()
     return module
 
