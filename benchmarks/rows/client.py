@@ -125,7 +125,7 @@ def warm_fetch_row(ctx: Context) -> Row:
         ratio_meaning="np.load s ÷ client s",
         target=Target(">=", 0.8),
         notes=[
-            f"SHA-256 on one thread: {sha_rate:.2f} GB/s (CPU time); {threads} hashing threads verify at most "
+            f"SHA-256 on one thread: {sha_rate:.2f} GB/s (CPU time); {threads} hashing thread(s) verify at most "
             f"{threads * sha_rate:.2f} GB/s: ceiling {threads * sha_rate / max(load_gbs):.2f}× "
             "against np.load's fastest round"
         ],
