@@ -88,6 +88,24 @@ def test_a_refused_body_gets_the_routed_paths_error(uncached: LiveServer, body: 
     assert fast.headers["content-type"] == "application/problem+json"
 
 
+@pytest.fixture(scope="module")
+def cors(server_factory: Callable[..., LiveServer]) -> LiveServer:
+    return server_factory(cors_origins="https://a.example", response_cache_bytes="0")
+
+
+def test_a_cross_origin_request_gets_the_cors_headers_on_the_fast_path(cors: LiveServer) -> None:
+    """The fast path sits inside CORS: a browser's POST gets Access-Control-* exactly as when routed."""
+    body = b'{"shape": [16, 16], "scheme": "normal", "seed": 9}'
+    origin = {"Origin": "https://a.example"}
+    with cors.client() as client:
+        fast = client.post("/v1/init", content=body, headers={**FAST, **origin})
+        routed = client.post("/v1/init", content=body, headers={**ROUTED, **origin})
+    assert fast.status_code == routed.status_code == 200
+    assert fast.headers["access-control-allow-origin"] == "https://a.example"
+    assert "repr-digest" in fast.headers["access-control-expose-headers"].lower()
+    assert comparable(fast) == comparable(routed) and fast.content == routed.content
+
+
 def requests_counted(server: LiveServer, route: str) -> float:
     text = httpx.get(server.url + "/metrics", timeout=10).text
     for family in text_string_to_metric_families(text):

@@ -115,6 +115,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_docs(app)
     for router in ROUTERS:
         app.include_router(router)
+    # Innermost (inside CORS, which adds its headers to the answer): valid POST /v1/init requests skip
+    # routing and dependency solving, with the same validation (api/fast_init.py).
+    app.add_middleware(FastInitMiddleware, route=init_route(), api_keys=settings.read_key_values)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -131,8 +134,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ],
             expose_headers=EXPOSED,
         )
-    # Innermost: valid POST /v1/init requests skip routing and dependency solving (same validation).
-    app.add_middleware(FastInitMiddleware, route=init_route(), api_keys=settings.read_key_values)
     app.state.repeat_memo = memo = RepeatMemo()
     app.add_middleware(RepeatMiddleware, cache=cache, metrics=metrics, api_keys=settings.api_key_values, memo=memo)
     app.add_middleware(JsonBodyMiddleware, paths=JSON_BODY_ROUTES)  # before the memo: both spellings share its key
