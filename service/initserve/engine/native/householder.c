@@ -42,18 +42,30 @@ static double reflector(double *p, size_t rows, size_t b, size_t t, double *rdia
     return tau;
 }
 
-void is_qr_panel_t(const double *taus, double (*y)[IS_QR_PANEL], size_t b, double *t)
+IS_CLONES void is_qr_panel_t(const double *taus, double (*y)[IS_QR_PANEL], size_t b, double *t)
 {
-    memset(t, 0, b * b * sizeof(double));
+    /* tt[q][l] = T[l][q]: column c of T is then a sum of rows of tt, vectorised across l (each z_l
+     * still adds its terms in ascending q). */
+    double tt[IS_QR_PANEL][IS_QR_PANEL], z[IS_QR_PANEL];
+    memset(tt, 0, sizeof tt);
     for (size_t c = 0; c < b; c++) {
-        t[c * b + c] = taus[c];
-        for (size_t l = 0; l < c; l++) {
-            double z = t[l * b + 0] * y[0][c];
-            for (size_t q = 1; q < c; q++)
-                z = z + t[l * b + q] * y[q][c];
-            t[l * b + c] = -(taus[c] * z);
+        if (c > 0) {
+            const double y0 = y[0][c];
+            for (size_t l = 0; l < c; l++)
+                z[l] = tt[0][l] * y0;
+            for (size_t q = 1; q < c; q++) {
+                const double yq = y[q][c];
+                for (size_t l = 0; l < c; l++)
+                    z[l] = z[l] + tt[q][l] * yq;
+            }
+            for (size_t l = 0; l < c; l++)
+                tt[c][l] = -(taus[c] * z[l]);
         }
+        tt[c][c] = taus[c];
     }
+    for (size_t l = 0; l < b; l++)
+        for (size_t c = 0; c < b; c++)
+            t[l * b + c] = tt[c][l];
 }
 
 void is_qr_panel(const double *a, size_t lda, size_t rows, size_t b, double *v, double *t, double *rdiag)
@@ -140,7 +152,7 @@ IS_CLONES static void gather(const double *v, size_t b, size_t rows, const doubl
                 const double *cr = c + r0 * ldc + k, *vr = v + r0 * b + l;
                 double *out = w + l * cols + k;
                 vd4 c0 = load4(cr), c1 = load4(cr + 4);
-                vd4 s0 = splat(vr[0]), s1 = splat(vr[1]), s2 = splat(vr[2]), s3 = splat(vr[3]);
+                double s0 = vr[0], s1 = vr[1], s2 = vr[2], s3 = vr[3];
                 vd4 a00, a01, a10, a11, a20, a21, a30, a31;
                 if (r0 == 0) { /* the first term starts each sum */
                     a00 = s0 * c0, a01 = s0 * c1, a10 = s1 * c0, a11 = s1 * c1;
@@ -156,10 +168,10 @@ IS_CLONES static void gather(const double *v, size_t b, size_t rows, const doubl
                     vr += b;
                     c0 = load4(cr);
                     c1 = load4(cr + 4);
-                    s0 = splat(vr[0]);
-                    s1 = splat(vr[1]);
-                    s2 = splat(vr[2]);
-                    s3 = splat(vr[3]);
+                    s0 = vr[0];
+                    s1 = vr[1];
+                    s2 = vr[2];
+                    s3 = vr[3];
                     a00 = a00 + s0 * c0;
                     a01 = a01 + s0 * c1;
                     a10 = a10 + s1 * c0;
@@ -181,7 +193,7 @@ IS_CLONES static void gather(const double *v, size_t b, size_t rows, const doubl
             for (; l < b; l++) {
                 const double *cr = c + r0 * ldc + k, *vr = v + r0 * b + l;
                 double *out = w + l * cols + k;
-                vd4 s = splat(vr[0]);
+                double s = vr[0];
                 vd4 a0 = s * load4(cr), a1 = s * load4(cr + 4);
                 if (r0 != 0) {
                     a0 = load4(out) + a0;
@@ -190,7 +202,7 @@ IS_CLONES static void gather(const double *v, size_t b, size_t rows, const doubl
                 for (size_t r = r0 + 1; r < r1; r++) {
                     cr += ldc;
                     vr += b;
-                    s = splat(vr[0]);
+                    s = vr[0];
                     a0 = a0 + s * load4(cr);
                     a1 = a1 + s * load4(cr + 4);
                 }
@@ -227,28 +239,28 @@ IS_CLONES static void scatter(const double *v, size_t b, size_t rows, const doub
             const double *v0 = v + r * b, *v1 = v0 + b, *v2 = v1 + b, *v3 = v2 + b;
             const double *wl = w2 + k;
             vd4 w0 = load4(wl), w1 = load4(wl + 4);
-            vd4 s = splat(v0[0]);
+            double s = v0[0];
             vd4 a00 = s * w0, a01 = s * w1;
-            s = splat(v1[0]);
+            s = v1[0];
             vd4 a10 = s * w0, a11 = s * w1;
-            s = splat(v2[0]);
+            s = v2[0];
             vd4 a20 = s * w0, a21 = s * w1;
-            s = splat(v3[0]);
+            s = v3[0];
             vd4 a30 = s * w0, a31 = s * w1;
             for (size_t l = 1; l < b; l++) {
                 wl += cols;
                 w0 = load4(wl);
                 w1 = load4(wl + 4);
-                s = splat(v0[l]);
+                s = v0[l];
                 a00 = a00 + s * w0;
                 a01 = a01 + s * w1;
-                s = splat(v1[l]);
+                s = v1[l];
                 a10 = a10 + s * w0;
                 a11 = a11 + s * w1;
-                s = splat(v2[l]);
+                s = v2[l];
                 a20 = a20 + s * w0;
                 a21 = a21 + s * w1;
-                s = splat(v3[l]);
+                s = v3[l];
                 a30 = a30 + s * w0;
                 a31 = a31 + s * w1;
             }
@@ -267,11 +279,11 @@ IS_CLONES static void scatter(const double *v, size_t b, size_t rows, const doub
         }
         for (; r < rows; r++) {
             const double *vr = v + r * b, *wl = w2 + k;
-            vd4 s = splat(vr[0]);
+            double s = vr[0];
             vd4 a0 = s * load4(wl), a1 = s * load4(wl + 4);
             for (size_t l = 1; l < b; l++) {
                 wl += cols;
-                s = splat(vr[l]);
+                s = vr[l];
                 a0 = a0 + s * load4(wl);
                 a1 = a1 + s * load4(wl + 4);
             }
@@ -301,12 +313,6 @@ IS_AVX512 static inline vd8 load8(const double *p)
 
 IS_AVX512 static inline void store8(double *p, vd8 x) { memcpy(p, &x, sizeof x); }
 
-IS_AVX512 static inline vd8 splat8(double s)
-{
-    vd8 x = {s, s, s, s, s, s, s, s};
-    return x;
-}
-
 /* W for the 16-column tiles from column 0; returns the first column not done (b must be a multiple of 8). */
 IS_AVX512 static size_t gather_wide(const double *v, size_t b, size_t rows, const double *c, size_t ldc, size_t cols,
                                     double *w)
@@ -321,7 +327,7 @@ IS_AVX512 static size_t gather_wide(const double *v, size_t b, size_t rows, cons
                 vd8 acc[8][2];
                 vd8 c0 = load8(cr), c1 = load8(cr + 8);
                 for (int i = 0; i < 8; i++) {
-                    vd8 s = splat8(vr[i]);
+                    const double s = vr[i];
                     if (r0 == 0) { /* the first term starts each sum */
                         acc[i][0] = s * c0;
                         acc[i][1] = s * c1;
@@ -336,7 +342,7 @@ IS_AVX512 static size_t gather_wide(const double *v, size_t b, size_t rows, cons
                     c0 = load8(cr);
                     c1 = load8(cr + 8);
                     for (int i = 0; i < 8; i++) {
-                        vd8 s = splat8(vr[i]);
+                        const double s = vr[i];
                         acc[i][0] = acc[i][0] + s * c0;
                         acc[i][1] = acc[i][1] + s * c1;
                     }
@@ -363,7 +369,7 @@ IS_AVX512 static size_t scatter_wide(const double *v, size_t b, size_t rows, con
             vd8 acc[8][2];
             vd8 w0 = load8(wl), w1 = load8(wl + 8);
             for (int i = 0; i < 8; i++) {
-                vd8 s = splat8(vr[i * b]);
+                const double s = vr[i * b];
                 acc[i][0] = s * w0;
                 acc[i][1] = s * w1;
             }
@@ -372,7 +378,7 @@ IS_AVX512 static size_t scatter_wide(const double *v, size_t b, size_t rows, con
                 w0 = load8(wl);
                 w1 = load8(wl + 8);
                 for (int i = 0; i < 8; i++) {
-                    vd8 s = splat8(vr[i * b + l]);
+                    const double s = vr[i * b + l];
                     acc[i][0] = acc[i][0] + s * w0;
                     acc[i][1] = acc[i][1] + s * w1;
                 }
@@ -385,11 +391,11 @@ IS_AVX512 static size_t scatter_wide(const double *v, size_t b, size_t rows, con
         }
         for (; r < rows; r++) {
             const double *vr = v + r * b, *wl = w2 + k;
-            vd8 s = splat8(vr[0]);
+            double s = vr[0];
             vd8 a0 = s * load8(wl), a1 = s * load8(wl + 8);
             for (size_t l = 1; l < b; l++) {
                 wl += cols;
-                s = splat8(vr[l]);
+                s = vr[l];
                 a0 = a0 + s * load8(wl);
                 a1 = a1 + s * load8(wl + 8);
             }

@@ -41,7 +41,7 @@ static inline __attribute__((always_inline)) double pass_b(double *p, size_t row
     double sigma = 0.0;
     for (size_t r = c; r < rows; r++) {
         double *row = p + r * b;
-        const vd8 s = vsplat8(r == c ? 1.0 : row[c]);
+        const double s = r == c ? 1.0 : row[c];
         vd8 o[4];
         for (size_t j = first; j < 4; j++) {
             const vd8 x = vload8(row + j * LANES);
@@ -92,8 +92,7 @@ IS_CLONES int is_qr_panel_vector(const double *a, size_t lda, size_t rows, size_
             rdiag[c] = beta;
         }
         taus[c] = tau;
-        /* pass A: first terms (row c), then rows c+1 .. rows-1 */
-        /* y[l][c]'s terms for rows 0 .. c, l < c: V[r][l]·V[r][c] with V[r][c] = 0 for r < c and 1 for
+        /* pass A: first terms (row c), then rows c+1 .. rows-1. y[l][c]'s terms for rows 0 .. c, l < c: V[r][l]·V[r][c] with V[r][c] = 0 for r < c and 1 for
          * r = c (p holds R and alpha there during the factorization, so the structure is written out).
          * zeros[l] carries the sum over rows 0 .. c-1 from the previous column: it gains one term. */
         if (c >= 1) {
@@ -113,28 +112,11 @@ IS_CLONES int is_qr_panel_vector(const double *a, size_t lda, size_t rows, size_
             head[k] = 1.0 * p[c * b + k];
         vd8 a0 = vload8(head), a1 = vload8(head + 8), a2 = vload8(head + 16), a3 = vload8(head + 24);
         size_t r = c + 1;
-        for (; r + LANES <= rows; r += LANES) {
-            vd8 col;
-            for (size_t i = 0; i < LANES; i++)
-                col[i] = p[(r + i) * b + c];
-            col = identity ? vsplat8(0.0) : col / vsplat8(d);
-            for (size_t i = 0; i < LANES; i++) {
-                double *row = p + (r + i) * b;
-                const vd8 s = vsplat8(col[i]);
-                const vd8 x0 = vload8(row), x1 = vload8(row + 8), x2 = vload8(row + 16), x3 = vload8(row + 24);
-                row[c] = col[i];
-                a0 = a0 + s * x0;
-                a1 = a1 + s * x1;
-                a2 = a2 + s * x2;
-                a3 = a3 + s * x3;
-            }
-        }
-        for (; r < rows; r++) {
+        for (; r < rows; r++) { /* v_r = A[r][c] / d (scalar: divisions pipeline; a gathered vector was slower) */
             double *row = p + r * b;
-            const double vr = identity ? 0.0 : row[c] / d;
-            const vd8 s = vsplat8(vr);
+            const double s = identity ? 0.0 : row[c] / d;
             const vd8 x0 = vload8(row), x1 = vload8(row + 8), x2 = vload8(row + 16), x3 = vload8(row + 24);
-            row[c] = vr;
+            row[c] = s;
             a0 = a0 + s * x0;
             a1 = a1 + s * x1;
             a2 = a2 + s * x2;

@@ -1,7 +1,9 @@
 /* Vector helpers of the QR kernels (householder.c, householder_panel.c): GCC/clang vector extensions.
  *
  * Lanes are always independent sums; nothing here reorders a sum or fuses an operation
- * (-ffp-contract=off holds for every clone), so the instruction set picked changes no bit. */
+ * (-ffp-contract=off holds for every clone), so the instruction set picked changes no bit. A scalar
+ * is broadcast by writing it as an operand (``s * x``): GCC turns that into one broadcast, where a
+ * {s, s, ...} initializer became a chain of eight masked ones on AVX-512. */
 #ifndef INITSERVE_HOUSEHOLDER_SIMD_H
 #define INITSERVE_HOUSEHOLDER_SIMD_H
 
@@ -24,12 +26,6 @@ static inline __attribute__((always_inline)) vd4 load4(const double *p)
 
 static inline __attribute__((always_inline)) void store4(double *p, vd4 x) { memcpy(p, &x, sizeof x); }
 
-static inline __attribute__((always_inline)) vd4 splat(double s)
-{
-    vd4 x = {s, s, s, s};
-    return x;
-}
-
 static inline __attribute__((always_inline)) vd8 vload8(const double *p)
 {
     vd8 x;
@@ -38,12 +34,6 @@ static inline __attribute__((always_inline)) vd8 vload8(const double *p)
 }
 
 static inline __attribute__((always_inline)) void vstore8(double *p, vd8 x) { memcpy(p, &x, sizeof x); }
-
-static inline __attribute__((always_inline)) vd8 vsplat8(double s)
-{
-    vd8 x = {s, s, s, s, s, s, s, s};
-    return x;
-}
 #else
 #define IS_VECTOR 0
 #endif
