@@ -1,14 +1,15 @@
 """Generation: any range of a spec's result, block-parallel, streamed through reused buffers.
 
 Element ``i`` of the full tensor depends only on (key, i) for elementwise schemes, so the work is
-split into fixed blocks handed to a thread pool; block size and thread count change the speed,
-never the bytes. The native kernel releases the GIL for a whole block, so the pool's threads run on
+split into tasks handed to a thread pool (equal tasks for a whole result, :func:`split_tasks`; fixed
+blocks for a stream); task size and thread count change the speed, never the bytes. The native kernel releases the GIL for a whole block, so the pool's threads run on
 all cores. Whole-tensor schemes (orthogonal, sparse) compute the full tensor once per call.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,6 +31,26 @@ Array = npt.NDArray[np.generic]
 # It must return compute_whole's bytes (every kernel gives the same bytes).
 WholeSource = Callable[[Spec, Kernel], Array]
 DEFAULT_BLOCK = 1 << 20  # elements per parallel task / streamed chunk
+MIN_TASK = 1 << 16  # generate(): no task smaller than this (a thread's start-up is worth ~30k elements)
+TASK_ALIGN = 64  # generate(): task boundaries on multiples of 64 elements (no cache line split between threads)
+
+
+def split_tasks(numel: int, workers: int, block: int = DEFAULT_BLOCK) -> list[tuple[int, int]]:
+    """``(start, count)`` tasks covering ``0 .. numel`` for ``workers`` threads: as many tasks per
+    worker for every worker, each at most about ``block`` elements (rounded up to TASK_ALIGN), none
+    below MIN_TASK (fewer tasks then, down to one).
+
+    Fixed ``block``-sized tasks leave threads idle at the end of a request that is a few blocks long
+    (a rank's 3.1M-element shard is 3 blocks: 2 threads finish in the time of 2 blocks, not 1.5);
+    equal tasks do not. Element ``i`` depends only on (key, i), so the split changes the speed, never
+    the bytes."""
+    if numel <= 0:
+        return []
+    per_worker = max(1, -(-numel // (workers * block)))
+    tasks = max(1, min(workers * per_worker, numel // MIN_TASK))
+    size = -(-numel // tasks)
+    size = -(-size // TASK_ALIGN) * TASK_ALIGN
+    return [(start, min(size, numel - start)) for start in range(0, numel, size)]
 
 
 def compute_whole(spec: Spec, kernel: Kernel) -> Array:
@@ -108,15 +129,36 @@ def generate(
     if spec.numel == 0:  # nothing to draw; a layer without inputs (fan_in 0) has no std to compute either
         return out.reshape(spec.result_shape)
     writer = ResultWriter(spec, kernel, whole_source)
-    blocks = [(start, min(block, spec.numel - start)) for start in range(0, spec.numel, block)]
     workers = threads or default_threads()
-    if workers == 1 or len(blocks) <= 1 or not is_elementwise(spec.built.sampler):
-        for start, count in blocks:
+    if workers == 1 or not is_elementwise(spec.built.sampler):
+        for start in range(0, spec.numel, block):
+            writer.fill(start, out[start : start + block])
+        return out.reshape(spec.result_shape)
+    tasks = split_tasks(spec.numel, workers, block)
+    if len(tasks) <= 1:  # one task, or nothing to fill (an empty result)
+        if tasks:
+            writer.fill(0, out)
+        return out.reshape(spec.result_shape)
+    # Each thread takes the next task when it is done with one (a slower thread, e.g. on a busy core,
+    # takes fewer); the calling thread is one of them, so one thread fewer is started and waited for.
+    pending = iter(tasks)
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                task = next(pending, None)
+            if task is None:
+                return
+            start, count = task
             writer.fill(start, out[start : start + count])
-    else:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="initserve-gen") as pool:
-            for future in [pool.submit(writer.fill, start, out[start : start + count]) for start, count in blocks]:
-                future.result()
+
+    helpers = min(workers, len(tasks)) - 1
+    with ThreadPoolExecutor(max_workers=helpers, thread_name_prefix="initserve-gen") as pool:
+        futures = [pool.submit(work) for _ in range(helpers)]
+        work()
+        for future in futures:
+            future.result()
     return out.reshape(spec.result_shape)
 
 

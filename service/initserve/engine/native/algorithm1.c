@@ -336,39 +336,81 @@ void is_fill_range(const is_program *program, uint64_t first, size_t count, void
     }
 }
 
-/* Runs shorter than a tile (a Shard(d) of a trailing dimension: a few elements per run) are gathered:
- * the words of consecutive runs are put side by side in one tile, which is then transformed and stored
- * in one pass. The transform of an element depends on its word only, so the bytes are the ones run by
- * run gives; only the per-call cost of a tiny tile is saved (4-element runs: ~3x faster). */
+/* Runs shorter than a tile (a Shard(d) of a trailing dimension: a few elements per run) are gathered
+ * into one tile, which is then transformed and stored in one pass. The transform of an element depends
+ * on its word only, so the bytes are the ones run by run gives. The words come in three passes:
+ *   1. walk the runs (an odometer kept incrementally), listing the Philox blocks their elements lie in
+ *      (a block two runs share, once) and where each run's words start among those blocks' words;
+ *   2. compute every listed block in one tight loop, as is_fill_range does: with no bookkeeping between
+ *      blocks the CPU overlaps consecutive blocks' multiply chains and the key schedule stays in
+ *      registers (computing each run's block where the walk reaches it cost ~2x per word for 4-element
+ *      runs: half the multiplier sat idle behind the latency of one block's 10 dependent rounds);
+ *   3. move each run's words into the tile — skipped when every run starts on a block boundary and
+ *      covers whole blocks (4-element runs of a Shard(2) whose chunks are multiples of 4), since the
+ *      blocks' words are then the tile's words in order.
+ * A run touches at most as many blocks as it has elements, so the tile's blocks fit TILE slots. */
 IS_VERSIONS
 static void fill_short_runs(const is_program *program, const is_layout *layout, uint64_t *coord, uint64_t inside,
                             size_t count, unsigned char *cursor)
 {
-    uint64_t words[TILE + 4]; /* element_words may write up to 3 words past what it was asked for */
+    uint64_t words[TILE];
+    uint64_t block_words[4 * TILE];
+    uint64_t blocks[TILE];
+    uint32_t piece_source[TILE], piece_length[TILE]; /* per piece of a run: offset in block_words, elements */
     double values[TILE];
     const size_t itemsize = is_itemsize(program->dtype);
-    const int needs_words = program->kind != IS_CONSTANT;
+    const uint64_t stream = program->stream, k0 = program->k0, k1 = program->k1;
     const int last = layout->rank - 1;
+    /* the layout's fields in locals: the stores into blocks[] (uint64_t, as they are) would otherwise
+     * make the compiler reload them for every run */
+    const uint64_t length = layout->run_length, extent = layout->extents[last], stride = layout->strides[last];
+    uint64_t along = coord[last]; /* the run's coordinate along the last outer dimension */
     uint64_t run_first = layout->base; /* flat index of the current run's first element */
     for (int d = 0; d < layout->rank; d++)
         run_first += coord[d] * layout->strides[d];
     while (count > 0) {
-        size_t filled = 0;
-        while (filled < TILE && count > 0) {
-            const uint64_t left = layout->run_length - inside;
+        size_t filled = 0, pieces = 0, listed = 0;
+        int aligned = 1; /* every piece so far starts a block and covers whole blocks */
+        while (filled < TILE && count > 0) { /* pass 1 */
+            const uint64_t first = run_first + inside;
             size_t n = TILE - filled < count ? TILE - filled : count;
-            if (left < (uint64_t)n)
-                n = (size_t)left;
-            if (needs_words)
-                element_words(program, run_first + inside, n, words + filled);
+            if (length - inside < (uint64_t)n)
+                n = (size_t)(length - inside);
+            if (aligned && (first & 3u) == 0 && (n & 3u) == 0) {
+                /* whole blocks, and so far every piece was: no other block can hold these elements and the
+                 * words will land in place, so nothing is recorded for pass 3 */
+                const uint64_t block = first >> 2;
+                for (size_t j = 0; j < n / 4; j++)
+                    blocks[listed + j] = block + j;
+                listed += n / 4;
+            } else {
+                if (aligned) { /* the pieces so far are whole blocks in order: one piece from word 0 */
+                    aligned = 0;
+                    piece_source[0] = 0;
+                    piece_length[0] = (uint32_t)filled;
+                    pieces = filled > 0;
+                }
+                uint64_t block = first >> 2;
+                const uint64_t last_block = (first + n - 1) >> 2;
+                size_t slot = listed;
+                if (listed > 0 && blocks[listed - 1] == block) { /* the previous run ended in this block */
+                    slot = listed - 1;
+                    block++;
+                }
+                for (; block <= last_block; block++)
+                    blocks[listed++] = block;
+                piece_source[pieces] = (uint32_t)(4 * slot + (first & 3u));
+                piece_length[pieces++] = (uint32_t)n;
+            }
             filled += n;
             count -= n;
             inside += n;
-            if (inside == layout->run_length) {
+            if (inside == length) {
                 inside = 0;
-                if (++coord[last] < layout->extents[last]) { /* the common step: the next run along the last dim */
-                    run_first += layout->strides[last];
+                if (++along < extent) { /* the common step: the next run along the last dim */
+                    run_first += stride;
                 } else {
+                    along = 0;
                     coord[last] = 0;
                     for (int d = last - 1; d >= 0; d--) { /* carry: odometer, then the index anew */
                         if (++coord[d] < layout->extents[d])
@@ -379,6 +421,18 @@ static void fill_short_runs(const is_program *program, const is_layout *layout, 
                     for (int d = 0; d < layout->rank; d++)
                         run_first += coord[d] * layout->strides[d];
                 }
+            }
+        }
+        /* aligned: the pieces are whole blocks in order, so block k's words are the tile's words 4k..4k+3 */
+        uint64_t *target = aligned ? words : block_words;
+        philox4x64_10_list(blocks, listed, stream, k0, k1, target); /* pass 2 */
+        if (!aligned) { /* pass 3 */
+            size_t position = 0;
+            for (size_t k = 0; k < pieces; k++) {
+                const uint64_t *source = block_words + piece_source[k];
+                for (uint32_t j = 0; j < piece_length[k]; j++)
+                    words[position + j] = source[j];
+                position += piece_length[k];
             }
         }
         if (program->kind == IS_WORDS) {
@@ -395,7 +449,7 @@ void is_fill_result(const is_program *program, const is_layout *layout, uint64_t
 {
     unsigned char *cursor = (unsigned char *)out;
     const size_t itemsize = is_itemsize(program->dtype);
-    if (layout->rank == 0) {
+    if (layout->rank == 0 || program->kind == IS_CONSTANT) { /* a constant's value does not depend on the index */
         is_fill_range(program, layout->base + start, count, out);
         return;
     }
