@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+import os
+import select
+import signal
 import subprocess
 import sys
+import threading
 import textwrap
 from typing import Any
 
@@ -126,6 +130,59 @@ def test_threads_and_kernels_never_change_bytes() -> None:
         LocalClient(threads=0)
     with pytest.raises(ValueError, match="kernel must be one of"):
         LocalClient(kernel="fast")
+
+
+def _helper_threads() -> set[str]:
+    return {thread.name for thread in threading.enumerate() if thread.name.startswith("initserve-local")}
+
+
+def test_helper_threads_are_started_once_reused_and_stopped_by_close() -> None:
+    """A LocalClient keeps its engine threads across calls (init_module makes one call per tensor or
+    shard: starting a pool each time cost ~0.1 ms per call); close() stops them, and a later call
+    starts them again. The bytes are a one-thread client's."""
+    before = _helper_threads()
+    spec = ([1 << 10, 1 << 9], "kaiming_uniform")
+    reference = LocalClient(threads=1).tensor(*spec, seed=9, name="w").tobytes()
+    client = LocalClient(threads=3)
+    assert client.tensor(*spec, seed=9, name="w").tobytes() == reference
+    started = _helper_threads() - before
+    assert 1 <= len(started) <= 2  # threads - 1 helpers; the calling thread is the third
+    for _ in range(5):
+        assert client.tensor(*spec, seed=9, name="w").tobytes() == reference
+    assert _helper_threads() - before == started  # the same threads, none added
+    client.close()
+    assert not (_helper_threads() & started)
+    assert client.tensor(*spec, seed=9, name="w").tobytes() == reference  # usable after close
+    client.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_generates_with_its_own_threads() -> None:
+    """A child forked after the parent used the client has none of the parent's threads: it must start
+    its own (else it would wait forever for work queued to threads that do not exist)."""
+    client = LocalClient(threads=2)
+    spec = ([1 << 10, 1 << 9], "kaiming_uniform")
+    expected = client.tensor(*spec, seed=4, name="w").tobytes()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report whether it produced the parent's bytes, then leave at once
+        try:
+            same = client.tensor(*spec, seed=4, name="w").tobytes() == expected
+            os.write(write, b"1" if same else b"0")
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        ready, _, _ = select.select([read], [], [], 30)
+        answer = os.read(read, 1) if ready else b""
+    finally:
+        os.close(read)
+        if not ready:
+            os.kill(pid, signal.SIGKILL)  # our own child, stuck
+        os.waitpid(pid, 0)
+        client.close()
+    assert answer, "the forked child did not answer within 30 s"
+    assert answer == b"1"
 
 
 def test_client_and_local_generation_import_without_the_server_extra() -> None:

@@ -11,7 +11,9 @@ from initserve.engine.generate import ResultWriter
 
 from .conftest import load
 
-# (shape, slice): run lengths 1, 3, 4, 5, 7, 511, 512, 513 and a 3-dim odometer
+# (shape, slice): run lengths 1, 3, 4, 5, 7, 511, 512, 513 and a 3-dim odometer; runs that start on a
+# Philox block and cover whole blocks (the kernel's aligned path: lengths 4, 8, 256, with odometer carries),
+# runs sharing a block (length 1 every 2 elements, length 2 every 3), aligned runs after an unaligned base
 CASES = [
     ([40, 9, 6], [[0, 40], [0, 9], [2, 3]]),
     ([30, 11, 8], [[3, 30], [1, 11], [4, 7]]),
@@ -22,6 +24,12 @@ CASES = [
     ([5, 1024], [[0, 5], [0, 512]]),
     ([4, 1030], [[1, 4], [3, 516]]),
     ([3, 4, 5, 9], [[0, 3], [1, 4], [0, 5], [2, 7]]),
+    ([6, 10, 16], [[0, 6], [2, 9], [4, 12]]),
+    ([7, 5, 64], [[1, 7], [0, 5], [20, 24]]),
+    ([9, 1024], [[0, 9], [256, 512]]),
+    ([300, 2], [[0, 300], [1, 2]]),
+    ([200, 3], [[0, 200], [1, 3]]),
+    ([5, 9, 12], [[0, 5], [1, 8], [3, 7]]),
 ]
 SCHEMES = [
     ("normal", {}),

@@ -7,7 +7,10 @@ spec parser, the same generator, the same safetensors writer. No request, no cac
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -56,15 +59,24 @@ class LocalClient:
             raise ValueError(f"threads must be ≥ 1, got {threads}")
         self.threads = threads
         self._kernel = resolve_kernel(kernel)
+        # The engine's helper threads, started once and reused by every call: init_module generates
+        # one tensor (or shard) per call, and a pool started per call costs ~0.1 ms each time.
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0  # a forked child has none of its parent's threads: it starts its own pool
+        self._pool_lock = threading.Lock()
 
     @property
     def kernel(self) -> str:
         """The implementation of algorithm 1 in use: ``"native"`` or ``"numpy"``."""
         return str(self._kernel.name)
 
-    # -- lifecycle (nothing to release; kept so LocalClient drops in where a Client is used) ----------
+    # -- lifecycle ------------------------------------------------------------------------------------
     def close(self) -> None:
-        pass
+        """Stop the helper threads (started again if the client is used afterwards)."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     def __enter__(self) -> LocalClient:
         return self
@@ -162,7 +174,7 @@ class LocalClient:
         for spec in bundle.tensors:
             target = _as_numpy(out[spec.name])
             try:
-                generate(spec, kernel=self._kernel, threads=self.threads, out=target)
+                generate(spec, kernel=self._kernel, threads=self.threads, out=target, executor=self._executor())
             except ValueError as exc:
                 raise ValueError(f"out[{spec.name!r}]: {exc}") from None
 
@@ -213,7 +225,21 @@ class LocalClient:
         from initserve.engine import Spec, generate
 
         assert isinstance(spec, Spec)
-        return generate(spec, kernel=self._kernel, threads=self.threads), spec.dtype_info.safetensors
+        generated = generate(spec, kernel=self._kernel, threads=self.threads, executor=self._executor())
+        return generated, spec.dtype_info.safetensors
+
+    def _executor(self) -> ThreadPoolExecutor | None:
+        """The pool of ``threads - 1`` helpers generate() runs beside the calling thread (None: one thread)."""
+        from initserve.engine.generate import default_threads
+
+        helpers = (self.threads or default_threads()) - 1
+        if helpers < 1:
+            return None
+        with self._pool_lock:
+            if self._pool is None or self._pool_pid != os.getpid():
+                self._pool = ThreadPoolExecutor(max_workers=helpers, thread_name_prefix="initserve-local")
+                self._pool_pid = os.getpid()
+            return self._pool
 
     def _bundle(self, body: Mapping[str, Any]) -> dict[str, tuple[np.ndarray[Any, Any], str]]:
         from initserve.engine import BundleSpec

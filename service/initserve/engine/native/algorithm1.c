@@ -365,6 +365,11 @@ static void fill_short_runs(const is_program *program, const is_layout *layout, 
      * make the compiler reload them for every run */
     const uint64_t length = layout->run_length, extent = layout->extents[last], stride = layout->strides[last];
     uint64_t along = coord[last]; /* the run's coordinate along the last outer dimension */
+    /* every run starts on a block boundary and covers whole blocks: base, strides and length multiples of 4 */
+    uint64_t quads = (layout->base & 3u) == 0 && (length & 3u) == 0 ? length >> 2 : 0;
+    for (int d = 0; d < layout->rank; d++)
+        if (layout->strides[d] & 3u)
+            quads = 0;
     uint64_t run_first = layout->base; /* flat index of the current run's first element */
     for (int d = 0; d < layout->rank; d++)
         run_first += coord[d] * layout->strides[d];
@@ -372,6 +377,22 @@ static void fill_short_runs(const is_program *program, const is_layout *layout, 
         size_t filled = 0, pieces = 0, listed = 0;
         int aligned = 1; /* every piece so far starts a block and covers whole blocks */
         while (filled < TILE && count > 0) { /* pass 1 */
+            if (aligned && inside == 0 && quads) {
+                /* whole runs of whole blocks along the last dimension (a Shard(d) whose chunk is a multiple
+                 * of 4 elements): the common case, in a loop with nothing else to decide */
+                while (count >= length && TILE - filled >= length && along + 1 < extent) {
+                    const uint64_t block = run_first >> 2;
+                    for (uint64_t j = 0; j < quads; j++)
+                        blocks[listed + j] = block + j;
+                    listed += quads;
+                    filled += length;
+                    count -= length;
+                    along++;
+                    run_first += stride;
+                }
+                if (filled == TILE || count == 0)
+                    break;
+            }
             const uint64_t first = run_first + inside;
             size_t n = TILE - filled < count ? TILE - filled : count;
             if (length - inside < (uint64_t)n)
