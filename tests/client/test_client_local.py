@@ -8,8 +8,8 @@ import select
 import signal
 import subprocess
 import sys
-import threading
 import textwrap
+import threading
 from typing import Any
 
 import numpy as np
