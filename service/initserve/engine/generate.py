@@ -31,7 +31,7 @@ Array = npt.NDArray[np.generic]
 # It must return compute_whole's bytes (every kernel gives the same bytes).
 WholeSource = Callable[[Spec, Kernel], Array]
 DEFAULT_BLOCK = 1 << 20  # elements per parallel task / streamed chunk
-MIN_TASK = 1 << 16  # generate(): no task smaller than this (a thread's start-up is worth ~30k elements)
+MIN_TASK = 1 << 15  # generate(): no task smaller than this (~50 µs of work: handing a task to a thread costs ~25 µs)
 TASK_ALIGN = 64  # generate(): task boundaries on multiples of 64 elements (no cache line split between threads)
 
 
