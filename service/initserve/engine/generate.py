@@ -2,8 +2,9 @@
 
 Element ``i`` of the full tensor depends only on (key, i) for elementwise schemes, so the work is
 split into tasks handed to a thread pool (equal tasks for a whole result, :func:`split_tasks`; fixed
-blocks for a stream); task size and thread count change the speed, never the bytes. The native kernel releases the GIL for a whole block, so the pool's threads run on
-all cores. Whole-tensor schemes (orthogonal, sparse) compute the full tensor once per call.
+blocks for a stream); task size and thread count change the speed, never the bytes. The native
+kernel releases the GIL for a whole task, so the pool's threads run on all cores. Whole-tensor
+schemes (orthogonal, sparse) compute the full tensor once per call.
 """
 
 from __future__ import annotations
