@@ -353,7 +353,7 @@ IS_VERSIONS
 static void fill_short_runs(const is_program *program, const is_layout *layout, uint64_t *coord, uint64_t inside,
                             size_t count, unsigned char *cursor)
 {
-    uint64_t words[TILE];
+    uint64_t words[TILE + 4]; /* element_words may write up to 3 words past what it was asked for */
     uint64_t block_words[4 * TILE];
     uint64_t blocks[TILE];
     uint32_t piece_source[TILE], piece_length[TILE]; /* per piece of a run: offset in block_words, elements */
@@ -365,6 +365,9 @@ static void fill_short_runs(const is_program *program, const is_layout *layout, 
      * make the compiler reload them for every run */
     const uint64_t length = layout->run_length, extent = layout->extents[last], stride = layout->strides[last];
     uint64_t along = coord[last]; /* the run's coordinate along the last outer dimension */
+    /* runs of 64 elements or more (16 blocks) go straight into the tile, run by run: listing their blocks
+     * first only costs there (the contiguous loop already overlaps consecutive blocks) */
+    const int direct = length >= 64;
     /* every run starts on a block boundary and covers whole blocks: base, strides and length multiples of 4 */
     uint64_t quads = (layout->base & 3u) == 0 && (length & 3u) == 0 ? length >> 2 : 0;
     for (int d = 0; d < layout->rank; d++)
@@ -377,6 +380,33 @@ static void fill_short_runs(const is_program *program, const is_layout *layout, 
         size_t filled = 0, pieces = 0, listed = 0;
         int aligned = 1; /* every piece so far starts a block and covers whole blocks */
         while (filled < TILE && count > 0) { /* pass 1 */
+            if (direct) { /* a long run: its blocks straight into the tile, as is_fill_range computes them */
+                size_t n = TILE - filled < count ? TILE - filled : count;
+                if (length - inside < (uint64_t)n)
+                    n = (size_t)(length - inside);
+                element_words(program, run_first + inside, n, words + filled);
+                filled += n;
+                count -= n;
+                inside += n;
+                if (inside == length) {
+                    inside = 0;
+                    if (++along < extent) {
+                        run_first += stride;
+                    } else {
+                        along = 0;
+                        coord[last] = 0;
+                        for (int d = last - 1; d >= 0; d--) {
+                            if (++coord[d] < layout->extents[d])
+                                break;
+                            coord[d] = 0;
+                        }
+                        run_first = layout->base;
+                        for (int d = 0; d < layout->rank; d++)
+                            run_first += coord[d] * layout->strides[d];
+                    }
+                }
+                continue;
+            }
             if (aligned && inside == 0 && quads) {
                 /* whole runs of whole blocks along the last dimension (a Shard(d) whose chunk is a multiple
                  * of 4 elements): the common case, in a loop with nothing else to decide */
@@ -446,8 +476,8 @@ static void fill_short_runs(const is_program *program, const is_layout *layout, 
         }
         /* aligned: the pieces are whole blocks in order, so block k's words are the tile's words 4k..4k+3 */
         uint64_t *target = aligned ? words : block_words;
-        philox4x64_10_list(blocks, listed, stream, k0, k1, target); /* pass 2 */
-        if (!aligned) { /* pass 3 */
+        philox4x64_10_list(blocks, listed, stream, k0, k1, target); /* pass 2 (nothing listed when direct) */
+        if (!aligned && !direct) { /* pass 3 */
             size_t position = 0;
             for (size_t k = 0; k < pieces; k++) {
                 const uint64_t *source = block_words + piece_source[k];
