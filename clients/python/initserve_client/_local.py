@@ -43,6 +43,9 @@ class LocalClient:
     share one generation between processes and machines (the service, its HTTP caches and the disk
     cache hold each file once) and where the engine's CPU time should not be spent on the caller.
 
+    The ``threads - 1`` helper threads start on first use and serve every later call; :meth:`close`
+    (or leaving a ``with`` block) stops them.
+
     Invalid specs raise :class:`InvalidSpecError` with the server's field errors and messages.
     ``kernel="native"`` without the compiled extension raises ``initserve.engine.KernelUnavailable``.
 
