@@ -123,8 +123,10 @@ class _Filling:
         self.boxes[k][name] = box
 
     def target(self, k: int, name: str) -> torch.Tensor:
-        box = self.boxes[k][name]
-        return self.locals[name] if box is None else self.locals[name][box.local_index()]
+        box, local = self.boxes[k][name], self.locals[name]
+        if box is None or box.shape == tuple(local.shape):  # the whole local tensor: no view to build
+            return local
+        return local[box.local_index()]
 
     def direct(self, k: int) -> list[str]:
         """Entries of round ``k`` whose target a LocalClient can generate into in place (contiguous CPU
