@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -79,7 +80,13 @@ def test_two_gib_stream_keeps_memory_flat_and_health_fast(single_slot: LiveServe
     assert set(health_statuses) == {200}
     # The stream holds the one slot; the last probe may land just after it was released.
     assert in_flight[0] == 1 and set(in_flight) <= {0, 1}
-    assert max(health_ms) < 100, f"slowest /healthz during the stream: {max(health_ms):.1f} ms"
+    # Generation runs off the event loop: a probe waits for a scheduling slice, never for a chunk's
+    # generation. The typical probe says so (a blocked loop would delay most of them, generation being
+    # continuous); the slowest only has to stay far below a blocked loop's seconds, so a busy machine's
+    # scheduler hiccup does not fail the test.
+    slowest, typical = max(health_ms), statistics.median(health_ms)
+    assert typical < 50, f"median /healthz during the stream: {typical:.1f} ms (slowest {slowest:.1f} ms)"
+    assert slowest < 1000, f"slowest /healthz during the stream: {slowest:.1f} ms"
 
 
 def test_saturation_gives_503_and_the_first_completes_intact(single_slot: LiveServer) -> None:

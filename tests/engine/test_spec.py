@@ -237,7 +237,7 @@ def test_size_check_is_pure_integer_arithmetic_and_fast() -> None:
     started = time.perf_counter()
     with pytest.raises(SpecTooLarge) as raised:
         check_size(spec, 8 << 30)
-    assert time.perf_counter() - started < 0.01
+    assert time.perf_counter() - started < 0.25  # no element loop or allocation: 2^62 of either takes years
     assert raised.value.nbytes == 2**62 * 4 and raised.value.limit == 8 << 30
     check_size(parse_spec({"shape": [1024, 1024], "scheme": "normal"}), 4 << 20)
 
@@ -246,7 +246,7 @@ def test_shapes_beyond_the_counter_space_are_too_large_not_invalid() -> None:
     started = time.perf_counter()
     with pytest.raises(SpecTooLarge):
         parse_spec({"shape": [2**40, 2**40], "scheme": "normal"})
-    assert time.perf_counter() - started < 0.01
+    assert time.perf_counter() - started < 0.25  # as above: a scheduler hiccup fits, a loop over 2^80 does not
 
 
 def test_explicit_fans_allow_one_dimensional_biases() -> None:
