@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import select
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from initserve_client import Client, InvalidSpecError, LocalClient, TransportError, init_module
+from initserve_client import AsyncClient, Client, InvalidSpecError, LocalClient, TransportError, init_module
 from torch import nn
 
 from tests.live_server import LiveServer as Server
@@ -338,3 +339,35 @@ def test_init_module_fills_a_layer_without_inputs_as_torch_does() -> None:
     ours.bias.data.fill_(7.0)
     init_module(ours, client=LocalClient(), seed=0)
     assert torch.equal(ours.bias, reference.bias) and ours.weight.shape == (5, 0)
+
+
+def test_algorithm_is_selectable_by_every_method_of_both_clients(server: Server) -> None:
+    """``algorithm=1`` keeps the first algorithm (orthogonal by LAPACK, class numerical): each method sends it,
+    and its answer is the server's for the spec with ``"algorithm": 1`` — not the newest's."""
+    spec = {"shape": [8, 6], "scheme": "orthogonal", "seed": 3, "name": "w", "dtype": "float64"}
+    entry = {key: spec[key] for key in ("shape", "scheme", "dtype")}
+    with Client(base_url=server.url, cache=False) as client:
+        for api in (client, LocalClient()):
+            first = api.safetensors({**spec, "algorithm": 1}).array("w")
+            newest = api.safetensors(spec).array("w")
+            assert first.tobytes() != newest.tobytes()  # else this test could not tell them apart
+            picked = api.tensor([8, 6], "orthogonal", seed=3, name="w", dtype="float64", algorithm=1)
+            assert picked.tobytes() == first.tobytes()
+            assert api.torch(
+                [8, 6], "orthogonal", seed=3, name="w", dtype="float64", algorithm=1
+            ).numpy().tobytes() == (first.tobytes())
+            assert api.bundle({"w": entry}, seed=3, algorithm=1)["w"].tobytes() == first.tobytes()
+            assert api.bundle({"w": entry}, seed=3)["w"].tobytes() == newest.tobytes()
+            assert api.stats([8, 6], "orthogonal", seed=3, name="w", dtype="float64", algorithm=1)["algorithm"] == 1
+        first = client.safetensors({**spec, "algorithm": 1}).array("w")
+
+        async def fetch_async() -> bytes:
+            async with AsyncClient(base_url=server.url, cache=False) as aclient:
+                array = await aclient.tensor([8, 6], "orthogonal", seed=3, name="w", dtype="float64", algorithm=1)
+                return array.tobytes()
+
+        assert asyncio.run(fetch_async()) == first.tobytes()
+        # LAPACK's last bits may differ between processes (class numerical): the values agree, not the bytes
+        local_first = LocalClient().tensor([8, 6], "orthogonal", seed=3, name="w", dtype="float64", algorithm=1)
+        served_first = client.tensor([8, 6], "orthogonal", seed=3, name="w", dtype="float64", algorithm=1)
+        np.testing.assert_allclose(local_first, served_first, rtol=0, atol=1e-12)

@@ -111,6 +111,7 @@ class AsyncClient(AsyncCheckpointMethods, BaseClient):
         layout: str | None = None,
         name: str | None = None,
         slice: Sequence[Sequence[int]] | None = None,
+        algorithm: int | None = None,
     ) -> np.ndarray[Any, Any]:
         """One tensor as a numpy array (bfloat16 needs ml_dtypes). Zero-copy view of the downloaded/cached file."""
         array: np.ndarray[Any, Any]
@@ -125,6 +126,7 @@ class AsyncClient(AsyncCheckpointMethods, BaseClient):
                 layout=layout,
                 name=name,
                 slice=slice,
+                algorithm=algorithm,
             )
         )
         return array
@@ -140,6 +142,7 @@ class AsyncClient(AsyncCheckpointMethods, BaseClient):
         layout: str | None = None,
         name: str | None = None,
         slice: Sequence[Sequence[int]] | None = None,
+        algorithm: int | None = None,
         device: str | pt.device | None = None,
     ) -> pt.Tensor:
         """One tensor as a ``torch.Tensor`` of the exact dtype (bfloat16 without ml_dtypes).
@@ -158,6 +161,7 @@ class AsyncClient(AsyncCheckpointMethods, BaseClient):
                 layout=layout,
                 name=name,
                 slice=slice,
+                algorithm=algorithm,
             )
         )
         return to_torch(*decoded, device=device)
@@ -169,10 +173,11 @@ class AsyncClient(AsyncCheckpointMethods, BaseClient):
         seed: int | None = None,
         dtype: DTypeLike = None,
         layout: str | None = None,
+        algorithm: int | None = None,
     ) -> dict[str, np.ndarray[Any, Any]]:
         """Many named tensors from one ``/v1/bundle`` request; each equals ``tensor()`` of its spec with that name."""
         decoded: dict[str, Decoded] = await self._drive(
-            self._bundle_flow(tensors, raw_bits=False, seed=seed, dtype=dtype, layout=layout)
+            self._bundle_flow(tensors, raw_bits=False, seed=seed, dtype=dtype, layout=layout, algorithm=algorithm)
         )
         return {name: array for name, (array, _) in decoded.items()}
 
@@ -183,13 +188,14 @@ class AsyncClient(AsyncCheckpointMethods, BaseClient):
         seed: int | None = None,
         dtype: DTypeLike = None,
         layout: str | None = None,
+        algorithm: int | None = None,
         device: str | pt.device | None = None,
     ) -> dict[str, pt.Tensor]:
         """:meth:`bundle` as torch tensors."""
         from ._torch import to_torch
 
         decoded: dict[str, Decoded] = await self._drive(
-            self._bundle_flow(tensors, raw_bits=True, seed=seed, dtype=dtype, layout=layout)
+            self._bundle_flow(tensors, raw_bits=True, seed=seed, dtype=dtype, layout=layout, algorithm=algorithm)
         )
         return {name: to_torch(array, st, device=device) for name, (array, st) in decoded.items()}
 
@@ -204,9 +210,20 @@ class AsyncClient(AsyncCheckpointMethods, BaseClient):
         layout: str | None = None,
         name: str | None = None,
         slice: Sequence[Sequence[int]] | None = None,
+        algorithm: int | None = None,
     ) -> dict[str, Any]:
         """The server's statistics of the tensor (mean, std, histogram, fans, expected moments, sha256)."""
-        body = init_body(shape, scheme, seed=seed, params=params, dtype=dtype, layout=layout, name=name, slice=slice)
+        body = init_body(
+            shape,
+            scheme,
+            seed=seed,
+            params=params,
+            dtype=dtype,
+            layout=layout,
+            name=name,
+            slice=slice,
+            algorithm=algorithm,
+        )
         result: dict[str, Any] = await self._drive(self._stats_flow(body))
         return result
 

@@ -174,8 +174,19 @@ class BaseClient:
         layout: str | None,
         name: str | None,
         slice: Sequence[Sequence[int]] | None,
+        algorithm: int | None,
     ) -> Flow:
-        body = init_body(shape, scheme, seed=seed, params=params, dtype=dtype, layout=layout, name=name, slice=slice)
+        body = init_body(
+            shape,
+            scheme,
+            seed=seed,
+            params=params,
+            dtype=dtype,
+            layout=layout,
+            name=name,
+            slice=slice,
+            algorithm=algorithm,
+        )
         file: SafetensorsFile = yield from fetch_file(self._context(f"{scheme} {list(shape)}"), "/v1/init", body)
         wanted = name if name is not None else "weight"
         key = wanted if wanted in file.tensors or len(file.tensors) != 1 else next(iter(file.tensors))
@@ -189,8 +200,9 @@ class BaseClient:
         seed: int | None,
         dtype: DTypeLike,
         layout: str | None,
+        algorithm: int | None,
     ) -> Flow:
-        body = bundle_body(tensors, seed=seed, dtype=dtype, layout=layout)
+        body = bundle_body(tensors, seed=seed, dtype=dtype, layout=layout, algorithm=algorithm)
         file: SafetensorsFile = yield from fetch_file(self._context(f"bundle of {len(tensors)}"), "/v1/bundle", body)
         missing = set(tensors) - set(file.tensors)
         if missing:

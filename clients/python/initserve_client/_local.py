@@ -101,9 +101,20 @@ class LocalClient:
         layout: str | None = None,
         name: str | None = None,
         slice: Sequence[Sequence[int]] | None = None,
+        algorithm: int | None = None,
     ) -> np.ndarray[Any, Any]:
         """One tensor as a numpy array (bfloat16 needs ml_dtypes)."""
-        body = init_body(shape, scheme, seed=seed, params=params, dtype=dtype, layout=layout, name=name, slice=slice)
+        body = init_body(
+            shape,
+            scheme,
+            seed=seed,
+            params=params,
+            dtype=dtype,
+            layout=layout,
+            name=name,
+            slice=slice,
+            algorithm=algorithm,
+        )
         array, st_dtype = self._generate(_parse(body))
         return array.view(numpy_dtype(st_dtype))
 
@@ -118,12 +129,23 @@ class LocalClient:
         layout: str | None = None,
         name: str | None = None,
         slice: Sequence[Sequence[int]] | None = None,
+        algorithm: int | None = None,
         device: str | pt.device | None = None,
     ) -> pt.Tensor:
         """One tensor as a ``torch.Tensor`` of the exact dtype (bfloat16 without ml_dtypes)."""
         from ._torch import to_torch
 
-        body = init_body(shape, scheme, seed=seed, params=params, dtype=dtype, layout=layout, name=name, slice=slice)
+        body = init_body(
+            shape,
+            scheme,
+            seed=seed,
+            params=params,
+            dtype=dtype,
+            layout=layout,
+            name=name,
+            slice=slice,
+            algorithm=algorithm,
+        )
         return to_torch(*self._generate(_parse(body)), device=device)
 
     def bundle(
@@ -133,9 +155,10 @@ class LocalClient:
         seed: int | None = None,
         dtype: DTypeLike = None,
         layout: str | None = None,
+        algorithm: int | None = None,
     ) -> dict[str, np.ndarray[Any, Any]]:
         """Many named tensors; each equals ``tensor()`` of its spec with that name (as ``/v1/bundle``)."""
-        generated = self._bundle(bundle_body(tensors, seed=seed, dtype=dtype, layout=layout))
+        generated = self._bundle(bundle_body(tensors, seed=seed, dtype=dtype, layout=layout, algorithm=algorithm))
         return {name: array.view(numpy_dtype(st_dtype)) for name, (array, st_dtype) in generated.items()}
 
     def bundle_torch(
@@ -145,12 +168,13 @@ class LocalClient:
         seed: int | None = None,
         dtype: DTypeLike = None,
         layout: str | None = None,
+        algorithm: int | None = None,
         device: str | pt.device | None = None,
     ) -> dict[str, pt.Tensor]:
         """:meth:`bundle` as torch tensors."""
         from ._torch import to_torch
 
-        generated = self._bundle(bundle_body(tensors, seed=seed, dtype=dtype, layout=layout))
+        generated = self._bundle(bundle_body(tensors, seed=seed, dtype=dtype, layout=layout, algorithm=algorithm))
         return {name: to_torch(array, st_dtype, device=device) for name, (array, st_dtype) in generated.items()}
 
     def bundle_into(
@@ -161,13 +185,14 @@ class LocalClient:
         seed: int | None = None,
         dtype: DTypeLike = None,
         layout: str | None = None,
+        algorithm: int | None = None,
     ) -> None:
         """Generate each tensor of a bundle straight into ``out[name]``, allocating nothing its size.
 
         ``out[name]``: a writable, C-contiguous numpy array or CPU ``torch.Tensor`` (a parameter's own
         storage, bfloat16 included) with the tensor's number of elements and its dtype. The values are
         :meth:`bundle`'s. Raises ``ValueError`` naming the tensor when a buffer is missing or does not fit."""
-        bundle = _parse(bundle_body(tensors, seed=seed, dtype=dtype, layout=layout))
+        bundle = _parse(bundle_body(tensors, seed=seed, dtype=dtype, layout=layout, algorithm=algorithm))
         from initserve.engine import BundleSpec, generate
 
         assert isinstance(bundle, BundleSpec)
@@ -192,9 +217,20 @@ class LocalClient:
         layout: str | None = None,
         name: str | None = None,
         slice: Sequence[Sequence[int]] | None = None,
+        algorithm: int | None = None,
     ) -> dict[str, Any]:
         """The statistics the server's ``?format=stats`` answers (computed without holding the tensor)."""
-        body = init_body(shape, scheme, seed=seed, params=params, dtype=dtype, layout=layout, name=name, slice=slice)
+        body = init_body(
+            shape,
+            scheme,
+            seed=seed,
+            params=params,
+            dtype=dtype,
+            layout=layout,
+            name=name,
+            slice=slice,
+            algorithm=algorithm,
+        )
         return self.stats_of(body)
 
     def stats_of(self, spec: Mapping[str, Any]) -> dict[str, Any]:

@@ -159,12 +159,16 @@ def init_body(
     layout: str | None = None,
     name: str | None = None,
     slice: Sequence[Sequence[int]] | None = None,
+    algorithm: int | None = None,
 ) -> dict[str, Any]:
-    """The JSON body of ``POST /v1/init``; raises :class:`NameRequiredError` without a ``name``."""
+    """The JSON body of ``POST /v1/init``; raises :class:`NameRequiredError` without a ``name``.
+
+    ``algorithm``: the version of docs/determinism.md to compute with (None: the server's newest)."""
     require_name(name)
     body = tensor_spec(shape, scheme, params=params, dtype=dtype, layout=layout, name=name, slice=slice)
-    if seed is not None:
-        body["seed"] = plain_json(seed)
+    for key, value in (("seed", seed), ("algorithm", algorithm)):
+        if value is not None:
+            body[key] = plain_json(value)
     return require_json(body)
 
 
@@ -174,10 +178,12 @@ def bundle_body(
     seed: int | None = None,
     dtype: DTypeLike = None,
     layout: str | None = None,
+    algorithm: int | None = None,
 ) -> dict[str, Any]:
-    """The JSON body of ``POST /v1/bundle``: each entry is a spec without seed, named by its key."""
+    """The JSON body of ``POST /v1/bundle``: each entry is a spec without seed, named by its key; the
+    bundle's ``algorithm`` (None: the server's newest) holds for every entry."""
     body: dict[str, Any] = {"tensors": {str(name): plain_json(spec) for name, spec in tensors.items()}}
-    optional = {"seed": seed, "dtype": dtype_name(dtype), "layout": layout}
+    optional = {"seed": seed, "dtype": dtype_name(dtype), "layout": layout, "algorithm": algorithm}
     body.update({key: plain_json(value) for key, value in optional.items() if value is not None})
     _name_dtypes(body["tensors"])
     return require_json(body)
