@@ -238,3 +238,18 @@ def test_bundle_requests_stay_within_the_server_s_default_limits() -> None:
         assert len(group) <= MAX_REQUEST_TENSORS <= 4096
         assert sum(nbytes(spec) for spec in group.values()) <= MAX_REQUEST_BYTES or len(group) == 1
     assert MAX_REQUEST_BYTES <= 8 << 30
+
+
+@pytest.mark.parametrize(
+    ("module", "client", "message"),
+    [
+        ("not a module", "local", "module must be a torch.nn.Module, got str"),
+        (nn.Linear(2, 2).state_dict(), "local", "module must be a torch.nn.Module, got OrderedDict"),
+        (nn.Linear(2, 2), "http://127.0.0.1:8000", "client must be a Client or a LocalClient .*, got str"),
+    ],
+)
+def test_init_module_names_a_wrong_argument_type(module: Any, client: Any, message: str) -> None:
+    from initserve_client import LocalClient
+
+    with pytest.raises(TypeError, match=message):
+        init_module(module, client=LocalClient() if client == "local" else client, seed=0)

@@ -221,6 +221,16 @@ def _load_derived(module: torch.nn.Module, values: Mapping[str, torch.Tensor]) -
             tensor.copy_(value)
 
 
+def _check_arguments(module: object, client: object) -> None:
+    """TypeError naming the argument, rather than an AttributeError from deep inside."""
+    if not isinstance(module, _torch().nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+    if not hasattr(client, "bundle_torch"):
+        raise TypeError(
+            f"client must be a Client or a LocalClient (AsyncClient for ainit_module), got {type(client).__name__}"
+        )
+
+
 def init_module(
     module: torch.nn.Module,
     *,
@@ -267,9 +277,11 @@ def init_module(
     Megatron's ``parallel_state`` if initialised, else torch.distributed's default group.
 
     Raises:
+        TypeError: ``module`` is not a ``torch.nn.Module`` or ``client`` is not a client.
         InitserveError: a parameter no rule covers, a meta parameter without ``device``, a placement
             that holds no values (``Partial``), or a Megatron parameter whose rank is unknown.
     """
+    _check_arguments(module, client)
     if from_checkpoint is not None:
         if policy is not None:
             raise ValueError("policy and from_checkpoint exclude each other: write fresh tensors as reinit rules")
@@ -301,6 +313,7 @@ async def ainit_module(
     rules: Sequence[Mapping[str, Any]] = (),
 ) -> torch.nn.Module:
     """:func:`init_module` with an :class:`~initserve_client.AsyncClient`."""
+    _check_arguments(module, client)
     if from_checkpoint is not None:
         if policy is not None:
             raise ValueError("policy and from_checkpoint exclude each other: write fresh tensors as reinit rules")
