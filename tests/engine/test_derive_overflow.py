@@ -333,3 +333,18 @@ def test_a_derive_is_refused_with_a_field_or_writes_no_new_infinity(
             rules[0]["action"] == "channel_adapt" and tensors["w"]["shape"][1] == 3
         )
         assert np.isinf(out).sum() <= np.isinf(source).sum()
+
+
+def test_soup_weights_that_sum_to_infinity_are_refused_not_a_soup_of_zeros() -> None:
+    sources = {CKPT: {"w": ("F32", np.array([1.0, 2.0]))}, OTHER: {"w": ("F32", np.array([3.0, 4.0]))}}
+    t64 = {"w": {"shape": [2], "dtype": "float64"}}
+    rule = [{"match": "w", "action": "soup", "checkpoints": [CKPT, OTHER], "weights": [1e308, 1e308]}]
+    assert "finite" in _refusal(sources, t64, rule)["rules[0].weights"]
+    rule[0]["weights"] = [1e308, 0.5e308]  # the largest that still sums finitely: the weighted mean
+    assert _derive(sources, t64, rule)["w"].tolist() == pytest.approx([(2 * 1.0 + 3.0) / 3, (2 * 2.0 + 4.0) / 3])
+
+
+def test_a_non_finite_rule_number_is_named_as_such() -> None:
+    sources = _one("F32", 1.0, 1.0)
+    refused = _refusal(sources, T16, [{"match": "w", "action": "shrink_perturb", "shrink": 1.0, "noise": float("nan")}])
+    assert refused["rules[0].noise"] == "noise must be a finite number, got nan"

@@ -118,6 +118,8 @@ def _kind(value: object) -> str:
         return "a boolean"
     if value is None:
         return "null"
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)  # nan, inf, -inf: "a number" would not say what is wrong with it
     return {dict: "an object", list: "an array", str: "a string", int: "an integer", float: "a number"}.get(
         type(value), type(value).__name__
     )
@@ -265,6 +267,16 @@ def _rule_fields(action: str, body: Mapping[str, Any], loc: Loc, errors: list[Fi
             )
         elif weights is not None and not sum(weights) > 0:
             errors.append(FieldError((*loc, "weights"), "weights must not all be zero"))
+        elif weights is not None and not math.isfinite(sum(weights)):
+            # W = Σ w_k in float64, in listed order, as the soup computes it: an infinite W makes every
+            # c_k = w_k / W zero, a soup of zeros. Only the ratios matter, so smaller weights say the same.
+            errors.append(
+                FieldError(
+                    (*loc, "weights"),
+                    f"weights must sum to a finite float64 (summed in listed order), got {sum(weights)}; "
+                    "scale them down: only their ratios matter",
+                )
+            )
     return fields
 
 
