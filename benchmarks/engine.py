@@ -31,7 +31,7 @@ from initserve.engine.samplers import STANDARD_NORMAL, draw
 
 from benchmarks.context import Context
 from benchmarks.machine import numpy_blas
-from benchmarks.measure import Series, interleaved, seconds
+from benchmarks.measure import Series, interleaved, seconds, seconds_per_call
 from benchmarks.model import Row, Target, ratios
 
 FULL_SHAPE = (8192, 16384)
@@ -148,9 +148,9 @@ def orthogonal_row(ctx: Context, size: int, target: float) -> Row:
     ctx.log(f"B3 orthogonal {size}²: {rounds} rounds, {kernel.name} kernel")
     engine_s, torch_s, qr_s = interleaved(
         [
-            lambda: seconds(lambda: generate(spec, kernel=kernel)),
-            lambda: seconds(lambda: torch.nn.init.orthogonal_(tensor)),
-            lambda: seconds(lambda: haar_q(gaussian, native=kernel.qr)),
+            lambda: seconds_per_call(lambda: generate(spec, kernel=kernel)),
+            lambda: seconds_per_call(lambda: torch.nn.init.orthogonal_(tensor)),
+            lambda: seconds_per_call(lambda: haar_q(gaussian, native=kernel.qr)),
         ],
         rounds,
     )
@@ -161,7 +161,7 @@ def orthogonal_row(ctx: Context, size: int, target: float) -> Row:
     return Row(
         key=f"B3 orthogonal {size}²",
         title=f"engine orthogonal {size}² f32 (algorithm 2, {kernel.name} QR, float64) vs torch.nn.init.orthogonal_ "
-        f"({torch.get_num_threads()} threads)",
+        f"({torch.get_num_threads()} threads); each round the mean of back-to-back calls over ≥ 0.2 s",
         initserve=Series(tuple(engine_s), "s"),
         anchor=Series(tuple(torch_s), "s"),
         ratios=ratios(torch_s, engine_s),

@@ -42,6 +42,20 @@ def seconds(action: Callable[[], object]) -> float:
     return time.perf_counter() - begin
 
 
+def seconds_per_call(action: Callable[[], object], budget: float = 0.2) -> float:
+    """Mean wall-clock seconds of one call, over as many back-to-back calls as fill ``budget`` seconds
+    (at least one). For operations of a few milliseconds: one call is at the mercy of a single
+    scheduler tick or frequency step, which three rounds cannot average out (timeit's autorange idea)."""
+    calls = 0
+    begin = time.perf_counter()
+    while True:
+        action()
+        calls += 1
+        elapsed = time.perf_counter() - begin
+        if elapsed >= budget:
+            return elapsed / calls
+
+
 def interleaved(actions: Sequence[Callable[[], float]], repeats: int, *, warmup: bool = True) -> list[list[float]]:
     """Run ``actions`` in rounds, ``repeats`` times; each returns its own measurement.
 

@@ -24,7 +24,7 @@ from torch import nn
 from torch.distributed.tensor import Shard
 
 from benchmarks.context import Context
-from benchmarks.measure import Series, interleaved, seconds
+from benchmarks.measure import Series, interleaved, seconds_per_call
 from benchmarks.model import Row, Target, ratios
 
 FULL_SHAPE = (12288, 4096)  # 48M elements (192 MiB); rows divisible by 16 ranks and by 3 · 4 (strided QKV)
@@ -118,14 +118,17 @@ def shard_rows(ctx: Context) -> list[Row]:
     rows = []
     for key, what, shard_fill, shard_numel, whole_fill, whole_numel, global_shape in cases:
         ctx.log(f"{key}: {shard_numel / 2**20:.2f}M of {whole_numel / 2**20:.0f}M elements, {ctx.repeats} rounds")
-        shard_s, whole_s = interleaved([partial(seconds, shard_fill), partial(seconds, whole_fill)], ctx.repeats)
+        shard_s, whole_s = interleaved(
+            [partial(seconds_per_call, shard_fill), partial(seconds_per_call, whole_fill)], ctx.repeats
+        )
         shard_rate = Series(tuple(shard_s), "s").rate(shard_numel / 1e6, "M el/s")
         whole_rate = Series(tuple(whole_s), "s").rate(whole_numel / 1e6, "M el/s")
         rows.append(
             Row(
                 key=key,
                 title=f"{SCHEME} {_shape_text(global_shape)} f32 into a pre-touched parameter (init_module / "
-                f"LocalClient, {client.kernel} kernel), {what}, vs the whole tensor",
+                f"LocalClient, {client.kernel} kernel), {what}, vs the whole tensor; each round the mean of "
+                "back-to-back fills over ≥ 0.2 s",
                 initserve=shard_rate,
                 anchor=whole_rate,
                 ratios=ratios(list(shard_rate.values), list(whole_rate.values)),
