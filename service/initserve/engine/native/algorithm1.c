@@ -336,6 +336,37 @@ void is_fill_range(const is_program *program, uint64_t first, size_t count, void
     }
 }
 
+/* The flat index of the first element of the run at ``coord`` (one coordinate per outer dimension). */
+IS_INLINE uint64_t run_start(const is_layout *layout, const uint64_t *coord)
+{
+    uint64_t first = layout->base;
+    for (int d = 0; d < layout->rank; d++)
+        first += coord[d] * layout->strides[d];
+    return first;
+}
+
+/* Step to the run after a finished one. The common step is the next run along the last outer dimension
+ * (``along``, kept apart from coord[last]); past its ``extent``, the outer coordinates carry like an
+ * odometer and the run's index is computed anew. ``extent`` and ``stride`` are the caller's locals of
+ * the last dimension's extent and stride (see fill_short_runs). */
+IS_INLINE void next_run(const is_layout *layout, uint64_t *coord, uint64_t *along, uint64_t *run_first,
+                        uint64_t extent, uint64_t stride)
+{
+    if (++*along < extent) {
+        *run_first += stride;
+        return;
+    }
+    const int last = layout->rank - 1;
+    *along = 0;
+    coord[last] = 0;
+    for (int d = last - 1; d >= 0; d--) {
+        if (++coord[d] < layout->extents[d])
+            break;
+        coord[d] = 0;
+    }
+    *run_first = run_start(layout, coord);
+}
+
 /* Runs shorter than a tile (a Shard(d) of a trailing dimension: a few elements per run) are gathered
  * into one tile, which is then transformed and stored in one pass. The transform of an element depends
  * on its word only, so the bytes are the ones run by run gives. The words come in three passes:
@@ -373,9 +404,7 @@ static void fill_short_runs(const is_program *program, const is_layout *layout, 
     for (int d = 0; d < layout->rank; d++)
         if (layout->strides[d] & 3u)
             quads = 0;
-    uint64_t run_first = layout->base; /* flat index of the current run's first element */
-    for (int d = 0; d < layout->rank; d++)
-        run_first += coord[d] * layout->strides[d];
+    uint64_t run_first = run_start(layout, coord); /* flat index of the current run's first element */
     while (count > 0) {
         size_t filled = 0, pieces = 0, listed = 0;
         int aligned = 1; /* every piece so far starts a block and covers whole blocks */
@@ -390,20 +419,7 @@ static void fill_short_runs(const is_program *program, const is_layout *layout, 
                 inside += n;
                 if (inside == length) {
                     inside = 0;
-                    if (++along < extent) {
-                        run_first += stride;
-                    } else {
-                        along = 0;
-                        coord[last] = 0;
-                        for (int d = last - 1; d >= 0; d--) {
-                            if (++coord[d] < layout->extents[d])
-                                break;
-                            coord[d] = 0;
-                        }
-                        run_first = layout->base;
-                        for (int d = 0; d < layout->rank; d++)
-                            run_first += coord[d] * layout->strides[d];
-                    }
+                    next_run(layout, coord, &along, &run_first, extent, stride);
                 }
                 continue;
             }
@@ -458,20 +474,7 @@ static void fill_short_runs(const is_program *program, const is_layout *layout, 
             inside += n;
             if (inside == length) {
                 inside = 0;
-                if (++along < extent) { /* the common step: the next run along the last dim */
-                    run_first += stride;
-                } else {
-                    along = 0;
-                    coord[last] = 0;
-                    for (int d = last - 1; d >= 0; d--) { /* carry: odometer, then the index anew */
-                        if (++coord[d] < layout->extents[d])
-                            break;
-                        coord[d] = 0;
-                    }
-                    run_first = layout->base;
-                    for (int d = 0; d < layout->rank; d++)
-                        run_first += coord[d] * layout->strides[d];
-                }
+                next_run(layout, coord, &along, &run_first, extent, stride);
             }
         }
         /* aligned: the pieces are whole blocks in order, so block k's words are the tile's words 4k..4k+3 */
@@ -517,9 +520,7 @@ void is_fill_result(const is_program *program, const is_layout *layout, uint64_t
         return;
     }
     while (count > 0) {
-        uint64_t first = layout->base + inside;
-        for (int d = 0; d < layout->rank; d++)
-            first += coord[d] * layout->strides[d];
+        const uint64_t first = run_start(layout, coord) + inside;
         const uint64_t left = layout->run_length - inside;
         const size_t n = left < (uint64_t)count ? (size_t)left : count;
         is_fill_range(program, first, n, cursor);
