@@ -23,13 +23,14 @@ import json
 
 from fastapi.routing import APIRoute
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from initserve.api.models import InitSpec
 from initserve.api.negotiation import wanted_format
 from initserve.api.problems import ProblemError, problem_of
+from initserve.api.repeats import replay
 from initserve.api.routes.init import router as init_router
-from initserve.api.security import key_matches, presented_key
+from initserve.api.security import raw_key_allowed
 from initserve.api.serving import serve_target
 from initserve.api.targets import build_target
 
@@ -58,11 +59,11 @@ class FastInitMiddleware:
                 authorization = value
             elif name == b"x-api-key" and not api_key:
                 api_key = value
-        if content_type != b"application/json" or not self._authorized(authorization, api_key):
+        if content_type != b"application/json" or not raw_key_allowed(authorization, api_key, self.api_keys):
             await self.app(scope, receive, send)
             return
         message = await receive()
-        receive = _replay(message, receive)
+        receive = replay(message, receive)
         if message["type"] != "http.request" or message.get("more_body", False):
             await self.app(scope, receive, send)
             return
@@ -82,24 +83,6 @@ class FastInitMiddleware:
         except ProblemError as exc:
             response = problem_of(exc, request.url.path)
         await response(scope, receive, send)
-
-    def _authorized(self, authorization: bytes, api_key: bytes) -> bool:
-        if not self.api_keys:
-            return True
-        presented = presented_key(authorization.decode("latin-1"), api_key.decode("latin-1"))
-        return presented is not None and key_matches(presented, self.api_keys)
-
-
-def _replay(message: Message, receive: Receive) -> Receive:
-    """A ``receive`` that yields ``message`` once, then defers to the server."""
-    pending: list[Message] = [message]
-
-    async def replay() -> Message:
-        if pending:
-            return pending.pop()
-        return await receive()
-
-    return replay
 
 
 def init_route() -> APIRoute:

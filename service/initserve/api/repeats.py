@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from initserve.api.metrics import Metrics
 from initserve.api.response_cache import CacheKey, ResponseCache
-from initserve.api.security import key_matches, presented_key
+from initserve.api.security import raw_key_allowed
 
 MAX_ENTRIES = 1024
 MAX_REQUEST = 4096  # path + query + body; specs are a few hundred bytes, bigger requests are not remembered
@@ -112,19 +112,17 @@ class RepeatMiddleware:
                 authorization = value
             elif name == b"x-api-key" and not api_key:
                 api_key = value
-        if self.api_keys:
-            presented = presented_key(authorization.decode("latin-1"), api_key.decode("latin-1"))
-            if presented is None or not key_matches(presented, self.api_keys):
-                await self.app(scope, receive, send)
-                return
+        if not raw_key_allowed(authorization, api_key, self.api_keys):
+            await self.app(scope, receive, send)
+            return
         body = b""
         if scope["method"] == "POST":
             message = await receive()
             if message["type"] != "http.request" or message.get("more_body", False):
-                await self.app(scope, _replay(message, receive), send)
+                await self.app(scope, replay(message, receive), send)
                 return
             body = message.get("body", b"")
-            receive = _replay(message, receive)
+            receive = replay(message, receive)
         query: bytes = scope.get("query_string", b"")
         if len(body) + len(query) + len(scope["path"]) > MAX_REQUEST:
             await self.app(scope, receive, send)
@@ -164,13 +162,13 @@ class RepeatMiddleware:
         self.memo.put(key, Answer(cache_key, headers, scope.get("route"), state.get("etag")))
 
 
-def _replay(message: Message, receive: Receive) -> Receive:
-    """A ``receive`` that yields ``message`` once, then defers to the server."""
+def replay(message: Message, receive: Receive) -> Receive:
+    """A ``receive`` that yields ``message`` (already read by a middleware) once, then defers to the server."""
     pending: list[Message] = [message]
 
-    async def replay() -> Message:
+    async def replayed() -> Message:
         if pending:
             return pending.pop()
         return await receive()
 
-    return replay
+    return replayed

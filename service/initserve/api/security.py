@@ -44,6 +44,15 @@ def presented_key(authorization: str | None, x_api_key: str | None) -> str | Non
     return x_api_key or None
 
 
+def raw_key_allowed(authorization: bytes, x_api_key: bytes, configured: tuple[bytes, ...]) -> bool:
+    """:func:`require_api_key`'s decision on raw ASGI header values (latin-1), for the middlewares that
+    answer before routing: True when keys are off or a configured key is presented."""
+    if not configured:
+        return True
+    presented = presented_key(authorization.decode("latin-1"), x_api_key.decode("latin-1"))
+    return presented is not None and key_matches(presented, configured)
+
+
 async def require_api_key(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
