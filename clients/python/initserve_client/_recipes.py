@@ -265,6 +265,19 @@ def _calculate_gain(nonlinearity: str, a: float) -> float:
     raise ValueError(f"unsupported nonlinearity {nonlinearity!r}")
 
 
+# DeepNet's and T-Fixup's defaults: the value and output projections and the MLP weights (fairseq and
+# torch.nn.Transformer names), and the names that put a tensor on the decoder side.
+SCALED_PROJECTIONS = (
+    "*v_proj.weight",
+    "*out_proj.weight",
+    "*fc1.weight",
+    "*fc2.weight",
+    "*linear1.weight",
+    "*linear2.weight",
+)
+DECODER_NAMES = ("decoder.*", "*.decoder.*")
+
+
 # --- DeepNet ---------------------------------------------------------------------------------------------------
 def deepnet_constants(encoder_layers: int = 0, decoder_layers: int = 0) -> dict[str, dict[str, float]]:
     """DeepNorm's α (residual multiplier, x ← LN(α·x + G(x))) and β (init gain), Wang et al. 2022, Table 1.
@@ -297,15 +310,8 @@ class DeepNetPolicy(_Recipe):
         encoder_layers: int = 0,
         decoder_layers: int = 0,
         *,
-        scaled: Sequence[str] = (
-            "*v_proj.weight",
-            "*out_proj.weight",
-            "*fc1.weight",
-            "*fc2.weight",
-            "*linear1.weight",
-            "*linear2.weight",
-        ),
-        decoder: Sequence[str] = ("decoder.*", "*.decoder.*"),
+        scaled: Sequence[str] = SCALED_PROJECTIONS,
+        decoder: Sequence[str] = DECODER_NAMES,
         fallback: Policy | None = None,
     ) -> None:
         super().__init__(fallback)
@@ -347,15 +353,8 @@ class TFixupPolicy(_Recipe):
         encoder_layers: int = 0,
         decoder_layers: int = 0,
         *,
-        scaled: Sequence[str] = (
-            "*v_proj.weight",
-            "*out_proj.weight",
-            "*fc1.weight",
-            "*fc2.weight",
-            "*linear1.weight",
-            "*linear2.weight",
-        ),
-        decoder: Sequence[str] = ("decoder.*", "*.decoder.*"),
+        scaled: Sequence[str] = SCALED_PROJECTIONS,
+        decoder: Sequence[str] = DECODER_NAMES,
         fallback: Policy | None = None,
     ) -> None:
         if encoder_layers < 0 or decoder_layers < 0 or encoder_layers + decoder_layers == 0:
