@@ -125,13 +125,12 @@ def test_any_token_bytes_are_answered_without_a_500(http: httpx.Client, payload:
 @pytest.mark.parametrize(
     ("body", "headers"),
     [
-        (gzip.compress(b'{"shape": [4], "scheme": "normal"}'), {"content-encoding": "gzip"}),
         (b'{"shape": [4], "scheme": "normal", "name": "\xff\xfe"}', {}),
         (b"[" * 100_000, {}),
         (b'{"shape": [4], "scheme": "normal", "seed": ' + b"9" * 5000 + b"}", {}),
         (b'{"shape": [4], "scheme": "normal"', {}),
     ],
-    ids=["gzip", "invalid-utf8", "deep-nesting", "huge-integer", "truncated"],
+    ids=["invalid-utf8", "deep-nesting", "huge-integer", "truncated"],
 )
 def test_body_parse_errors_are_malformed_json_with_loc(
     http: httpx.Client, body: bytes, headers: dict[str, str]
@@ -141,6 +140,50 @@ def test_body_parse_errors_are_malformed_json_with_loc(
     problem = response.json()
     assert problem["type"] == "urn:initserve:problem:malformed-json"
     assert problem["errors"][0]["loc"][0] == "body"
+
+
+PLAIN_SPEC = b'{"shape": [4], "scheme": "normal", "name": "coded"}'
+BODY_PATHS = ["/v1/init", "/v1/init?format=stats", "/v1/bundle", "/v1/resolve", "/v1/derive", "/v1/diagnose"]
+
+
+@pytest.mark.parametrize("path", [*BODY_PATHS, "/v1/checkpoints"])
+@pytest.mark.parametrize(
+    ("body", "coding"),
+    [
+        (gzip.compress(PLAIN_SPEC), "gzip"),
+        (PLAIN_SPEC, "gzip"),  # a plain body labelled gzip was served as if unlabelled
+        (PLAIN_SPEC, "br"),
+        (PLAIN_SPEC, "GZIP"),
+        (PLAIN_SPEC, "identity, deflate"),
+    ],
+    ids=["gzip-body", "gzip-label-plain-body", "br", "upper-case", "identity-then-deflate"],
+)
+def test_a_body_with_a_content_coding_is_415_naming_the_header(
+    live: LiveServer, path: str, body: bytes, coding: str
+) -> None:
+    # Its own connection each time: the refusal closes the connection (the body stays unread).
+    headers = {"content-type": "application/json", "content-encoding": coding}
+    response = httpx.post(live.url + path, content=body, headers=headers, timeout=30)
+    assert_names_field(response, 415, "header", "content-encoding")
+    assert response.json()["type"] == "urn:initserve:problem:unsupported-media-type"
+    assert response.headers["accept-encoding"] == "identity"
+    assert coding.split(",")[-1].strip().lower() in response.json()["detail"]
+
+
+def test_a_remembered_request_labelled_gzip_is_refused_not_replayed(live: LiveServer) -> None:
+    headers = {"content-type": "application/json"}
+    for _ in range(2):  # the second is answered from the repeat memo
+        assert httpx.post(live.url + "/v1/init", content=PLAIN_SPEC, headers=headers).status_code == 200
+    labelled = httpx.post(live.url + "/v1/init", content=PLAIN_SPEC, headers={**headers, "content-encoding": "gzip"})
+    assert_names_field(labelled, 415, "header", "content-encoding")
+
+
+@pytest.mark.parametrize("coding", ["identity", "Identity", ""])
+def test_the_identity_coding_is_a_plain_body(http: httpx.Client, coding: str) -> None:
+    headers = {"content-type": "application/json", "content-encoding": coding}
+    response = http.post("/v1/init", content=PLAIN_SPEC, headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.content == http.post("/v1/init", content=PLAIN_SPEC, headers=headers).content
 
 
 def test_a_500_carries_the_request_id_and_logs_bytes_sent(caplog: pytest.LogCaptureFixture) -> None:

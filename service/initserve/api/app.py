@@ -13,7 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from initserve import __version__
 from initserve.api.access_log import AccessLogMiddleware
-from initserve.api.content_type import JSON_BODY_ROUTES, JsonBodyMiddleware
+from initserve.api.content_type import JSON_BODY_ROUTES, ContentEncodingMiddleware, JsonBodyMiddleware
 from initserve.api.digests import DIGEST_MEMO_ENTRIES, LeafMemo
 from initserve.api.docs_ui import install_docs
 from initserve.api.fast_init import FastInitMiddleware, init_route
@@ -137,6 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.repeat_memo = memo = RepeatMemo()
     app.add_middleware(RepeatMiddleware, cache=cache, metrics=metrics, api_keys=settings.api_key_values, memo=memo)
     app.add_middleware(JsonBodyMiddleware, paths=JSON_BODY_ROUTES)  # before the memo: both spellings share its key
+    app.add_middleware(ContentEncodingMiddleware)  # before the memo, whose key has no Content-Encoding
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=settings.max_body_bytes,

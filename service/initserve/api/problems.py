@@ -238,7 +238,7 @@ async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
 
 
 # FastAPI answers a body that json.loads rejects with anything but JSONDecodeError (bytes that are not
-# UTF-8 — a gzip body, say —, an integer over 4,300 digits, nesting past the recursion limit) with this
+# UTF-8, an integer over 4,300 digits, nesting past the recursion limit) with this
 # plain 400; the cause is kept in __cause__.
 _FASTAPI_BODY_ERROR = "There was an error parsing the body"
 
@@ -246,8 +246,6 @@ _FASTAPI_BODY_ERROR = "There was an error parsing the body"
 def _body_parse_problem(request: Request, cause: BaseException | None) -> JSONResponse:
     if isinstance(cause, UnicodeDecodeError):
         reason = f"body is not UTF-8 (byte 0x{cause.object[cause.start]:02x} at offset {cause.start})"
-        if request.headers.get("content-encoding"):
-            reason += "; Content-Encoding is not supported: send plain JSON"
     elif isinstance(cause, RecursionError):
         reason = "body is nested too deeply"
     elif isinstance(cause, ValueError) and "digits" in str(cause):
