@@ -1,17 +1,20 @@
-"""Pre-trained initialisation on the client: upload checkpoints, read them, derive models (sync ``Client``).
+"""Pre-trained initialisation on the client: upload checkpoints, read them, derive models.
 
-Uploads stream a file from disk (constant memory, ``Content-Length`` known) or a state dict serialised
-here as safetensors. Tensors read back are verified against their digest (the sha256 of the tensor
-record, docs/pretrained.md); derived files are parsed and checked like every other file.
+The logic is written once, as flows (:mod:`._flow`) on :class:`CheckpointFlows`; :class:`CheckpointMethods`
+(``Client``) and :class:`~._checkpoints_async.AsyncCheckpointMethods` (``AsyncClient``) only drive them.
+Uploads stream a file from disk (constant memory, ``Content-Length`` known; the async client reads it in
+a worker thread) or a state dict serialised here as safetensors. Tensors read back are verified against
+their digest (the sha256 of the tensor record, docs/pretrained.md); derived files are parsed and checked
+like every other file.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import struct
-import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -20,16 +23,16 @@ import httpx
 import numpy as np
 from initserve.engine.checkpoint import tensor_digest
 
+from ._base import BaseClient
 from ._errors import InitserveError, IntegrityError
+from ._flow import Blocking, Flow, Send
 from ._safetensors import SafetensorsFile, parse
 from ._specs import plain_json, require_json
 
 if TYPE_CHECKING:
     import torch
 
-    from ._retry import RetryPolicy
-
-__all__ = ["CheckpointMethods", "record_digest", "safetensors_bytes"]
+__all__ = ["CheckpointFlows", "CheckpointMethods", "record_digest", "safetensors_bytes"]
 
 UPLOAD_CHUNK = 1 << 20
 _NUMPY_CODES = {
@@ -116,36 +119,87 @@ def tensor_path(digest: str, name: str) -> str:
     return f"/v1/checkpoints/{digest}/tensors/{quote(name, safe='')}"
 
 
-def _file_chunks(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as source:
-        while chunk := source.read(UPLOAD_CHUNK):
-            yield chunk
+def arrays_of(file: SafetensorsFile, names: Iterable[str]) -> dict[str, np.ndarray[Any, Any]]:
+    """``{name: numpy array}`` of a derived file (BF16 needs ml_dtypes)."""
+    return {name: file.array(name) for name in names}
 
 
-class CheckpointMethods:
-    """Mixed into :class:`~initserve_client.Client`; uses its HTTP client, retry policy and request builder."""
+def torch_tensors_of(file: SafetensorsFile, names: Iterable[str]) -> dict[str, torch.Tensor]:
+    """``{name: torch.Tensor}`` of a derived file, of the exact dtypes."""
+    from ._torch import to_torch
 
-    _http: httpx.Client
-    _retry: RetryPolicy
+    return {name: to_torch(file.array(name, raw_bits=True), file.tensors[name].dtype) for name in names}
 
-    if TYPE_CHECKING:  # provided by BaseClient and Client
 
-        def _build_request(
-            self,
-            method: str,
-            path_or_url: str,
-            *,
-            json: Any = None,
-            headers: Mapping[str, str] | None = None,
-            params: Mapping[str, str] | None = None,
-            computed: bool = False,
-        ) -> httpx.Request: ...
+class FileStream(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A file's bytes, one chunk at a time, read afresh on every iteration: a retried upload sends the
+    whole file again. Iterated asynchronously, it reads in a worker thread (the event loop never waits
+    on the disk)."""
 
-        def _error_for(self, request: httpx.Request, response: httpx.Response, attempt: int) -> InitserveError: ...
+    def __init__(self, path: Path) -> None:
+        self._path = path
 
-        def _give_up(self, request: httpx.Request, attempt: int, exc: BaseException) -> InitserveError: ...
+    def __iter__(self) -> Iterator[bytes]:
+        with self._path.open("rb") as source:
+            while chunk := source.read(UPLOAD_CHUNK):
+                yield chunk
 
-        def _send(self, request: httpx.Request) -> httpx.Response: ...
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        source = await asyncio.to_thread(self._path.open, "rb")
+        try:
+            while chunk := await asyncio.to_thread(source.read, UPLOAD_CHUNK):
+                yield chunk
+        finally:
+            source.close()
+
+
+class CheckpointFlows(BaseClient):
+    """The checkpoint requests, written once as flows that ``Client`` and ``AsyncClient`` drive."""
+
+    def _upload_flow(self, source: str | os.PathLike[str] | Mapping[str, Any]) -> Flow:
+        stream: httpx.ByteStream | FileStream
+        if isinstance(source, Mapping):
+            data = safetensors_bytes(source)
+            length, stream = len(data), httpx.ByteStream(data)
+        else:
+            path = Path(source)
+            length = (yield Blocking(path.stat)).st_size
+            stream = FileStream(path) if length else httpx.ByteStream(b"")
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(length)}
+        request = self._build_request("POST", "/v1/checkpoints", headers=headers)
+        request.stream = stream  # sent again from its start by every retry
+        response: httpx.Response = yield Send(request)
+        manifest: dict[str, Any] = response.json()
+        return manifest
+
+    def _checkpoint_flow(self, digest: str) -> Flow:
+        response: httpx.Response = yield Send(self._build_request("GET", f"/v1/checkpoints/{digest}"))
+        manifest: dict[str, Any] = response.json()
+        return manifest
+
+    def _checkpoint_tensor_flow(self, digest: str, name: str) -> Flow:
+        response: httpx.Response = yield Send(self._build_request("GET", tensor_path(digest, name)))
+        return verified_tensor(response, digest, name)
+
+    def _derive_flow(
+        self,
+        source: str,
+        tensors: Mapping[str, Mapping[str, Any]],
+        rules: Sequence[Mapping[str, Any]],
+        seed: int,
+        layout: str,
+    ) -> Flow:
+        body = derive_body(source, tensors, rules, seed, layout)
+        response: httpx.Response = yield Send(self._build_request("POST", "/v1/derive", json=body))
+        return parse(response.content)
+
+
+class CheckpointMethods(CheckpointFlows):
+    """Mixed into :class:`~initserve_client.Client`: drives :class:`CheckpointFlows`."""
+
+    if TYPE_CHECKING:  # provided by Client
+
+        def _drive(self, flow: Flow) -> Any: ...
 
     def upload_checkpoint(self, source: str | os.PathLike[str] | Mapping[str, Any]) -> dict[str, Any]:
         """Upload a safetensors file (a path, streamed) or a state dict; returns the manifest.
@@ -155,51 +209,18 @@ class CheckpointMethods:
         ``nonfinite``, their count of inf and NaN); tensors the server already held are not stored again.
         Raises the usual :class:`~initserve_client.APIError` s (413 too large, 422 not safetensors, 403 a
         read-only key)."""
-        if isinstance(source, Mapping):
-            data = safetensors_bytes(source)
-            length = len(data)
-
-            def body() -> Iterator[bytes]:
-                yield data
-        else:
-            path = Path(source)
-            length = path.stat().st_size
-
-            def body() -> Iterator[bytes]:
-                return _file_chunks(path)
-
-        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(length)}
-        attempt = 0
-        while True:
-            attempt += 1
-            request = self._build_request("POST", "/v1/checkpoints", headers=headers)
-            request.stream = httpx.ByteStream(b"") if length == 0 else _IteratorStream(body())
-            try:
-                response = self._http.send(request)
-            except httpx.TransportError as exc:
-                delay = self._retry.delay_after_exception(attempt, exc)
-                if delay is None:
-                    raise self._give_up(request, attempt, exc) from exc
-                time.sleep(delay)
-                continue
-            if response.is_success:
-                manifest: dict[str, Any] = response.json()
-                return manifest
-            delay = self._retry.delay_after_status(attempt, response.status_code, response.headers.get("retry-after"))
-            if delay is None:
-                raise self._error_for(request, response, attempt)
-            time.sleep(delay)
+        manifest: dict[str, Any] = self._drive(self._upload_flow(source))
+        return manifest
 
     def checkpoint(self, digest: str) -> dict[str, Any]:
         """The manifest of a stored checkpoint."""
-        response = self._send(self._build_request("GET", f"/v1/checkpoints/{digest}"))
-        manifest: dict[str, Any] = response.json()
+        manifest: dict[str, Any] = self._drive(self._checkpoint_flow(digest))
         return manifest
 
     def checkpoint_tensor(self, digest: str, name: str) -> np.ndarray[Any, Any]:
         """One stored tensor as numpy (BF16 needs ml_dtypes), verified against its tensor digest."""
-        response = self._send(self._build_request("GET", tensor_path(digest, name)))
-        return verified_tensor(response, digest, name)
+        tensor: np.ndarray[Any, Any] = self._drive(self._checkpoint_tensor_flow(digest, name))
+        return tensor
 
     def derive_file(
         self,
@@ -212,9 +233,8 @@ class CheckpointMethods:
     ) -> SafetensorsFile:
         """``POST /v1/derive``: the derived model's safetensors file, parsed (``.metadata`` records per
         tensor the rule, source digests and spec). ``tensors``: ``{name: {"shape", "dtype"}}``."""
-        body = derive_body(source, tensors, rules, seed, layout)
-        response = self._send(self._build_request("POST", "/v1/derive", json=body))
-        return parse(response.content)
+        file: SafetensorsFile = self._drive(self._derive_flow(source, tensors, rules, seed, layout))
+        return file
 
     def derive(
         self,
@@ -226,8 +246,7 @@ class CheckpointMethods:
         layout: str = "torch",
     ) -> dict[str, np.ndarray[Any, Any]]:
         """:meth:`derive_file` as ``{name: numpy array}`` (BF16 needs ml_dtypes)."""
-        file = self.derive_file(source, tensors, rules, seed=seed, layout=layout)
-        return {name: file.array(name) for name in tensors}
+        return arrays_of(self.derive_file(source, tensors, rules, seed=seed, layout=layout), tensors)
 
     def derive_torch(
         self,
@@ -239,15 +258,4 @@ class CheckpointMethods:
         layout: str = "torch",
     ) -> dict[str, torch.Tensor]:
         """:meth:`derive_file` as ``{name: torch.Tensor}`` of the exact dtypes."""
-        from ._torch import to_torch
-
-        file = self.derive_file(source, tensors, rules, seed=seed, layout=layout)
-        return {name: to_torch(file.array(name, raw_bits=True), file.tensors[name].dtype) for name in tensors}
-
-
-class _IteratorStream(httpx.SyncByteStream):
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-
-    def __iter__(self) -> Iterator[bytes]:
-        yield from self._chunks
+        return torch_tensors_of(self.derive_file(source, tensors, rules, seed=seed, layout=layout), tensors)
