@@ -14,7 +14,8 @@ from .conftest import load
 # (shape, slice): run lengths 1, 3, 4, 5, 7, 511, 512, 513 and a 3-dim odometer; runs that start on a
 # Philox block and cover whole blocks (the kernel's aligned path: lengths 4, 8, 256, with odometer carries),
 # runs sharing a block (length 1 every 2 elements, length 2 every 3), aligned runs after an unaligned base,
-# runs of 64+ elements (filled run by run: 100 unaligned, 64 aligned with carries)
+# runs of 64+ elements (filled run by run: 100 unaligned, 64 aligned with carries), aligned runs of 3 and 2
+# blocks (odd block counts per tile) and aligned 1-block runs along an odd extent
 CASES = [
     ([40, 9, 6], [[0, 40], [0, 9], [2, 3]]),
     ([30, 11, 8], [[3, 30], [1, 11], [4, 7]]),
@@ -33,6 +34,9 @@ CASES = [
     ([5, 9, 12], [[0, 5], [1, 8], [3, 7]]),
     ([40, 200], [[0, 40], [30, 130]]),
     ([3, 6, 128], [[0, 3], [1, 6], [64, 128]]),
+    ([10, 7, 40], [[0, 10], [0, 7], [8, 20]]),
+    ([5, 3, 24], [[1, 5], [0, 3], [16, 24]]),
+    ([2, 2, 33, 16], [[0, 2], [1, 2], [0, 33], [12, 16]]),
 ]
 SCHEMES = [
     ("normal", {}),
