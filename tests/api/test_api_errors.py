@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from typing import Any
 
@@ -10,6 +12,7 @@ import pytest
 from initserve.api.problems import ProblemError
 from initserve.api.settings import Settings
 from initserve.api.targets import build_target
+from initserve.engine.errors import human_bytes
 
 OK = {"shape": [4, 4], "scheme": "normal"}
 BIG = 1 << 40
@@ -284,3 +287,63 @@ def test_size_limit_is_decided_in_microseconds_without_allocating() -> None:
     per_call = (time.perf_counter() - started) / 100
     assert caught.value.status == 413
     assert per_call < 0.005, f"{per_call * 1e6:.0f} µs per refused spec"
+
+
+LIVE_MAX_BYTES = 3 << 30  # INITSERVE_MAX_BYTES of conftest's `live` server
+
+
+# Past the engine's own bound (2^62 elements, the counter's range) a result is still "too large": 413 at
+# the shape, naming the server's configured limit (3 GiB on this server), never the engine's 16 EiB.
+BEYOND_ENGINE = [1 << 40, 1 << 40]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "loc"),
+    [
+        ("/v1/init", {"shape": BEYOND_ENGINE, "scheme": "normal", "name": "w"}, ["body", "shape"]),
+        ("/v1/init?format=stats", {"shape": BEYOND_ENGINE, "scheme": "zeros", "dtype": "float16"}, ["body", "shape"]),
+        ("/v1/resolve", {"shape": [1 << 62, 2], "scheme": "zeros", "dtype": "float64"}, ["body", "shape"]),
+        (
+            "/v1/bundle",
+            {"tensors": {"a": {"shape": BEYOND_ENGINE, "scheme": "zeros"}}},
+            ["body", "tensors", "a", "shape"],
+        ),
+        (
+            "/v1/bundle?format=stats",
+            {"tensors": {"a": {"shape": [2], "scheme": "zeros"}, "b": {"shape": BEYOND_ENGINE, "scheme": "zeros"}}},
+            ["body", "tensors", "b", "shape"],
+        ),
+        (
+            "/v1/resolve",
+            {"bundle": {"tensors": {"a": {"shape": BEYOND_ENGINE, "scheme": "zeros", "dtype": "bfloat16"}}}},
+            ["body", "bundle", "tensors", "a", "shape"],
+        ),
+    ],
+    ids=["init", "init-stats-float16", "resolve-float64", "bundle", "bundle-second-tensor", "resolve-bundle"],
+)
+def test_beyond_the_engine_bound_is_413_naming_the_configured_limit(
+    http: httpx.Client, path: str, body: Any, loc: list[Any]
+) -> None:
+    response = _send(http, "POST", path, body)
+    assert response.status_code == 413, response.text
+    problem = response.json()
+    assert problem["type"] == "urn:initserve:problem:too-large"
+    assert [error["loc"] for error in problem["errors"]] == [loc]
+    assert f"above the limit of {human_bytes(LIVE_MAX_BYTES)}" in problem["detail"], problem["detail"]
+    assert "EiB (" not in problem["detail"].split("above the limit")[1]
+
+
+def test_a_bundle_with_a_bad_spec_and_a_huge_tensor_names_the_bad_spec(http: httpx.Client) -> None:
+    body = {"tensors": {"a": {"shape": BEYOND_ENGINE, "scheme": "zeros"}, "b": {"shape": [-1], "scheme": "zeros"}}}
+    response = _send(http, "POST", "/v1/bundle", body)
+    assert response.status_code == 422, response.text
+    assert ["body", "tensors", "b", "shape", 0] in [error["loc"] for error in response.json()["errors"]]
+
+
+def test_a_token_beyond_the_engine_bound_is_413(http: httpx.Client) -> None:
+    canonical = json.dumps({"shape": BEYOND_ENGINE, "scheme": "zeros"}, separators=(",", ":"))
+    token = "t." + base64.urlsafe_b64encode(canonical.encode()).rstrip(b"=").decode()
+    response = http.get("/v1/tensors/" + token)
+    assert response.status_code == 413, response.text
+    assert response.json()["errors"][0]["loc"] == ["path", "token", "shape"]
+    assert f"above the limit of {human_bytes(LIVE_MAX_BYTES)}" in response.json()["detail"]

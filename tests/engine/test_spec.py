@@ -249,6 +249,18 @@ def test_shapes_beyond_the_counter_space_are_too_large_not_invalid() -> None:
     assert time.perf_counter() - started < 0.25  # as above: a scheduler hiccup fits, a loop over 2^80 does not
 
 
+def test_a_bundle_tensor_beyond_the_counter_space_is_too_large_not_invalid() -> None:
+    tensors = {"a": {"shape": [4], "scheme": "zeros"}, "b": {"shape": [2**40, 2**40], "scheme": "normal"}}
+    with pytest.raises(SpecTooLarge) as raised:
+        parse_bundle({"tensors": tensors})
+    assert [error.loc for error in raised.value.errors] == [("tensors", "b", "shape")]
+    # A malformed tensor beside it is still named first: the request is invalid before it is too large.
+    with pytest.raises(SpecError) as invalid:
+        parse_bundle({"tensors": {**tensors, "c": {"shape": [-1], "scheme": "zeros"}}})
+    assert not isinstance(invalid.value, SpecTooLarge)
+    assert [error.loc for error in invalid.value.errors] == [("tensors", "c", "shape", 0)]
+
+
 def test_explicit_fans_allow_one_dimensional_biases() -> None:
     bias = parse_spec({"shape": [16], "scheme": "torch_default", "params": {"fan_in": 64}})
     moments = bias.built.sampler.moments()

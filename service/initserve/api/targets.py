@@ -136,6 +136,11 @@ def build_target(
             else parse_spec(mapping, default_algorithm=default_algorithm)
         )
         check_size(value, settings.max_bytes)
+    except SpecTooLarge as exc:
+        # The engine's own bound (2^62 elements) is far above any configured limit: name the limit that holds.
+        (error,) = exc.errors
+        within = SpecTooLarge(error.loc, exc.nbytes, min(exc.limit, settings.max_bytes))
+        raise _spec_problem(within, prefix) from exc
     except SpecError as exc:
         raise _spec_problem(exc, prefix) from exc
     canonical_json = value.canonical_json()

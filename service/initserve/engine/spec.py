@@ -362,6 +362,7 @@ def parse_bundle(
         errors.append(FieldError(("tensors",), f"at most {max_tensors} tensors per bundle, got {len(tensors)}"))
         raise SpecError(errors)
     specs: list[Spec] = []
+    too_large: SpecTooLarge | None = None  # a tensor past the engine's bound: a size problem (413), not a bad spec
     for tensor_name, tensor_body in tensors.items():
         name = _parse_name(tensor_name, ("tensors", str(tensor_name)), errors)
         if name is None or seed is None or dtype is None or layout is None or algorithm is None:
@@ -378,10 +379,14 @@ def parse_bundle(
                     allowed_keys=("shape", "scheme", "params", "dtype", "layout", "slice"),
                 )
             )
+        except SpecTooLarge as error:
+            too_large = too_large or error
         except SpecError as error:
             errors += error.errors
     if errors:
         raise SpecError(errors)
+    if too_large is not None:
+        raise too_large
     assert seed is not None and algorithm is not None
     return BundleSpec(seed, tuple(sorted(specs, key=lambda spec: spec.name)), algorithm)
 
