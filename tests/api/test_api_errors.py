@@ -347,3 +347,57 @@ def test_a_token_beyond_the_engine_bound_is_413(http: httpx.Client) -> None:
     assert response.status_code == 413, response.text
     assert response.json()["errors"][0]["loc"] == ["path", "token", "shape"]
     assert f"above the limit of {human_bytes(LIVE_MAX_BYTES)}" in response.json()["detail"]
+
+
+# A refused value is shown as the JSON the caller sent: null, "2", {"a": 1}, 7 — never Python's None,
+# '2', {'a': 1} or a type name such as int.
+PYTHON_WORDS = ("None", "True", "False", "{'", "['", "got '", "got int", "got float", "got dict", "got list")
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "loc", "shown"),
+    [
+        ("/v1/init", {"shape": [None], "scheme": "zeros"}, ["body", "shape", 0], "got null"),
+        ("/v1/init", {"shape": ["2"], "scheme": "zeros"}, ["body", "shape", 0], 'got "2"'),
+        ("/v1/init", {"shape": {"a": 1}, "scheme": "zeros"}, ["body", "shape"], 'got {"a": 1}'),
+        ("/v1/init", {"shape": [2], "scheme": None}, ["body", "scheme"], "got null"),
+        ("/v1/init", {"shape": [2], "scheme": "zeros", "seed": None}, ["body", "seed"], "got null"),
+        ("/v1/init", {"shape": [2], "scheme": "zeros", "seed": "7"}, ["body", "seed"], 'got "7"'),
+        ("/v1/init", {"shape": [2], "scheme": "zeros", "dtype": None}, ["body", "dtype"], "got null"),
+        ("/v1/init", {"shape": [2], "scheme": "zeros", "layout": ["torch"]}, ["body", "layout"], 'got ["torch"]'),
+        ("/v1/init", {"shape": [2], "scheme": "zeros", "params": None}, ["body", "params"], "got null"),
+        ("/v1/init", {"shape": [2], "scheme": "zeros", "name": None}, ["body", "name"], "got null"),
+        (
+            "/v1/init",
+            {"shape": [2, 2], "scheme": "kaiming_uniform", "params": {"mode": 1}},
+            ["body", "params", "mode"],
+            "got 1",
+        ),
+        (
+            "/v1/init",
+            {"shape": [2, 2], "scheme": "kaiming_uniform", "params": {"mode": 2.5}},
+            ["body", "params", "mode"],
+            "got 2.5",
+        ),
+        ("/v1/init", None, ["body"], "got null"),
+        ("/v1/bundle", {"tensors": {"w": None}}, ["body", "tensors", "w"], "got null"),
+        (
+            "/v1/bundle",
+            {"seed": None, "tensors": {"w": {"shape": [2], "scheme": "zeros"}}},
+            ["body", "seed"],
+            "got null",
+        ),
+        ("/v1/resolve", {"bundle": None}, ["body", "bundle"], "got null"),
+        ("/v1/resolve", {"shape": [2], "scheme": {"name": "zeros"}}, ["body", "scheme"], 'got {"name": "zeros"}'),
+    ],
+)
+def test_refused_values_are_shown_as_the_json_sent(
+    http: httpx.Client, path: str, body: Any, loc: list[Any], shown: str
+) -> None:
+    response = _send(http, "POST", path, json.dumps(body).encode())
+    assert response.status_code == 422, response.text
+    messages = [error["msg"] for error in response.json()["errors"] if error["loc"] == loc]
+    assert messages, response.text
+    assert any(shown in msg for msg in messages), messages
+    for text in (*messages, response.json()["detail"]):
+        assert not any(word in text for word in PYTHON_WORDS), text

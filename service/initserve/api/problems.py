@@ -146,7 +146,14 @@ def field_path(loc: Loc) -> str:
 
 
 def _short(value: Any) -> str:
-    text = "a boolean" if isinstance(value, bool) else repr(value)
+    """The value the caller sent, as the JSON it was (``null``, ``"2"``, ``{"a": 1}``), never a Python
+    repr (``None``, ``'2'``, ``{'a': 1}``); cut to 60 characters."""
+    if isinstance(value, bool):
+        return "a boolean"
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):  # not from a JSON body (bytes of a malformed one, say)
+        text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 

@@ -100,6 +100,8 @@ def _show(value: object) -> str:
         return "null"
     if isinstance(value, str):
         return repr(value)
+    if isinstance(value, int | float):
+        return _brief(value)  # the number itself, not its Python type ("got int")
     # In JSON's words: the caller sent an array or an object, not a Python list or dict.
     if isinstance(value, list | tuple):
         return "an array"
