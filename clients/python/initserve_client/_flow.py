@@ -153,17 +153,17 @@ def _summary(file: SafetensorsFile) -> dict[str, Any]:
 
 def _parts(
     ctx: FetchContext,
-    *,
-    url: str | None,
     path: str,
     body: Mapping[str, Any],
+    resolved: Resolved | None,
+    *,
     sink: Sink | None,
-    size: int | None,
-    allocate: Callable[[int], Sink] | None,
-    etag: str | None,
     progress: Progress | None,
+    allocate: Callable[[int], Sink] | None = None,
 ) -> list[DownloadPart]:
-    """One stream, or ``parallel`` byte ranges of the tensor URL for large files."""
+    """One stream, or ``parallel`` byte ranges of the tensor URL for large files. Without ``resolved``
+    (where the file lives and its size, unknown): one ``POST path body`` into the sink ``allocate`` makes."""
+    url, size, etag = (resolved.url, resolved.content_length, resolved.etag) if resolved else (None, None, None)
 
     def get(writer: BodyWriter) -> httpx.Request:
         assert url is not None
@@ -301,17 +301,7 @@ def _download_uncached(ctx: FetchContext, path: str, body: Mapping[str, Any]) ->
         if resolved.url is not None:  # below the threshold _parts plans a single stream of the URL
             buffer = MemorySink.allocate(resolved.content_length)
             progress = make_progress(resolved.content_length, ctx.progress, ctx.progress_threshold, ctx.desc)
-            parts = _parts(
-                ctx,
-                url=resolved.url,
-                path=path,
-                body=body,
-                sink=buffer,
-                size=resolved.content_length,
-                allocate=None,
-                etag=resolved.etag,
-                progress=progress,
-            )
+            parts = _parts(ctx, path, body, resolved, sink=buffer, progress=progress)
             try:
                 yield Download(parts)
             finally:
@@ -326,9 +316,7 @@ def _download_uncached(ctx: FetchContext, path: str, body: Mapping[str, Any]) ->
         part.writer.progress = holder["progress"]
         return MemorySink.allocate(size)
 
-    (part,) = _parts(
-        ctx, url=None, path=path, body=body, sink=None, size=None, allocate=allocate, etag=None, progress=None
-    )
+    (part,) = _parts(ctx, path, body, None, sink=None, progress=None, allocate=allocate)
     try:
         yield Download([part])
     finally:
@@ -451,17 +439,7 @@ def _download_to_cache(
     progress = make_progress(resolved.content_length, ctx.progress, ctx.progress_threshold, ctx.desc)
     parts: list[DownloadPart] = []
     try:
-        parts = _parts(
-            ctx,
-            url=resolved.url,
-            path=path,
-            body=body,
-            sink=blob,
-            size=resolved.content_length,
-            allocate=None,
-            etag=resolved.etag,
-            progress=progress,
-        )
+        parts = _parts(ctx, path, body, resolved, sink=blob, progress=progress)
         yield Download(parts)
 
         # Each writer hashed the leaves inside its range while receiving; leaves cut by a range
