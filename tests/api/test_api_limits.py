@@ -143,6 +143,8 @@ def test_api_keys(keyed: LiveServer, headers: dict[str, str], status: int) -> No
         assert response.status_code == status, response.text
         if status == 401:
             assert response.headers["www-authenticate"].startswith('Bearer realm="initserve"')
+            # RFC 6750: a presented key that is not valid is an invalid_token; no key at all is not
+            assert response.headers["www-authenticate"].endswith(', error="invalid_token"') == bool(headers)
             assert response.json()["type"] == "urn:initserve:problem:unauthorized"
         assert client.get("/healthz").status_code == 200  # health and metrics stay open by default
         assert client.get("/metrics").status_code == 200

@@ -331,8 +331,12 @@ def test_writes_need_a_write_key_and_reads_follow_the_read_rule(
 ) -> None:
     server = server_factory(store=str(tmp_path), api_keys="reader", write_api_keys="writer")
     with server.client() as client:
-        assert client.post("/v1/checkpoints", content=FILE).status_code == 401
-        assert client.post("/v1/checkpoints", content=FILE, headers={"X-API-Key": "nobody"}).status_code == 401
+        keyless = client.post("/v1/checkpoints", content=FILE)
+        assert keyless.status_code == 401 and "write permission" in keyless.json()["detail"]
+        assert keyless.headers["www-authenticate"] == 'Bearer realm="initserve"'
+        unknown = client.post("/v1/checkpoints", content=FILE, headers={"X-API-Key": "nobody"})
+        assert unknown.status_code == 401 and unknown.json()["detail"] == "the API key is not valid"
+        assert unknown.headers["www-authenticate"] == 'Bearer realm="initserve", error="invalid_token"'
         forbidden = client.post("/v1/checkpoints", content=FILE, headers={"Authorization": "Bearer reader"})
         assert forbidden.status_code == 403 and forbidden.json()["type"].endswith("forbidden")
         created = client.post("/v1/checkpoints", content=FILE, headers={"Authorization": "Bearer writer"})

@@ -33,6 +33,17 @@ def key_matches(presented: str, configured: tuple[bytes, ...]) -> bool:
     return found
 
 
+def key_required(detail: str) -> ProblemError:
+    """401 with the Bearer challenge, for a request that presents no key (``detail`` says which one)."""
+    return ProblemError(401, "unauthorized", detail, headers={"WWW-Authenticate": CHALLENGE})
+
+
+def key_invalid() -> ProblemError:
+    """401 for a presented key that is not one of the configured keys (RFC 6750 ``invalid_token``)."""
+    challenge = CHALLENGE + ', error="invalid_token"'
+    return ProblemError(401, "unauthorized", "the API key is not valid", headers={"WWW-Authenticate": challenge})
+
+
 def presented_key(authorization: str | None, x_api_key: str | None) -> str | None:
     """The key a request presents, read as the FastAPI security dependencies below read it:
     ``Authorization: Bearer <key>`` (scheme case-insensitive, key stripped) first, else ``X-API-Key``."""
@@ -64,19 +75,9 @@ async def require_api_key(
         return
     presented = bearer.credentials if bearer is not None else header_key
     if presented is None:
-        raise ProblemError(
-            401,
-            "unauthorized",
-            "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
-            headers={"WWW-Authenticate": CHALLENGE},
-        )
+        raise key_required("an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
     if not key_matches(presented, configured):
-        raise ProblemError(
-            401,
-            "unauthorized",
-            "the API key is not valid",
-            headers={"WWW-Authenticate": CHALLENGE + ', error="invalid_token"'},
-        )
+        raise key_invalid()
 
 
 ApiKey = Depends(require_api_key)

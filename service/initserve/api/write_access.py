@@ -14,7 +14,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials
 
 from initserve.api.problems import ProblemError
-from initserve.api.security import CHALLENGE, _bearer, _header, key_matches
+from initserve.api.security import _bearer, _header, key_invalid, key_matches, key_required
 from initserve.api.settings import Settings
 
 
@@ -30,12 +30,7 @@ async def require_write_key(
         return
     presented = bearer.credentials if bearer is not None else header_key
     if presented is None:
-        raise ProblemError(
-            401,
-            "unauthorized",
-            "writing needs an API key with write permission: send 'Authorization: Bearer <key>'",
-            headers={"WWW-Authenticate": CHALLENGE},
-        )
+        raise key_required("writing needs an API key with write permission: send 'Authorization: Bearer <key>'")
     if key_matches(presented, writers):
         return
     if key_matches(presented, settings.api_key_values):
@@ -44,12 +39,7 @@ async def require_write_key(
             "forbidden",
             "this API key may read but not write; writes need a key from INITSERVE_WRITE_API_KEYS",
         )
-    raise ProblemError(
-        401,
-        "unauthorized",
-        "the API key is not valid",
-        headers={"WWW-Authenticate": CHALLENGE + ', error="invalid_token"'},
-    )
+    raise key_invalid()
 
 
 WriteKey = Depends(require_write_key)
