@@ -9,7 +9,6 @@ overlap, and the buffer fully covered. Arrays are ``numpy.frombuffer`` views of 
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 from collections.abc import Mapping
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from initserve.engine.strict_json import DuplicateKeyError, loads_unique
 
 from ._errors import MissingDependencyError, SafetensorsFormatError
 
@@ -130,7 +130,9 @@ def parse(buffer: bytes | bytearray | memoryview) -> SafetensorsFile:
     if 8 + header_size > total:
         raise SafetensorsFormatError(f"header size {header_size} runs past the end of the {total}-byte file")
     try:
-        header = json.loads(bytes(view[8 : 8 + header_size]).decode("utf-8"))
+        header = loads_unique(bytes(view[8 : 8 + header_size]).decode("utf-8"))
+    except DuplicateKeyError as exc:  # the format forbids it: two entries for one tensor name are ambiguous
+        raise SafetensorsFormatError(f"header: {exc.describe('header')}") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise SafetensorsFormatError(f"header is not valid UTF-8 JSON: {exc}") from None
     except RecursionError:  # e.g. 10,000 nested arrays: the JSON parser's recursion limit

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from initserve.engine.strict_json import DuplicateKeyError, loads_unique
 
 from ._cache import Cache
 from ._client import Client
@@ -138,17 +139,35 @@ def _parse_shape(text: str) -> list[int]:
         raise ValueError(f"--shape must be comma-separated integers, got {text!r}") from None
 
 
-def _parse_params(items: Sequence[str]) -> dict[str, Any] | None:
+def _parse_params(items: Sequence[str], option: str = "--param") -> dict[str, Any] | None:
     params: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"--param must be KEY=VALUE, got {item!r}")
+            raise ValueError(f"{option} must be KEY=VALUE, got {item!r}")
+        if key in params:  # like a JSON object's repeated key: which value is meant?
+            raise ValueError(f"{option} {key} is given twice ({params[key]!r} and {raw!r}); give each key once")
         try:
-            params[key] = json.loads(raw)
+            params[key] = loads_unique(raw)
+        except DuplicateKeyError as exc:
+            raise ValueError(f"{option} {key}: {exc}") from None
         except ValueError:
             params[key] = raw  # a bare word such as fan_out
     return params or None
+
+
+def json_file(path: Path) -> dict[str, Any]:
+    """The JSON object in the file at ``path``; ValueError naming the file if it is not one, or if any
+    of its objects repeats a key (the server refuses such bodies too: which value is meant?)."""
+    try:
+        value = loads_unique(path.read_text())
+    except DuplicateKeyError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} must hold a JSON object")
+    return value
 
 
 def _parse_slice(text: str | None) -> list[list[int]] | None:
@@ -185,13 +204,6 @@ def _spec_from_flags(args: argparse.Namespace) -> dict[str, Any]:
         name=args.name,
         slice=_parse_slice(args.slice),
     )
-
-
-def _spec_from_file(path: Path) -> dict[str, Any]:
-    spec = json.loads(path.read_text())
-    if not isinstance(spec, dict):
-        raise ValueError(f"{path} must hold a JSON object")
-    return spec
 
 
 def _client(args: argparse.Namespace) -> Client:
@@ -260,7 +272,7 @@ def _fetch(args: argparse.Namespace) -> int:
     suffix = args.output.suffix.lower()
     if suffix not in (".safetensors", ".npy"):
         raise ValueError(f"--output must end in .safetensors or .npy, got {args.output.name!r}")
-    spec = _spec_from_file(args.spec) if args.spec is not None else _spec_from_flags(args)
+    spec = json_file(args.spec) if args.spec is not None else _spec_from_flags(args)
     is_bundle = "tensors" in spec
     if suffix == ".npy" and not is_bundle and spec.get("dtype") == "bfloat16":
         raise ValueError(_NPY_BF16)
@@ -320,7 +332,7 @@ def _fmt(value: Any) -> str:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    body = _spec_from_file(args.spec) if args.spec is not None else _spec_from_flags(args)
+    body = json_file(args.spec) if args.spec is not None else _spec_from_flags(args)
     if "tensors" in body:
         raise ValueError(f"{args.spec} holds a bundle; stats takes one tensor's spec (fetch it with 'initserve fetch')")
     with Client(base_url=args.url, api_key=args.api_key, timeout=args.timeout, retries=args.retries, cache=False) as c:
@@ -465,8 +477,8 @@ def _plan(args: argparse.Namespace) -> int:
 
     th = _torch()
     try:
-        positional, keywords = json.loads(args.args), json.loads(args.kwargs)
-    except ValueError as exc:
+        positional, keywords = loads_unique(args.args), loads_unique(args.kwargs)
+    except ValueError as exc:  # DuplicateKeyError included: a keyword given twice
         raise ValueError(f"--args must be a JSON list and --kwargs a JSON object: {exc}") from None
     if not isinstance(positional, list) or not isinstance(keywords, dict):
         raise ValueError("--args must be a JSON list and --kwargs a JSON object")
@@ -542,15 +554,13 @@ def _scheme_arg(text: str) -> dict[str, Any]:
     name, _, rest = text.partition(":")
     if not name:
         raise ValueError(f"--scheme must be NAME[:KEY=VALUE,...], got {text!r}")
-    params = _parse_params([item for item in rest.split(",") if item]) if rest else None
+    params = _parse_params([item for item in rest.split(",") if item], f"--scheme {name}:") if rest else None
     return {"scheme": name, "params": params} if params else {"scheme": name}
 
 
 def _diagnose(args: argparse.Namespace) -> int:
     if args.spec is not None:
-        body = json.loads(args.spec.read_text())
-        if not isinstance(body, dict):
-            raise ValueError(f"{args.spec} must hold a JSON object")
+        body = json_file(args.spec)
     else:
         if not args.scheme:
             raise ValueError("give at least one --scheme (or --spec FILE)")

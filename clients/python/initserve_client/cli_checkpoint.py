@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .cli import _client, _connection_options, _echo, _parser, _run, _size, _table
+from .cli import _client, _connection_options, _echo, _parser, _run, _size, _table, json_file
 
 if TYPE_CHECKING:
     from .cli import Subparsers
@@ -106,8 +106,8 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _derive(args: argparse.Namespace) -> int:
-    body = json.loads(args.request.read_text())
-    if not isinstance(body, dict) or not {"source", "target"} <= set(body):
+    body = json_file(args.request)
+    if not {"source", "target"} <= set(body):
         raise ValueError(f"{args.request}: expected a JSON object with 'source', 'target' and 'rules'")
     target = body["target"]
     with _client(args) as client:

@@ -17,6 +17,7 @@ from initserve.api.content_type import JSON_BODY_ROUTES, ContentEncodingMiddlewa
 from initserve.api.digests import DIGEST_MEMO_ENTRIES, LeafMemo
 from initserve.api.docs_ui import install_docs
 from initserve.api.fast_init import FastInitMiddleware, init_route
+from initserve.api.json_body import UniqueKeysRoute
 from initserve.api.limits import BodySizeLimitMiddleware, GenerationLimiter
 from initserve.api.metrics import Metrics, RequestMetricsMiddleware
 from initserve.api.openapi import install_openapi
@@ -110,6 +111,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     whole.on_hit, whole.on_miss = metrics.whole_hits.inc, metrics.whole_misses.inc
     whole.on_evict = metrics.whole_evictions.inc
     whole.on_size = lambda entries, stored: metrics.whole_bytes.set(stored)
+    # Routes declared on the app itself (docs) parse bodies like the routers' do: a repeated key is a 422.
+    app.router.route_class = UniqueKeysRoute
     install_problem_handlers(app)
     install_openapi(app)
     install_docs(app)

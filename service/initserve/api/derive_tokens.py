@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 import zlib
 from typing import Any
+
+from initserve.engine.strict_json import DuplicateKeyError, loads_unique
 
 PREFIX = "d."
 MAX_JSON_BYTES = 4 << 20
@@ -46,8 +47,8 @@ def decode_token(token: str, max_length: int) -> dict[str, Any]:
             raise InvalidDeriveToken(
                 f"token payload is not a complete deflate stream of at most {MAX_JSON_BYTES} bytes"
             )
-        value = json.loads(raw.decode("utf-8"))
-    except InvalidDeriveToken:
+        value = loads_unique(raw.decode("utf-8"))
+    except (InvalidDeriveToken, DuplicateKeyError):  # a repeated key: the route answers 422 naming it
         raise
     except (binascii.Error, zlib.error, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise InvalidDeriveToken("token payload is not base64url-encoded, deflated JSON") from exc

@@ -8,8 +8,9 @@ the route takes — the same ``InitSpec`` model validates the same JSON, the sam
 other request to the full path untouched:
 
 - anything but ``POST /v1/init`` with an empty query string and ``Content-Type: application/json``;
-- a body that is not JSON, fails validation, or is refused by ``build_target`` — anything raised
-  before serving (the full path then validates again and answers with its own named 4xx);
+- a body that is not JSON, repeats a key in any object, fails validation, or is refused by
+  ``build_target`` — anything raised before serving (the full path then validates again and answers
+  with its own named 4xx);
 - when API keys are configured, a request without a valid key (the full path answers 401).
 
 Errors raised while serving (503 ``saturated``) are answered by the app's own problem handler, as on
@@ -18,8 +19,6 @@ request ``/v1/init`` exactly as the router would.
 """
 
 from __future__ import annotations
-
-import json
 
 from fastapi.routing import APIRoute
 from starlette.requests import Request
@@ -33,6 +32,7 @@ from initserve.api.routes.init import router as init_router
 from initserve.api.security import raw_key_allowed
 from initserve.api.serving import serve_target
 from initserve.api.targets import build_target
+from initserve.engine.strict_json import loads_unique
 
 PATH = "/v1/init"
 
@@ -69,7 +69,7 @@ class FastInitMiddleware:
             return
         request = Request(scope, receive)
         try:
-            spec = InitSpec.model_validate(json.loads(message.get("body", b"")))
+            spec = InitSpec.model_validate(loads_unique(message.get("body", b"")))
             target = build_target("t", spec.engine_mapping(), request.app.state.settings, ("body",))
             wanted = wanted_format(None, accept.decode("latin-1") or None)
         except Exception:

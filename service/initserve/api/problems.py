@@ -21,6 +21,8 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
+from initserve.engine.strict_json import DuplicateKeyError
+
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 TYPE_PREFIX = "urn:initserve:problem:"
 
@@ -207,6 +209,20 @@ def describe_validation_error(error: Mapping[str, Any]) -> tuple[Loc, str]:
     return loc, f"{path} {rule}"
 
 
+def repeated_keys_problem(exc: DuplicateKeyError, root: Loc) -> ProblemError:
+    """The 422 for JSON that repeats a key, one error per repeated key at ``(*root, *object path, key)``:
+    ``params.std: key 'std' appears twice in body.params; …`` (``root`` ``("body",)`` or ``("path", "token")``)."""
+    errors = []
+    for repeat in exc.repeats:
+        loc = (*root, *repeat.key_loc)
+        errors.append((loc, f"{field_path(loc)}: {repeat.rule(str(root[-1]))}"))
+    shown = errors[:5]
+    detail = "; ".join(msg for _, msg in shown)
+    if exc.total > len(shown):
+        detail += f"; and {exc.total - len(shown)} more repeated key(s)"
+    return ProblemError(422, "invalid-spec", detail, errors=errors)
+
+
 def problem_of(exc: ProblemError, path: str) -> JSONResponse:
     """The problem+json response for ``exc`` raised while serving ``path``."""
     return problem_response(exc.status, exc.slug, exc.detail, instance=path, errors=exc.errors, headers=exc.headers)
@@ -245,12 +261,14 @@ async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
 
 
 # FastAPI answers a body that json.loads rejects with anything but JSONDecodeError (bytes that are not
-# UTF-8, an integer over 4,300 digits, nesting past the recursion limit) with this
+# UTF-8, an integer over 4,300 digits, nesting past the recursion limit, a repeated key) with this
 # plain 400; the cause is kept in __cause__.
 _FASTAPI_BODY_ERROR = "There was an error parsing the body"
 
 
 def _body_parse_problem(request: Request, cause: BaseException | None) -> JSONResponse:
+    if isinstance(cause, DuplicateKeyError):  # raised by UniqueKeysRequest.json() (api/json_body.py)
+        return problem_of(repeated_keys_problem(cause, ("body",)), request.url.path)
     if isinstance(cause, UnicodeDecodeError):
         reason = f"body is not UTF-8 (byte 0x{cause.object[cause.start]:02x} at offset {cause.start})"
     elif isinstance(cause, RecursionError):

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from typing import Any, Literal
+
+from initserve.engine.strict_json import DuplicateKeyError, loads_unique
 
 Kind = Literal["t", "b"]
 TENSORS_PATH = "/v1/tensors/"
@@ -37,7 +38,8 @@ def _reject_constant(name: str) -> Any:
 
 
 def decode_token(token: str, max_length: int) -> tuple[Kind, dict[str, Any]]:
-    """Return ``(kind, spec mapping)``; raise :class:`InvalidToken` naming the failed step."""
+    """Return ``(kind, spec mapping)``; raise :class:`InvalidToken` naming the failed step, or
+    :class:`~initserve.engine.strict_json.DuplicateKeyError` when an object of the payload repeats a key."""
     if len(token) > max_length:
         raise InvalidToken(f"token is {len(token)} characters long; the limit is {max_length}")
     kind, dot, payload = token.partition(".")
@@ -51,7 +53,9 @@ def decode_token(token: str, max_length: int) -> tuple[Kind, dict[str, Any]]:
     except (binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidToken("token payload is not base64url-encoded UTF-8") from exc
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = loads_unique(text, parse_constant=_reject_constant)
+    except DuplicateKeyError:
+        raise  # decodes, but ambiguously: the route answers 422 naming the keys, like a body's
     except RecursionError as exc:
         raise InvalidToken("token payload is nested too deeply") from exc
     except ValueError as exc:  # JSONDecodeError, and the plain ValueError of an integer over 4,300 digits

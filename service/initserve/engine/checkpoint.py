@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import FieldError, SpecError
+from .strict_json import DuplicateKeyError, loads_unique
 
 RECORD_MAGIC = b"initserve-tensor/1"
 CHECKPOINT_DOMAIN = b"initserve-checkpoint/1\n"
@@ -180,7 +181,9 @@ def parse_upload_header(size: int, text: bytes) -> UploadLayout:
     known dtypes, ``end − begin = numel · itemsize``, tensors tiling the data section without gaps or
     overlap, string metadata, acceptable names. Raises :class:`SpecError` (loc ``("header", name, field)``)."""
     try:
-        header = json.loads(text.decode("utf-8"))
+        header = loads_unique(text.decode("utf-8"))
+    except DuplicateKeyError as exc:  # the format forbids it: two entries for one name are ambiguous
+        raise SpecError([FieldError(("header", *r.key_loc), f"{r.rule('header')}") for r in exc.repeats]) from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise SpecError([FieldError(("header",), f"the header is not valid UTF-8 JSON: {exc}")]) from None
     except RecursionError:  # a hostile header, e.g. 10,000 nested arrays: the parser's limit, not ours

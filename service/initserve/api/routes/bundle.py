@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Request
 from starlette.responses import Response
 
+from initserve.api.json_body import UniqueKeysRoute
 from initserve.api.models import BUNDLE_EXAMPLES, BundleRequest
 from initserve.api.negotiation import wanted_format
 from initserve.api.openapi import BUNDLE_STATS_BODY, SAFETENSORS_BODY, problems
@@ -15,7 +16,7 @@ from initserve.api.security import ApiKey
 from initserve.api.serving import serve_target
 from initserve.api.targets import build_target
 
-router = APIRouter(prefix="/v1", tags=["bundle"], dependencies=[ApiKey])
+router = APIRouter(prefix="/v1", tags=["bundle"], dependencies=[ApiKey], route_class=UniqueKeysRoute)
 
 
 @router.post(

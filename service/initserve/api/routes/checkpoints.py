@@ -20,6 +20,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 
 from initserve.api.checkpoint_access import check_digest, checkpoints, store_problem
+from initserve.api.json_body import UniqueKeysRoute
 from initserve.api.openapi import SAFETENSORS_BODY, problems
 from initserve.api.problems import PROBLEM_MEDIA_TYPE, ProblemError
 from initserve.api.security import ApiKey
@@ -32,7 +33,7 @@ from initserve.engine.safetensors import encode_header
 from initserve.store import BlobCorrupt, Checkpoints, Ingest, StoreError, manifest_of
 from initserve.store.checkpoints import entry_nbytes
 
-router = APIRouter(prefix="/v1", tags=["checkpoints"])
+router = APIRouter(prefix="/v1", tags=["checkpoints"], route_class=UniqueKeysRoute)
 STREAMED_UPLOADS = ("/v1/checkpoints",)
 FEED_BYTES = 1 << 20  # body bytes handed to the store per worker-thread step
 

@@ -17,9 +17,10 @@ from starlette.responses import Response
 
 from initserve.api.checkpoint_access import checkpoints, store_problem
 from initserve.api.derive_tokens import InvalidDeriveToken, decode_token, encode_token
+from initserve.api.json_body import UniqueKeysRoute
 from initserve.api.limits import GenerationLimiter
 from initserve.api.openapi import SAFETENSORS_BODY, problems
-from initserve.api.problems import PROBLEM_MEDIA_TYPE, ProblemError, field_path
+from initserve.api.problems import PROBLEM_MEDIA_TYPE, ProblemError, field_path, repeated_keys_problem
 from initserve.api.security import ApiKey
 from initserve.api.settings import Settings
 from initserve.api.stored_files import immutable_headers, not_modified, serve_file
@@ -27,9 +28,10 @@ from initserve.engine.derive import DERIVE_ALGORITHM, DerivedFile, plan_derive
 from initserve.engine.derive_rules import parse_derive
 from initserve.engine.errors import SpecError, SpecTooLarge
 from initserve.engine.kernels import Kernel
+from initserve.engine.strict_json import DuplicateKeyError
 from initserve.store import Checkpoints, StoreError
 
-router = APIRouter(prefix="/v1", tags=["derive"], dependencies=[ApiKey])
+router = APIRouter(prefix="/v1", tags=["derive"], dependencies=[ApiKey], route_class=UniqueKeysRoute)
 _STORE_FAULT: dict[int | str, dict[str, Any]] = {
     500: {
         "description": "A stored object failed verification.",
@@ -147,6 +149,8 @@ async def derived(
         body = decode_token(token, settings.max_token_length)
     except InvalidDeriveToken as exc:
         raise ProblemError(400, "invalid-token", str(exc), errors=[(("path", "token"), str(exc))]) from exc
+    except DuplicateKeyError as exc:
+        raise repeated_keys_problem(exc, ("path", "token")) from exc
     return await _serve(request, body, ("path", "token"), conditional=True)
 
 

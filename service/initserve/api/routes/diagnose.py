@@ -16,6 +16,7 @@ from fastapi import APIRouter, Body, Request
 from starlette.responses import JSONResponse
 
 from initserve.api.diagnose_models import DIAGNOSE_EXAMPLES, DiagnoseRequestBody
+from initserve.api.json_body import UniqueKeysRoute
 from initserve.api.openapi import problems
 from initserve.api.problems import ProblemError
 from initserve.api.security import ApiKey
@@ -25,7 +26,7 @@ from initserve.engine import Kernel, SpecError
 from initserve.engine.diagnose import Cancelled, LimitExceeded, diagnose, parse_diagnose
 from initserve.engine.diagnose.request import DiagnoseRequest
 
-router = APIRouter(prefix="/v1", tags=["diagnose"], dependencies=[ApiKey])
+router = APIRouter(prefix="/v1", tags=["diagnose"], dependencies=[ApiKey], route_class=UniqueKeysRoute)
 
 DISCONNECT_POLL_SECONDS = 0.1
 _RESPONSE: dict[int | str, dict[str, Any]] = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
+from initserve.api.json_body import UniqueKeysRoute
 from initserve.api.limits import GenerationLimiter
 from initserve.api.metrics import Metrics
 from initserve.api.models import Health, Readiness
@@ -12,7 +13,7 @@ from initserve.api.openapi import problems
 from initserve.api.security import api_key_if
 from initserve.engine import ALGORITHM_VERSION
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=UniqueKeysRoute)
 
 
 _health_auth = Depends(api_key_if("protect_health"))

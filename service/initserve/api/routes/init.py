@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query, Request
 from starlette.responses import Response
 
+from initserve.api.json_body import UniqueKeysRoute
 from initserve.api.models import INIT_EXAMPLES, InitSpec
 from initserve.api.negotiation import Format, wanted_format
 from initserve.api.openapi import SAFETENSORS_BODY, STATS_BODY, problems
@@ -14,7 +15,7 @@ from initserve.api.security import ApiKey
 from initserve.api.serving import serve_target
 from initserve.api.targets import build_target
 
-router = APIRouter(prefix="/v1", tags=["init"], dependencies=[ApiKey])
+router = APIRouter(prefix="/v1", tags=["init"], dependencies=[ApiKey], route_class=UniqueKeysRoute)
 
 FormatQuery = Annotated[
     Format | None,

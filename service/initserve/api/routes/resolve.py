@@ -8,12 +8,13 @@ from fastapi import APIRouter, Body, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
+from initserve.api.json_body import UniqueKeysRoute
 from initserve.api.models import RESOLVE_EXAMPLES, InitSpec, ResolveBundle, Resolved
 from initserve.api.openapi import problems
 from initserve.api.security import ApiKey
 from initserve.api.targets import build_target
 
-router = APIRouter(prefix="/v1", tags=["resolve"], dependencies=[ApiKey])
+router = APIRouter(prefix="/v1", tags=["resolve"], dependencies=[ApiKey], route_class=UniqueKeysRoute)
 
 _BODY_SCHEMA = {"oneOf": [{"$ref": "#/components/schemas/InitSpec"}, {"$ref": "#/components/schemas/ResolveBundle"}]}
 

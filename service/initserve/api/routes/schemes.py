@@ -6,13 +6,14 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from initserve.api.json_body import UniqueKeysRoute
 from initserve.api.openapi import problems
 from initserve.api.problems import ProblemError
 from initserve.api.security import ApiKey
 from initserve.engine import catalog, scheme_info
 from initserve.engine.catalog import unknown_scheme_message
 
-router = APIRouter(prefix="/v1", tags=["schemes"], dependencies=[ApiKey])
+router = APIRouter(prefix="/v1", tags=["schemes"], dependencies=[ApiKey], route_class=UniqueKeysRoute)
 
 
 @router.get("/schemes", responses=problems(401))

@@ -8,17 +8,19 @@ from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
 from initserve.api.http_cache import IMMUTABLE
+from initserve.api.json_body import UniqueKeysRoute
 from initserve.api.negotiation import wanted_format
 from initserve.api.openapi import ANY_STATS_BODY, SAFETENSORS_BODY, problems
-from initserve.api.problems import ProblemError
+from initserve.api.problems import ProblemError, repeated_keys_problem
 from initserve.api.routes.init import FormatQuery
 from initserve.api.security import ApiKey
 from initserve.api.serving import serve_target
 from initserve.api.targets import build_target
 from initserve.api.tokens import InvalidToken, decode_token
 from initserve.engine import IMPLICIT_ALGORITHM
+from initserve.engine.strict_json import DuplicateKeyError
 
-router = APIRouter(prefix="/v1", tags=["tensors"], dependencies=[ApiKey])
+router = APIRouter(prefix="/v1", tags=["tensors"], dependencies=[ApiKey], route_class=UniqueKeysRoute)
 
 _CACHE_HEADERS = {
     "ETag": {"description": "Strong ETag of the representation.", "schema": {"type": "string"}},
@@ -52,6 +54,8 @@ async def tensor(
         kind, mapping = decode_token(token, settings.max_token_length)
     except InvalidToken as exc:
         raise ProblemError(400, "invalid-token", str(exc), errors=[(("path", "token"), str(exc))]) from exc
+    except DuplicateKeyError as exc:
+        raise repeated_keys_problem(exc, ("path", "token")) from exc
     # A token is a canonical form: one that names no algorithm is algorithm 1 (URLs made before
     # versions were selectable keep their bytes and ETags).
     target = build_target(kind, mapping, settings, ("path", "token"), default_algorithm=IMPLICIT_ALGORITHM)

@@ -14,9 +14,10 @@ from pathlib import Path
 from fastapi import APIRouter
 from starlette.responses import FileResponse, HTMLResponse, Response
 
+from initserve.api.json_body import UniqueKeysRoute
 from initserve.api.problems import ProblemError
 
-router = APIRouter(tags=["ui"])
+router = APIRouter(tags=["ui"], route_class=UniqueKeysRoute)
 
 ASSETS = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 ASSET_CACHE = "public, max-age=300"
