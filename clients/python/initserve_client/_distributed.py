@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -187,12 +187,13 @@ def _megatron_layout(name: str, param: torch.Tensor, tensor_parallel: TensorPara
     return ShardLayout(tuple(shape), tuple(indices))
 
 
-def materialize(module: torch.nn.Module, device: str | torch.device | None) -> None:
+def materialize(module: torch.nn.Module, device: str | torch.device | None, filled: Collection[str] = ()) -> None:
     """Give meta-device parameters storage on ``device`` (``Module.to_empty``) so they can be filled.
 
     Norm layers' running statistics are reset as their constructors set them; any other buffer that
     was on the meta device has no values afterwards and is named in a warning (torch cannot know
-    them: compute them in your model's own ``init_weights``).
+    them: compute them in your model's own ``init_weights``), except the ``filled`` ones (buffers of
+    a reparametrization that init_module rewrites).
     """
     meta_params = [name for name, param in module.named_parameters() if param.is_meta]
     meta_buffers = [name for name, buffer in module.named_buffers() if buffer.is_meta]
@@ -213,7 +214,7 @@ def materialize(module: torch.nn.Module, device: str | torch.device | None) -> N
         if isinstance(sub, nn.modules.batchnorm._NormBase) and sub.track_running_stats:
             sub.reset_running_stats()
             restored.update(f"{prefix}.{local}" if prefix else local for local, _ in sub.named_buffers(recurse=False))
-    left = [name for name in meta_buffers if name not in restored]
+    left = [name for name in meta_buffers if name not in restored and name not in filled]
     if left:
         warnings.warn(
             f"buffers {left} were on the meta device and hold no values after to_empty(); initserve fills "

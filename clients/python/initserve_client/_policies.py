@@ -30,11 +30,18 @@ PReLU                                         weight: constant ``init``
 ============================================  ===========================================================
 
 A parent's rule beats its children's (the parent's reset runs last in torch); the outermost parent
-wins. A tensor shared by several modules (tied weights) is requested once, under the first name
-``named_parameters()`` gives it, with the rule of the *last* module owning it in module order
-(``named_modules()``): the value a pass of initialisers in module order leaves, as
-``model.apply(init)`` would. Declaring ``head`` before ``emb`` and tying ``head.weight = emb.weight``
-therefore gives the embedding's N(0, 1); declaring ``emb`` first gives the Linear's U(±1/√in).
+wins. A tensor reachable under several names (tied weights, a module registered twice) is one
+tensor, set once: its *first* name in ``named_parameters()`` order owns it — that name keys its
+random bits, and the rule is the one the policy gives that name, with the module holding it as the
+owner. The tied tensor therefore equals the untied model's tensor under that first name, bit for
+bit, whichever side of the tie was assigned; ``named_parameters()`` order is module registration
+order (depth first), so ``emb`` declared before ``head`` with ``head.weight = emb.weight`` gives the
+embedding's N(0, 1) under ``emb.weight`` — what the torch model holds after construction.
+
+Reparametrized tensors (``torch.nn.utils.parametrize``, legacy ``weight_norm``/``spectral_norm``) are
+planned under their plain names (``fc.weight``, not ``fc.parametrizations.weight.original``) with
+the shape and dtype of the computed tensor, so reparametrizing a layer does not change the scheme's
+value (``_reparametrized.py`` writes it back).
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._errors import InitserveError
+from ._reparametrized import computed_tensor, reparametrized_tensors
 
 if TYPE_CHECKING:
     import torch
@@ -114,7 +122,7 @@ class TorchDefaultPolicy:
         self._overrides = {}
         for prefix, sub in module.named_modules():  # pre-order: parents before children, so setdefault
             if isinstance(sub, nn.Transformer):
-                for local, param in sub.named_parameters():
+                for local, _, param, _ in _direct_parameters(sub):
                     if param.dim() > 1:
                         rule = InitRule("xavier_uniform", source="Transformer._reset_parameters")
                         self._overrides.setdefault(_join(prefix, local), rule)
@@ -136,10 +144,11 @@ class TorchDefaultPolicy:
             if local == "weight":
                 return InitRule("torch_default", source=f"{kind}.reset_parameters: kaiming_uniform_(a=√5)")
             if local == "bias":
-                fan_in = _fan_in(owner.weight)
+                fan_in = _fan_in(_attribute(owner, "weight"))
                 return _uniform(1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0, f"{kind}.reset_parameters")
         if isinstance(owner, nn.Bilinear):
-            return _uniform(1.0 / math.sqrt(owner.weight.size(1)), "Bilinear.reset_parameters")
+            in1 = int(_attribute(owner, "weight").size(1))
+            return _uniform(1.0 / math.sqrt(in1), "Bilinear.reset_parameters")
         if isinstance(owner, nn.Embedding | nn.EmbeddingBag) and local == "weight":
             source = f"{kind}.reset_parameters: normal_, padding_idx row zeroed"
             return InitRule("normal", {"mean": 0.0, "std": 1.0}, zero_row=owner.padding_idx, source=source)
@@ -232,17 +241,37 @@ def _join(prefix: str, local: str) -> str:
     return f"{prefix}.{local}" if prefix else local
 
 
+def _attribute(owner: torch.nn.Module, local: str) -> torch.Tensor:
+    """``owner.<local>``; a parametrized one evaluated without side effects (see computed_tensor)."""
+    from torch.nn.utils import parametrize
+
+    if parametrize.is_parametrized(owner, local):
+        return computed_tensor(owner, local, local)
+    value: torch.Tensor = getattr(owner, local)
+    return value
+
+
 def _direct_parameters(module: torch.nn.Module) -> Iterator[tuple[str, str, torch.Tensor, torch.nn.Module]]:
-    """(full name, local name, parameter, owner) once per distinct parameter, named as ``named_parameters``
-    names it (its first occurrence). A tied parameter's owner is the *last* module in module order that
-    holds it (see the module docstring)."""
-    owners: dict[int, tuple[str, torch.nn.Module]] = {}
-    for _, sub in module.named_modules():
+    """(full name, local name, parameter, owner) once per distinct parameter, in ``named_parameters()``
+    order and under the name it gives (the first occurrence), the owner being the module holding that
+    name. A reparametrized tensor comes once, where its first stored original would, as (plain name,
+    local, a meta tensor of the computed shape and dtype, the module computing it)."""
+    computed = reparametrized_tensors(module)
+    by_original = {original: entry for entry in computed.values() for original in entry.originals}
+    seen: set[int] = set()
+    placed: set[str] = set()
+    for prefix, sub in module.named_modules():
         for local, param in sub.named_parameters(recurse=False):
-            owners[id(param)] = (local, sub)  # a later owner replaces an earlier one
-    for full, param in module.named_parameters():
-        local, owner = owners[id(param)]
-        yield full, local, param, owner
+            if id(param) in seen:
+                continue
+            seen.add(id(param))
+            full = _join(prefix, local)
+            entry = by_original.get(full)
+            if entry is None:
+                yield full, local, param, sub
+            elif entry.name not in placed:
+                placed.add(entry.name)
+                yield entry.name, entry.local, entry.proxy(), entry.owner
 
 
 def tied_names(module: torch.nn.Module) -> dict[str, tuple[str, ...]]:

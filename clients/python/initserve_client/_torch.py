@@ -11,6 +11,7 @@ import numpy as np
 from ._distributed import TensorParallel, layout_of, local_tensor, materialize
 from ._errors import InitserveError, MissingDependencyError
 from ._policies import InitRule, Policy, _direct_parameters, as_policy, plan_module, tied_names
+from ._reparametrized import Reparametrized, reparametrized_tensors
 from ._shards import Box, ShardLayout
 
 if TYPE_CHECKING:
@@ -90,6 +91,10 @@ class _Filling:
     A parameter this process holds whole is one bundle entry; a sharded one (DTensor, Megatron) is
     one entry per box of its local elements (:meth:`ShardLayout.boxes`). A bundle names each tensor
     once, so boxes are sent in rounds: round ``k`` carries box ``k`` of every parameter that has one.
+
+    A reparametrized tensor (``_reparametrized.py``) is generated whole into a scratch tensor of its
+    computed shape and written back through its inverse in :meth:`finish`; the power-iteration
+    buffers a spectral norm owns are drawn N(0, 1) under their buffer names in round 0.
     """
 
     def __init__(
@@ -98,13 +103,33 @@ class _Filling:
         plan: Mapping[str, tuple[dict[str, Any], InitRule]],
         tensor_parallel: TensorParallel | None,
     ) -> None:
+        th = _torch()
         params = dict(module.named_parameters())
+        computed = reparametrized_tensors(module) if any(name not in params for name in plan) else {}
+        self.computed: dict[str, Reparametrized] = {name: computed[name] for name in plan if name in computed}
+        for entry in self.computed.values():
+            entry.check()
         self.rules = {name: rule for name, (_, rule) in plan.items()}
-        self.locals = {name: local_tensor(params[name]) for name in plan}
+        self.locals = {
+            name: (
+                th.empty(self.computed[name].shape, dtype=self.computed[name].dtype, device=self.computed[name].device)
+                if name in self.computed
+                else local_tensor(params[name])
+            )
+            for name in plan
+        }
         self.layouts: dict[str, ShardLayout | None] = {}
         self.rounds: list[dict[str, dict[str, Any]]] = []
         self.boxes: list[dict[str, Box | None]] = []
         for name, (spec, _) in plan.items():
+            if name in self.computed:
+                self.layouts[name] = None
+                self._add(0, name, spec, None)
+                for buffer_name, buffer in self.computed[name].buffers:
+                    dtype = str(buffer.dtype).removeprefix("torch.")
+                    self.locals[buffer_name] = buffer
+                    self._add(0, buffer_name, {"shape": list(buffer.shape), "scheme": "normal", "dtype": dtype}, None)
+                continue
             layout = layout_of(name, params[name], tensor_parallel)
             self.layouts[name] = layout
             if layout is None:
@@ -178,6 +203,8 @@ class _Filling:
                 rows = [rule.zero_row] if layout is None else list(layout.local_positions(0, rule.zero_row))
                 for row in rows:
                     local[row].zero_()
+        for name, entry in self.computed.items():
+            entry.assign(self.locals[name])
 
 
 def _prepare(
@@ -187,16 +214,19 @@ def _prepare(
     tensor_parallel: TensorParallel | None,
 ) -> _Filling:
     rules = as_policy(policy)
+    computed = reparametrized_tensors(module)
     if device is not None and any(param.is_meta for param in module.parameters()):
         # to_empty() gives every parameter fresh, uninitialised storage: each needs a rule to fill it.
         planned = plan_module(module, rules)
-        untouched = [name for name, _ in module.named_parameters() if name not in planned]
+        for name in planned.keys() & computed.keys():
+            computed[name].check()
+        untouched = [name for name, _, _, _ in _direct_parameters(module) if name not in planned]
         if untouched:
             raise InitserveError(
                 f"the policy leaves {untouched[0]!r} untouched, but materialising the module on {device!r} "
                 "(to_empty) would leave it holding uninitialised memory: give it a rule"
             )
-    materialize(module, device)
+    materialize(module, device, {name for entry in computed.values() for name in entry.rewritten})
     return _Filling(module, plan_module(module, rules), tensor_parallel)
 
 
@@ -256,6 +286,10 @@ def init_module(
     the same ``seed`` gives the same module on any machine, and adding a layer leaves every other
     parameter unchanged as long as the other names stay (name your layers rather than relying on
     ``Sequential`` indices if you plan to insert some). Buffers (BatchNorm running stats) are untouched.
+    A tied tensor is set once, as the untied model's tensor under its first ``named_parameters()``
+    name. A reparametrized tensor (``parametrize``, legacy weight/spectral norm) is planned under its
+    plain name (``fc.weight``) and written back through its ``right_inverse``, so the effective weight
+    is the plain layer's (docs/client.md lists each kind; spectral norm's u, v buffers are re-drawn).
 
     ``policy``: ``None``/``"torch"`` (each layer's torch default distribution), a scheme name (that
     scheme for every weight of ≥ 2 dims, zero biases), a ``{fnmatch pattern: spec}`` mapping, or a
@@ -279,7 +313,8 @@ def init_module(
     Raises:
         TypeError: ``module`` is not a ``torch.nn.Module`` or ``client`` is not a client.
         InitserveError: a parameter no rule covers, a meta parameter without ``device``, a placement
-            that holds no values (``Partial``), or a Megatron parameter whose rank is unknown.
+            that holds no values (``Partial``), a Megatron parameter whose rank is unknown, or a
+            parametrization without ``right_inverse`` (or on a sharded tensor) that the policy sets.
     """
     _check_arguments(module, client)
     if from_checkpoint is not None:
@@ -342,7 +377,9 @@ class PlannedParameter:
     """What :func:`init_module` would do to one parameter.
 
     ``params`` are the ones sent; with a client they are the server's canonical params, which hold the
-    fans the scheme uses (``fan_in``/``fan_out``). ``tied`` lists the parameter's other names."""
+    fans the scheme uses (``fan_in``/``fan_out``). ``tied`` lists the parameter's other names;
+    ``stored_as`` the parameters a reparametrized tensor is written back to (``fc.weight`` computed by
+    weight norm: ``fc.parametrizations.weight.original0``, ``…original1``), else empty."""
 
     name: str
     shape: tuple[int, ...]
@@ -353,6 +390,7 @@ class PlannedParameter:
     source: str
     owner: str
     tied: tuple[str, ...] = ()
+    stored_as: tuple[str, ...] = ()
 
     @property
     def fan_in(self) -> int | None:
@@ -377,7 +415,16 @@ class PlannedParameter:
             "source": self.source,
             "owner": self.owner,
             "tied": list(self.tied),
+            "stored_as": list(self.stored_as),
         }
+
+
+def _type_name(owner: torch.nn.Module) -> str:
+    """The module's class name; for a parametrized one, the layer's (torch injects ``ParametrizedLinear``)."""
+    from torch.nn.utils import parametrize
+
+    kind = type(owner)
+    return kind.__bases__[0].__name__ if parametrize.is_parametrized(owner) else kind.__name__
 
 
 def plan_init(
@@ -396,8 +443,9 @@ def plan_init(
     if client is not None and plan:
         resolved = client.resolve({"bundle": {"tensors": {name: spec for name, (spec, _) in plan.items()}}})
         canonical = resolved.get("canonical", {}).get("tensors", {})
-    owners = {name: type(owner).__name__ for name, _, _, owner in _direct_parameters(module)}
+    owners = {name: _type_name(owner) for name, _, _, owner in _direct_parameters(module)}
     tied = tied_names(module)
+    computed = reparametrized_tensors(module)
     return [
         PlannedParameter(
             name=name,
@@ -409,6 +457,7 @@ def plan_init(
             source=rule.source,
             owner=owners.get(name, ""),
             tied=tied.get(name, ()),
+            stored_as=computed[name].originals if name in computed else (),
         )
         for name, (spec, rule) in plan.items()
     ]
