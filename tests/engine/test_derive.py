@@ -305,6 +305,30 @@ def test_bfloat16_targets_use_the_engine_rounding() -> None:
     assert data == expected.tobytes()
 
 
+def test_a_derived_file_is_laid_out_by_itemsize_then_name_and_its_ranges_equal_the_whole() -> None:
+    """Ranges that start and stop inside, at the edges of and across tensors of four itemsizes."""
+    from safetensors.numpy import load
+
+    tensors = {
+        "emb.weight": {"shape": [50, 8]},
+        "steps": {"shape": [], "dtype": "int64"},
+        "fc.bias": {"shape": [4], "dtype": "float16"},
+        "fc.weight": {"shape": [4, 8], "dtype": "float64"},
+    }
+    file = plan_derive(parse_derive({"source": CKPT, "target": {"tensors": tensors}, "rules": []}), MANIFESTS)
+    assert [entry.item.target.name for entry in file.entries] == ["fc.weight", "steps", "emb.weight", "fc.bias"]
+    whole = file.to_bytes(BLOBS.__getitem__)
+    assert len(whole) == file.total_length and set(load(whole)) == set(tensors)
+    edges = {0, file.data_start, len(whole)} | {file.data_start + e.begin for e in file.entries}
+    cuts = sorted({min(max(edge + d, 0), len(whole)) for edge in edges for d in (-3, -1, 0, 1, 5)})
+    rng = np.random.default_rng(11)
+    pairs = [(a, b) for a in cuts for b in cuts if a <= b]
+    pairs += [tuple(sorted(int(x) for x in rng.integers(0, len(whole) + 1, 2))) for _ in range(40)]
+    for start, stop in pairs:
+        part = b"".join(bytes(view) for view in file.iter_bytes_with(BLOBS.__getitem__, start, stop))
+        assert part == whole[start:stop], (start, stop)
+
+
 # --- validation ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("tensors", "rules", "loc"),

@@ -12,7 +12,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from initserve.engine import CATALOG, Kernel, SafetensorsFile, generate, iter_result_chunks, parse_spec
+from initserve.engine import (
+    CATALOG,
+    Kernel,
+    SafetensorsFile,
+    generate,
+    iter_result_chunks,
+    parse_bundle,
+    parse_spec,
+)
 
 # Every test here runs once per kernel (numpy, native): see conftest.py.
 pytestmark = pytest.mark.usefixtures("each_kernel")
@@ -95,6 +103,33 @@ def test_byte_ranges_of_the_file_equal_the_whole_file(dtype: str) -> None:
         stop = int(rng.integers(start, len(whole) + 1))
         parts = b"".join(bytes(view) for view in SafetensorsFile(spec).iter_bytes(start, stop, block=1 << 12))
         assert parts == whole[start:stop], (start, stop)
+
+
+def test_a_bundle_is_laid_out_by_itemsize_then_name_and_its_ranges_equal_the_whole() -> None:
+    """Ranges that start and stop inside, at the edges of and across tensors of three itemsizes."""
+    bundle = parse_bundle(
+        {
+            "seed": 4,
+            "tensors": {
+                "b": {"shape": [33, 7], "scheme": "normal", "dtype": "float16"},
+                "a": {"shape": [19], "scheme": "uniform", "dtype": "float64"},
+                "c": {"shape": [5, 9], "scheme": "normal"},
+                "d": {"shape": [3, 3], "scheme": "xavier_uniform", "dtype": "float16"},
+            },
+        }
+    )
+    file = SafetensorsFile(bundle)
+    assert [entry.spec.name for entry in file.entries] == ["a", "c", "b", "d"]
+    whole = file.to_bytes()
+    assert len(whole) == file.total_length
+    edges = {0, file.data_start, len(whole)} | {file.data_start + e.begin for e in file.entries}
+    cuts = sorted({min(max(edge + d, 0), len(whole)) for edge in edges for d in (-3, -1, 0, 1, 5)})
+    rng = np.random.default_rng(12)
+    pairs = [(a, b) for a in cuts for b in cuts if a <= b]
+    pairs += [tuple(sorted(int(x) for x in rng.integers(0, len(whole) + 1, 2))) for _ in range(40)]
+    for start, stop in pairs:
+        part = b"".join(bytes(view) for view in SafetensorsFile(bundle).iter_bytes(start, stop, block=1 << 6))
+        assert part == whole[start:stop], (start, stop)
 
 
 def test_every_element_of_a_large_tensor_is_addressable_alone() -> None:

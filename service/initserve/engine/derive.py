@@ -28,7 +28,7 @@ from .errors import FieldError, Loc, SpecError, SpecTooLarge
 from .generate import generate
 from .kernels import Kernel
 from .magnitudes import Magnitude
-from .safetensors import encode_header
+from .safetensors import encode_header, overlapping, place
 from .spec import Spec, parse_spec
 
 # Derive requests name no algorithm version (yet): they keep version 1, the one their files, ETags and
@@ -640,15 +640,13 @@ class DerivedFile:
         self.request = request
         self.canonical_json = request.canonical_json()
         self.digest = derive_digest(self.canonical_json)
-        ordered = sorted(planned, key=lambda p: (-p.itemsize, p.target.name))
-        entries, offset = [], 0
-        for item in ordered:
-            entries.append(_Entry(item, offset, offset + item.nbytes))
-            offset += item.nbytes
-        self.entries = tuple(entries)
+        placed, data_length = place(
+            planned, itemsize=lambda p: p.itemsize, name=lambda p: p.target.name, nbytes=lambda p: p.nbytes
+        )
+        self.entries = tuple(_Entry(*entry) for entry in placed)
         self.header = self._header()
         self.data_start = len(self.header)
-        self.total_length = self.data_start + offset
+        self.total_length = self.data_start + data_length
 
     def _header(self) -> bytes:
         metadata = {
@@ -677,18 +675,14 @@ class DerivedFile:
             return
         if start < self.data_start:
             yield memoryview(self.header)[start : min(stop, self.data_start)]
-        for entry in self.entries:
-            begin, end = self.data_start + entry.begin, self.data_start + entry.end
-            lo, hi = max(start, begin), min(stop, end)
-            if lo >= hi:
-                continue
+        for entry, lo, hi in overlapping(self.entries, self.data_start, start, stop):
             pieces = compute(entry.item, read, kernel)
             computed = sum(piece.nbytes for piece in pieces)
             if computed != entry.end - entry.begin:
                 raise AssertionError(
                     f"{entry.item.target.name}: computed {computed} bytes, planned {entry.end - entry.begin}"
                 )
-            yield from _cut(pieces, lo - begin, hi - begin)
+            yield from _cut(pieces, lo, hi)
 
     def to_bytes(self, read: Reader, *, kernel: Kernel | None = None) -> bytes:
         return b"".join(bytes(view) for view in self.iter_bytes_with(read, kernel=kernel))

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from .generate import DEFAULT_BLOCK, WholeSource, iter_result_chunks
 from .kernels import Kernel
@@ -28,6 +29,43 @@ def encode_header(body: Mapping[str, object]) -> bytes:
     return struct.pack("<Q", padded) + text.ljust(padded, b" ")
 
 
+T = TypeVar("T")
+
+
+def place(
+    items: Iterable[T], *, itemsize: Callable[[T], int], name: Callable[[T], str], nbytes: Callable[[T], int]
+) -> tuple[list[tuple[T, int, int]], int]:
+    """``(item, begin, end)`` in file order — descending itemsize, then name, as the safetensors library
+    writes them, so every tensor starts aligned to its itemsize — with offsets within the data section;
+    and the data section's length. The one layout rule of every file the engine writes."""
+    placed, offset = [], 0
+    for item in sorted(items, key=lambda item: (-itemsize(item), name(item))):
+        placed.append((item, offset, offset + nbytes(item)))
+        offset += nbytes(item)
+    return placed, offset
+
+
+class Extent(Protocol):
+    @property
+    def begin(self) -> int: ...  # offset of the tensor's first byte within the data section
+
+    @property
+    def end(self) -> int: ...
+
+
+E = TypeVar("E", bound=Extent)
+
+
+def overlapping(entries: Iterable[E], data_start: int, start: int, stop: int) -> Iterator[tuple[E, int, int]]:
+    """The entries that bytes [start, stop) of the file overlap, each with the overlap ``[lo, hi)`` as
+    offsets from the entry's first byte."""
+    for entry in entries:
+        begin = data_start + entry.begin
+        lo, hi = max(start, begin), min(stop, data_start + entry.end)
+        if lo < hi:
+            yield entry, lo - begin, hi - begin
+
+
 @dataclass(frozen=True)
 class _Entry:
     spec: Spec
@@ -41,15 +79,16 @@ class SafetensorsFile:
     def __init__(self, source: Spec | BundleSpec) -> None:
         self.source = source
         specs = [source] if isinstance(source, Spec) else list(source.tensors)
-        specs.sort(key=lambda spec: (-spec.dtype_info.itemsize, spec.name))
-        entries, offset = [], 0
-        for spec in specs:
-            entries.append(_Entry(spec, offset, offset + spec.nbytes))
-            offset += spec.nbytes
-        self.entries = tuple(entries)
+        placed, data_length = place(
+            specs,
+            itemsize=lambda spec: spec.dtype_info.itemsize,
+            name=lambda spec: spec.name,
+            nbytes=lambda spec: spec.nbytes,
+        )
+        self.entries = tuple(_Entry(*entry) for entry in placed)
         self.header = self._header()
         self.data_start = len(self.header)
-        self.total_length = self.data_start + offset
+        self.total_length = self.data_start + data_length
 
     def _header(self) -> bytes:
         body: dict[str, object] = {
@@ -86,14 +125,10 @@ class SafetensorsFile:
             return
         if start < self.data_start:
             yield memoryview(self.header)[start : min(stop, self.data_start)]
-        for entry in self.entries:
-            begin, end = self.data_start + entry.begin, self.data_start + entry.end
-            lo, hi = max(start, begin), min(stop, end)
-            if lo >= hi:
-                continue
+        for entry, lo, hi in overlapping(self.entries, self.data_start, start, stop):
             itemsize = entry.spec.dtype_info.itemsize
-            first, last = (lo - begin) // itemsize, -(-(hi - begin) // itemsize)
-            skip = (lo - begin) - first * itemsize  # bytes to drop from the first element
+            first, last = lo // itemsize, -(-hi // itemsize)
+            skip = lo - first * itemsize  # bytes to drop from the first element
             remaining = hi - lo
             chunks = iter_result_chunks(
                 entry.spec,
