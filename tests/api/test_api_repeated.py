@@ -203,3 +203,65 @@ def test_every_route_parses_bodies_with_unique_keys() -> None:
     assert routes and all(isinstance(route, UniqueKeysRoute) for route in routes), [
         route.path for route in routes if not isinstance(route, UniqueKeysRoute)
     ]
+
+
+# --- repeated query parameters ---------------------------------------------------------------------
+SPEC = {"shape": [4, 4], "scheme": "normal", "name": "w"}
+
+
+def _tensor_path(http: httpx.Client) -> str:
+    response = http.post("/v1/resolve", json=SPEC)
+    assert response.status_code == 200, response.text
+    return str(response.json()["url"])
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("format=stats&format=safetensors", [("format", "twice ('stats', 'safetensors')")]),
+        ("format=stats&format=stats", [("format", "twice ('stats', 'stats')")]),  # equal values too
+        ("format=stats&%66ormat=digest", [("format", "twice ('stats', 'digest')")]),  # decoded as the router does
+        (
+            "format=digest&format=stats&format=digest&format=stats",
+            [("format", "4 times ('digest', 'stats', 'digest', …)")],
+        ),
+        ("a=1&format=stats&a=2&b&b", [("a", "twice ('1', '2')"), ("b", "twice ('', '')")]),  # unknown names too
+    ],
+)
+def test_repeated_query_parameters_are_422_on_every_route(
+    http: httpx.Client, query: str, expected: list[tuple[str, str]]
+) -> None:
+    tensor = _tensor_path(http)
+    requests = [
+        ("POST", "/v1/init", SPEC),  # with a query: never the fast path, but the same answer would be
+        ("POST", "/v1/bundle", {"seed": 0, "tensors": {"w": {"shape": [2], "scheme": "zeros"}}}),
+        ("POST", "/v1/resolve", SPEC),
+        ("POST", "/v1/diagnose", {"depth": 1, "width": 4, "activation": "tanh", "schemes": [{"scheme": "orthogonal"}]}),
+        ("GET", tensor, None),
+        ("GET", "/v1/schemes", None),
+        ("GET", "/v1/schemes/normal", None),
+        ("GET", "/v1/derived/d.AAAA", None),
+        ("GET", "/healthz", None),
+        ("GET", "/no/such/path", None),
+    ]
+    for method, path, body in requests:
+        response = http.request(method, f"{path}?{query}", json=body)
+        assert response.status_code == 422, (method, path, response.text)
+        assert response.headers["content-type"].startswith(PROBLEM)
+        problem = response.json()
+        assert problem["type"] == "urn:initserve:problem:invalid-spec"
+        assert [tuple(e["loc"]) for e in problem["errors"]] == [("query", name) for name, _ in expected]
+        for error, (name, times) in zip(problem["errors"], expected, strict=True):
+            assert error["msg"] == (
+                f"{name}: query parameter {name!r} is given {times}; give each query parameter once"
+            ), error["msg"]
+    assert http.head(f"{tensor}?{query}").status_code == 422
+
+
+def test_distinct_query_parameters_still_work(http: httpx.Client) -> None:
+    tensor = _tensor_path(http)
+    stats = http.get(f"{tensor}?format=stats&unrelated=1")
+    assert stats.status_code == 200 and stats.json()["numel"] == 16
+    fast = http.post("/v1/init", json=SPEC)
+    routed = http.post("/v1/init?format=safetensors&x=1", json=SPEC)
+    assert routed.status_code == 200 and routed.content == fast.content

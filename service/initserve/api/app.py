@@ -22,6 +22,7 @@ from initserve.api.limits import BodySizeLimitMiddleware, GenerationLimiter
 from initserve.api.metrics import Metrics, RequestMetricsMiddleware
 from initserve.api.openapi import install_openapi
 from initserve.api.problems import install_problem_handlers
+from initserve.api.query_params import SingleQueryParamsMiddleware
 from initserve.api.repeats import RepeatMemo, RepeatMiddleware
 from initserve.api.response_cache import ResponseCache
 from initserve.api.routes import ROUTERS
@@ -140,6 +141,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.repeat_memo = memo = RepeatMemo()
     app.add_middleware(RepeatMiddleware, cache=cache, metrics=metrics, api_keys=settings.api_key_values, memo=memo)
     app.add_middleware(JsonBodyMiddleware, paths=JSON_BODY_ROUTES)  # before the memo: both spellings share its key
+    # Every path, before the memo and the /v1/init fast path; inside the body limit, which has read the body.
+    app.add_middleware(SingleQueryParamsMiddleware)
     app.add_middleware(ContentEncodingMiddleware)  # before the memo, whose key has no Content-Encoding
     app.add_middleware(
         BodySizeLimitMiddleware,
