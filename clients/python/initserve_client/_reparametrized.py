@@ -12,7 +12,9 @@ written back through the reparametrization's inverse:
 - a ``parametrize`` list: assignment (``module.<name> = value`` under ``no_grad``), which calls each
   parametrization's ``right_inverse`` in reverse order — torch's own mechanism. Weight norm's
   magnitude is then set to the norm its forward divides by (``torch._weight_norm_interface``), so
-  ``g/‖v‖`` is exactly 1 and the weight equals the scheme's tensor bit for bit in float32/float64.
+  ``g/‖v‖`` is exactly 1 and the weight equals the scheme's tensor bit for bit in float32/float64
+  (float16/bfloat16: g is stored rounded while the forward divides in float32, so an element may
+  move by one unit in the last place).
   Spectral norm's power-iteration buffers ``_u``, ``_v`` are re-drawn N(0, 1) from (seed, buffer
   name), normalised, and given the 15 warm-up iterations torch's ``_SpectralNorm.__init__`` runs, now
   on the new weight.

@@ -214,20 +214,23 @@ def _prepare(
     tensor_parallel: TensorParallel | None,
 ) -> _Filling:
     rules = as_policy(policy)
-    computed = reparametrized_tensors(module)
-    if device is not None and any(param.is_meta for param in module.parameters()):
-        # to_empty() gives every parameter fresh, uninitialised storage: each needs a rule to fill it.
-        planned = plan_module(module, rules)
-        for name in planned.keys() & computed.keys():
-            computed[name].check()
-        untouched = [name for name, _, _, _ in _direct_parameters(module) if name not in planned]
-        if untouched:
-            raise InitserveError(
-                f"the policy leaves {untouched[0]!r} untouched, but materialising the module on {device!r} "
-                "(to_empty) would leave it holding uninitialised memory: give it a rule"
-            )
-    materialize(module, device, {name for entry in computed.values() for name in entry.rewritten})
-    return _Filling(module, plan_module(module, rules), tensor_parallel)
+    # Planning evaluates each parametrized tensor several times for its shape (the policy, a bias's
+    # fan_in, the filling); torch's cache makes that one evaluation each. Nothing is written meanwhile.
+    with _torch().nn.utils.parametrize.cached():
+        computed = reparametrized_tensors(module)
+        if device is not None and any(param.is_meta for param in module.parameters()):
+            # to_empty() gives every parameter fresh, uninitialised storage: each needs a rule to fill it.
+            planned = plan_module(module, rules)
+            for name in planned.keys() & computed.keys():
+                computed[name].check()
+            untouched = [name for name, _, _, _ in _direct_parameters(module) if name not in planned]
+            if untouched:
+                raise InitserveError(
+                    f"the policy leaves {untouched[0]!r} untouched, but materialising the module on {device!r} "
+                    "(to_empty) would leave it holding uninitialised memory: give it a rule"
+                )
+        materialize(module, device, {name for entry in computed.values() for name in entry.rewritten})
+        return _Filling(module, plan_module(module, rules), tensor_parallel)
 
 
 def _derive_targets(module: torch.nn.Module) -> dict[str, dict[str, Any]]:
@@ -438,14 +441,15 @@ def plan_init(
 
     With ``client``, one ``POST /v1/resolve`` (no generation) returns the canonical params, so each
     entry also shows the fans the server will use. Works on meta-device modules (no storage needed)."""
-    plan = plan_module(module, as_policy(policy))
+    with _torch().nn.utils.parametrize.cached():  # one evaluation per parametrized tensor (see _prepare)
+        plan = plan_module(module, as_policy(policy))
+        computed = reparametrized_tensors(module)
+        owners = {name: _type_name(owner) for name, _, _, owner in _direct_parameters(module)}
     canonical: Mapping[str, Any] = {}
     if client is not None and plan:
         resolved = client.resolve({"bundle": {"tensors": {name: spec for name, (spec, _) in plan.items()}}})
         canonical = resolved.get("canonical", {}).get("tensors", {})
-    owners = {name: _type_name(owner) for name, _, _, owner in _direct_parameters(module)}
     tied = tied_names(module)
-    computed = reparametrized_tensors(module)
     return [
         PlannedParameter(
             name=name,
