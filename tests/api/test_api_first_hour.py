@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
@@ -226,3 +227,57 @@ def test_a_wrong_method_is_405_with_allow(http: httpx.Client) -> None:
     response = http.get("/v1/init")
     assert response.status_code == 405
     assert response.json()["type"].endswith("method-not-allowed") and response.headers["allow"] == "POST"
+
+
+# Every path answered with GET answers HEAD too (RFC 9110 §9.1): the GET's status and headers, no body.
+GET_PATHS = [
+    "/healthz",
+    "/readyz",
+    "/v1/schemes",
+    "/v1/schemes/normal",
+    "/v1/schemes/no_such_scheme",  # 404 either way
+    "/v1/checkpoints/" + "a" * 64,  # documented GET, HEAD; 404 when absent
+    "/v1/checkpoints/abc",  # 422 either way
+    "/ui",
+    "/ui/assets/plotly.min.js",
+    "/docs",
+    "/openapi.json",
+]
+
+
+@pytest.mark.parametrize("path", GET_PATHS)
+def test_head_answers_wherever_get_does(http: httpx.Client, path: str) -> None:
+    got = http.get(path)
+    head = http.head(path)
+    assert head.status_code == got.status_code, (path, head.status_code, got.status_code)
+    assert head.content == b""
+    assert head.headers["content-type"] == got.headers["content-type"]
+    if "content-length" in got.headers and path not in ("/readyz",):  # readyz counts live generations
+        assert head.headers["content-length"] == got.headers["content-length"]
+
+
+@pytest.mark.parametrize(
+    ("path", "allow"),
+    [
+        ("/v1/tensors/t.abc", "GET, HEAD"),  # GET and HEAD are two routes here: Allow named only GET
+        ("/v1/derived/abc", "GET, HEAD"),
+        ("/v1/checkpoints/" + "a" * 64 + "/tensors/w", "GET, HEAD"),
+        ("/v1/checkpoints/" + "a" * 64, "GET, HEAD"),
+        ("/healthz", "GET, HEAD"),
+        ("/v1/init", "POST"),
+        ("/v1/checkpoints", "POST"),
+    ],
+)
+def test_a_wrong_method_lists_every_allowed_method(http: httpx.Client, path: str, allow: str) -> None:
+    response = http.request("DELETE", path)
+    assert response.status_code == 405, response.text
+    assert response.headers["allow"] == allow
+    assert allow in response.json()["detail"] and "DELETE" in response.json()["detail"]
+
+
+def test_head_keeps_the_api_key_rule(server_factory: Callable[..., LiveServer]) -> None:
+    keyed = server_factory(api_keys="head-key", protect_metrics="true")
+    with keyed.client() as client:
+        for path in ("/v1/schemes", "/v1/schemes/normal", "/metrics"):
+            assert client.head(path).status_code == 401, path
+            assert client.head(path, headers={"X-API-Key": "head-key"}).status_code == 200, path

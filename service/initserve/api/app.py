@@ -19,6 +19,7 @@ from initserve.api.docs_ui import install_docs
 from initserve.api.fast_init import FastInitMiddleware, init_route
 from initserve.api.json_body import UniqueKeysRoute
 from initserve.api.limits import BodySizeLimitMiddleware, GenerationLimiter
+from initserve.api.methods import add_head_routes
 from initserve.api.metrics import Metrics, RequestMetricsMiddleware
 from initserve.api.openapi import install_openapi
 from initserve.api.problems import install_problem_handlers
@@ -118,7 +119,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_openapi(app)
     install_docs(app)
     for router in ROUTERS:
+        add_head_routes(router)  # HEAD wherever GET is answered (api/methods.py)
         app.include_router(router)
+    add_head_routes(app.router)  # the routes added to the app itself (/docs, /redoc)
     # Innermost (inside CORS, which adds its headers to the answer): valid POST /v1/init requests skip
     # routing and dependency solving, with the same validation (api/fast_init.py).
     app.add_middleware(FastInitMiddleware, route=init_route(), api_keys=settings.read_key_values)

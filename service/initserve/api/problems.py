@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
+from initserve.api.methods import allowed_methods
 from initserve.engine.strict_json import DuplicateKeyError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -289,7 +290,11 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     detail = exc.detail if isinstance(exc.detail, str) else TITLES.get(slug, "error")
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"no resource at {request.url.path}"
-    return problem_response(exc.status_code, slug, detail, instance=request.url.path, headers=dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = allowed_methods(request.app, request.scope) or headers.get("Allow", "")
+        detail = f"{request.method} is not allowed on {request.url.path}; allowed: {headers['Allow']}"
+    return problem_response(exc.status_code, slug, detail, instance=request.url.path, headers=headers)
 
 
 async def _on_unexpected(request: Request, _exc: Exception) -> JSONResponse:
