@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from initserve_client import APIError, AsyncClient, Client, IntegrityError, RetryPolicy
+from initserve_client import APIError, AsyncClient, Client, InitserveError, IntegrityError, RetryPolicy
 from initserve_client._checkpoints import UPLOAD_CHUNK, safetensors_bytes
 
 from tests.live_server import LiveServer as Server
@@ -114,3 +114,46 @@ def test_a_missing_file_or_an_empty_one(server: Server, tmp_path: Path, mode: st
     with pytest.raises(APIError) as caught:
         call(mode, server.url, "upload_checkpoint", tmp_path / "empty.safetensors")
     assert caught.value.status == 422
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_dtype_the_server_stores_uploads_and_reads_back(server: Server, mode: str) -> None:
+    """The client uploads what the server's checkpoint store holds, float8 included (numpy via ml_dtypes)."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    ramp = np.linspace(-2, 2, 6)
+    state = {
+        "e4m3": ramp.astype(ml_dtypes.float8_e4m3fn),
+        "e5m2": ramp.astype(ml_dtypes.float8_e5m2),
+        "bf16": ramp.astype(ml_dtypes.bfloat16),
+        "u16": np.arange(4, dtype=np.uint16),
+        "flags": np.array([True, False, True]),
+    }
+    manifest = call(mode, server.url, "upload_checkpoint", state)
+    codes = {name: entry["dtype"] for name, entry in manifest["tensors"].items()}
+    assert codes == {"e4m3": "F8_E4M3", "e5m2": "F8_E5M2", "bf16": "BF16", "u16": "U16", "flags": "BOOL"}
+    for name, value in state.items():
+        back = call(mode, server.url, "checkpoint_tensor", manifest["digest"], name)
+        assert back.dtype == value.dtype and back.tobytes() == value.tobytes(), name
+    # The same bits as torch tensors (bfloat16 and float8, which torch cannot hand to numpy, included).
+    torch = pytest.importorskip("torch")
+    as_torch = {
+        "e4m3": torch.from_numpy(state["e4m3"].view(np.uint8)).view(torch.float8_e4m3fn),
+        "e5m2": torch.from_numpy(state["e5m2"].view(np.uint8)).view(torch.float8_e5m2),
+        "bf16": torch.from_numpy(state["bf16"].view(np.int16)).view(torch.bfloat16),
+        "u16": torch.from_numpy(state["u16"]),
+        "flags": torch.from_numpy(state["flags"]),
+    }
+    assert call(mode, server.url, "upload_checkpoint", as_torch)["digest"] == manifest["digest"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_dtype_the_server_cannot_store_is_refused_before_any_request(
+    proxy_factory: Callable[..., FaultProxy], mode: str
+) -> None:
+    proxy = proxy_factory()
+    with pytest.raises(InitserveError, match=r"cannot upload dtype complex64; supported: float32, .*, float8_e5m2$"):
+        call(mode, proxy.url, "upload_checkpoint", {"z": np.zeros(2, np.complex64)})
+    torch = pytest.importorskip("torch")
+    with pytest.raises(InitserveError, match=r"cannot upload dtype torch.float8_e4m3fnuz; supported: float32, "):
+        call(mode, proxy.url, "upload_checkpoint", {"z": torch.zeros(2, dtype=torch.float8_e4m3fnuz)})
+    assert proxy.connections == 0

@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 import httpx
 import numpy as np
-from initserve.engine.checkpoint import tensor_digest
+from initserve.engine.checkpoint import DTYPE_CODES, tensor_digest
 
 from ._base import BaseClient
 from ._errors import InitserveError, IntegrityError
@@ -35,21 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["CheckpointFlows", "CheckpointMethods", "record_digest", "safetensors_bytes"]
 
 UPLOAD_CHUNK = 1 << 20
-_NUMPY_CODES = {
-    "float64": "F64",
-    "float32": "F32",
-    "float16": "F16",
-    "int64": "I64",
-    "int32": "I32",
-    "int16": "I16",
-    "int8": "I8",
-    "uint8": "U8",
-    "uint16": "U16",
-    "uint32": "U32",
-    "uint64": "U64",
-    "bool": "BOOL",
-    "bfloat16": "BF16",
-}
+_BITS_ONLY = ("bfloat16", "float8_e4m3fn", "float8_e5m2")
 
 
 def record_digest(dtype: str, shape: Sequence[int], data: bytes | memoryview) -> str:
@@ -57,21 +43,30 @@ def record_digest(dtype: str, shape: Sequence[int], data: bytes | memoryview) ->
     return tensor_digest(dtype, shape, data)
 
 
+def _unsupported(dtype: object) -> InitserveError:
+    return InitserveError(f"cannot upload dtype {dtype}; supported: {', '.join(DTYPE_CODES)}")
+
+
 def _as_array(value: Any) -> tuple[str, tuple[int, ...], bytes]:
     """(safetensors dtype, shape, raw little-endian C-order bytes) of a numpy array or torch tensor."""
-    if hasattr(value, "detach"):  # torch: bfloat16 travels as its 16-bit patterns
+    if hasattr(value, "detach"):
         import torch
 
         tensor = value.detach().to("cpu").contiguous()
-        if tensor.dtype == torch.bfloat16:
-            return "BF16", tuple(tensor.shape), tensor.view(torch.int16).numpy().tobytes()
-        value = tensor.numpy()
+        name = str(tensor.dtype).removeprefix("torch.")
+        if name in _BITS_ONLY:  # dtypes torch cannot hand to numpy travel as their bit patterns
+            bits = tensor.view(torch.uint8 if tensor.element_size() == 1 else torch.int16)
+            return DTYPE_CODES[name], tuple(tensor.shape), bits.numpy().tobytes()
+        try:
+            value = tensor.numpy()
+        except TypeError:  # a dtype numpy lacks (complex32, float8_e4m3fnuz, …)
+            raise _unsupported(tensor.dtype) from None
     array = np.asarray(value)
     if not array.flags.c_contiguous:  # (np.ascontiguousarray would turn a scalar into shape (1,))
         array = array.copy(order="C")
-    code = _NUMPY_CODES.get(array.dtype.name)
+    code = DTYPE_CODES.get(array.dtype.name)  # the server's table: numpy's dtype names are the API's
     if code is None:
-        raise InitserveError(f"cannot upload dtype {array.dtype}; supported: {', '.join(_NUMPY_CODES)}")
+        raise _unsupported(array.dtype)
     if array.dtype.byteorder == ">":
         array = array.astype(array.dtype.newbyteorder("<"))
     return code, tuple(array.shape), array.tobytes()

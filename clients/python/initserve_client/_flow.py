@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from initserve.engine.checkpoint import DTYPE_CODES
 
 from ._cache import Cache, CacheEntry
 from ._download import BodyWriter, MemorySink, Progress, Sink, make_progress, plan_ranges
@@ -347,9 +348,6 @@ def _open(cache: Cache, entry: CacheEntry, path: str, body: Mapping[str, Any], k
     return file
 
 
-_DTYPE_CODES = {"float32": "F32", "float64": "F64", "float16": "F16", "bfloat16": "BF16"}
-
-
 def _expected(spec: Mapping[str, Any], defaults: Mapping[str, Any]) -> tuple[str | None, Any]:
     """(safetensors dtype code, result shape) a spec asks for; None/[] where the client cannot tell."""
     dtype = spec.get("dtype", defaults.get("dtype", "float32"))
@@ -357,7 +355,7 @@ def _expected(spec: Mapping[str, Any], defaults: Mapping[str, Any]) -> tuple[str
     if isinstance(shape, list) and isinstance(spec.get("slice"), list):
         cut = [stop - start for start, stop in spec["slice"] if isinstance(start, int) and isinstance(stop, int)]
         shape = cut + shape[len(cut) :]
-    return _DTYPE_CODES.get(str(dtype)), shape
+    return DTYPE_CODES.get(str(dtype)), shape
 
 
 def mismatch(path: str, body: Mapping[str, Any], file: SafetensorsFile) -> str | None:
