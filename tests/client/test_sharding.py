@@ -15,7 +15,7 @@ import pytest
 import torch
 from initserve_client import InitserveError, LocalClient, init_module
 from initserve_client._distributed import placement_layout
-from initserve_client._shards import ShardLayout, chunk_bounds, megatron_indices
+from initserve_client._shards import Box, ShardLayout, chunk_bounds, megatron_indices
 from torch import nn
 from torch.distributed.tensor import Partial, Replicate, Shard
 from torch.distributed.tensor._utils import _compute_local_shape_and_global_offset
@@ -91,6 +91,21 @@ def test_fsdp_tp_strided_rows_follow_torch_docstring_example() -> None:
 def test_a_rank_outside_the_mesh_holds_nothing() -> None:
     layout = placement_layout((10, 7), (2,), None, (Shard(0),))
     assert layout.local_shape == (0, 0) and layout.boxes() == []
+
+
+@pytest.mark.parametrize("shape", [(2, 5), (3,), (4, 0, 2), (0, 6)])
+def test_a_rank_holding_nothing_requests_an_empty_block_that_is_checked_like_any_other(
+    local: LocalClient, shape: tuple[int, ...]
+) -> None:
+    """The request of a rank with no element (an empty chunk, a rank outside the mesh) is an empty
+    block of the global tensor, so a spec its peers' requests are refused for is refused here too
+    (torchrun: tests/distributed)."""
+    box = Box.nothing(shape)
+    assert math.prod(box.shape) == 0 and box.shape[1:] == shape[1:]
+    spec = {"shape": list(shape), "dtype": "float32", "scheme": "normal", "slice": box.spec_slice(shape)}
+    assert local.bundle({"w": spec}, seed=1)["w"].shape == box.shape
+    with pytest.raises(InitserveError, match=r"w\.params\.std"):
+        local.bundle({"w": {**spec, "params": {"std": -1.0}}}, seed=1)
 
 
 def test_partial_placement_is_refused_with_its_reason() -> None:

@@ -91,6 +91,26 @@ def memory_figures(client: Any, mesh: Any) -> dict[str, Any]:
     }
 
 
+def refusals(client: Any, mesh: Any, world: int) -> dict[str, str]:
+    """init_module with a spec the engine refuses, on tensors some ranks hold nothing of: what each
+    case did on this rank ("raised: <message>" or "returned"). Every rank must raise: one that
+    returned would wait in its next collective for peers that never come."""
+    from torch.distributed.device_mesh import DeviceMesh
+
+    table = {"tiny": ((2, 5), torch.float32, ("S0",))}  # 2 rows: ranks 2 and 3 hold none
+    modules = {"empty_chunk": dtensor_params(table, mesh)}
+    if world >= 3:  # a mesh of ranks 0 and 1: the others are outside it
+        modules["outside_mesh"] = dtensor_params(table, DeviceMesh("cpu", [0, 1]))
+    out = {}
+    for case, module in modules.items():
+        try:
+            init_module(module, client=client, seed=sc.SEED, policy={"*": {"scheme": "normal", "params": {"std": -1}}})
+            out[case] = "returned"
+        except Exception as exc:
+            out[case] = f"raised: {exc}"
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, required=True)
@@ -125,6 +145,8 @@ def main() -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError("the rank initialising alone did not finish")
             time.sleep(0.05)
+
+    report["refusals"] = refusals(client, mesh, world)
 
     if world == 4:
         mesh2 = init_device_mesh("cpu", (2, 2))

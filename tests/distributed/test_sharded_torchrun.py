@@ -108,6 +108,13 @@ def check_reports(reports: list[dict[str, Any]], reference: dict[str, str], worl
     if world_size == 4:
         assert reports[0]["hsdp_placements"] == "(Replicate(), Shard(dim=0))"
         assert reports[0]["fsdp_tp_placements"]["0.weight"] == "(_StridedShard(dim=0, sf=2), Shard(dim=0))"
+    # A refused spec fails on every rank, those holding nothing of the tensor too (an empty chunk, a
+    # rank outside the mesh), with the engine's message naming the parameter and the rule.
+    for rank, report in enumerate(reports):
+        cases = {"empty_chunk"} | ({"outside_mesh"} if world_size >= 3 else set())
+        assert set(report["refusals"]) == cases
+        for case, outcome in report["refusals"].items():
+            assert outcome.startswith("raised:") and "tiny.params.std" in outcome, (rank, case, outcome)
     expected_local = megatron_expected(world_size)
     for rank, report in enumerate(reports):
         assert report["megatron_local"] == expected_local[rank], f"Megatron rank {rank} of {world_size}"

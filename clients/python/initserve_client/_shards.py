@@ -76,6 +76,13 @@ class Box:
     ranges: tuple[tuple[int, int], ...]
     local_offsets: tuple[int, ...]
 
+    @classmethod
+    def nothing(cls, global_shape: Sequence[int]) -> Box:
+        """An empty block (no rows of the leading dimension): what a rank holding no element requests,
+        so that its spec is checked exactly as its peers' are."""
+        shape = tuple(int(n) for n in global_shape)
+        return cls(tuple((0, 0 if axis == 0 else n) for axis, n in enumerate(shape)), tuple(0 for _ in shape))
+
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(stop - start for start, stop in self.ranges)

@@ -136,7 +136,10 @@ class _Filling:
                 self._add(0, name, spec, None)
                 continue
             spec = {**spec, "shape": list(layout.global_shape)}  # the scheme's scalars follow the global shape
-            for k, box in enumerate(layout.boxes()):
+            # A rank holding no element (an empty torch.chunk piece, a rank outside the mesh) still requests
+            # an empty block: its spec is then checked like its peers'. Were it skipped, a spec its peers
+            # raise on would pass here, and this rank would wait in the next collective for peers that never come.
+            for k, box in enumerate(layout.boxes() or [Box.nothing(layout.global_shape)]):
                 box_slice = box.spec_slice(layout.global_shape)
                 self._add(k, name, spec if box_slice is None else {**spec, "slice": box_slice}, box)
 
@@ -151,6 +154,8 @@ class _Filling:
         box, local = self.boxes[k][name], self.locals[name]
         if box is None or box.shape == tuple(local.shape):  # the whole local tensor: no view to build
             return local
+        if 0 in box.shape:  # nothing held; outside the mesh, DTensor gives the local tensor shape (0,)
+            return local.new_empty(box.shape)
         return local[box.local_index()]
 
     def direct(self, k: int) -> list[str]:
