@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import fully_shard
+from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.distributed.tensor import DTensor
 from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
@@ -163,6 +163,24 @@ def main() -> None:
     report["fsdp_placements"] = str(block.emb.weight.placements)
     report["fsdp_local_numel"] = sum(p.to_local().numel() for p in block.parameters())
     report["full"].update(gathered(block, "fsdp"))
+
+    # FSDP2 with its parameters unsharded (after a forward with reshard_after_forward=False, or unshard()):
+    # the registered tensors are all-gather buffers. The sharded parameters must be the ones filled: they
+    # are what the next reshard registers again (and what the optimizer steps).
+    for case in ("after_forward", "unshard"):
+        mlp = sc.tp_mlp()
+        fully_shard(mlp[0], mesh=mesh, reshard_after_forward=False)
+        fully_shard(mlp, mesh=mesh, reshard_after_forward=False)
+        if case == "after_forward":
+            mlp(torch.zeros(2, 16))
+        else:
+            for sub in (mlp, mlp[0]):
+                sub.unshard()  # type: ignore[operator]
+        init_module(mlp, client=client, seed=sc.SEED)
+        for sub in mlp.modules():
+            if isinstance(sub, FSDPModule):
+                sub.reshard()
+        report["full"].update(gathered(mlp, f"fsdp_{case}"))
 
     if world == 4:  # HSDP: replicate across the first mesh dimension, shard across the second
         with torch.device("meta"):

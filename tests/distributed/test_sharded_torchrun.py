@@ -71,6 +71,9 @@ def reference() -> dict[str, str]:
         init_module(module, client=client, seed=sc.SEED, policy=policy)
         shas.update({f"{prefix}/{name}": sha256(p) for name, p in module.named_parameters()})
     shas.update({key.replace("fsdp/", "hsdp/"): value for key, value in shas.items() if key.startswith("fsdp/")})
+    for case in ("after_forward", "unshard"):  # the tp_mlp under plain FSDP2, its parameters unsharded
+        mlp = {key.removeprefix("fsdp_tp/"): value for key, value in shas.items() if key.startswith("fsdp_tp/")}
+        shas.update({f"fsdp_{case}/{key}": value for key, value in mlp.items()})
     return shas
 
 
@@ -92,7 +95,7 @@ def megatron_expected(world_size: int) -> list[dict[str, str]]:
 
 def check_reports(reports: list[dict[str, Any]], reference: dict[str, str], world_size: int) -> None:
     gathered = reports[0]["full"]
-    expected_keys = {k for k in reference if k.startswith(("1d/", "fsdp/"))}
+    expected_keys = {k for k in reference if k.startswith(("1d/", "fsdp/", "fsdp_after_forward/", "fsdp_unshard/"))}
     if world_size == 4:
         expected_keys |= {k for k in reference if k.startswith(("2d/", "hsdp/", "fsdp_tp/"))}
     assert expected_keys <= set(gathered), sorted(expected_keys - set(gathered))

@@ -8,6 +8,7 @@ its tensor-parallel rank) and the global shape alone.
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from ._shards import ShardLayout, megatron_indices, shard_indices, strided_shard
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["TensorParallel", "layout_of", "local_tensor", "materialize", "placement_layout"]
+__all__ = ["TensorParallel", "layout_of", "local_tensor", "materialize", "placement_layout", "reshard_fsdp"]
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,21 @@ def _megatron_layout(name: str, param: torch.Tensor, tensor_parallel: TensorPara
     except ValueError as exc:
         raise InitserveError(f"{name}: {exc}") from None
     return ShardLayout(tuple(shape), tuple(indices))
+
+
+def reshard_fsdp(module: torch.nn.Module) -> None:
+    """Register the sharded parameters of every FSDP2 module inside ``module`` (``FSDPModule.reshard``).
+
+    After a forward with ``reshard_after_forward=False`` (or an explicit ``unshard()``) FSDP2 registers
+    plain, unsharded tensors: the all-gather's output. Values written there never reach the sharded
+    DTensors the optimizer steps and checkpoints save, and the next reshard discards them. Resharding
+    frees that memory and communicates nothing."""
+    fsdp = sys.modules.get("torch.distributed.fsdp")
+    if fsdp is None:  # never imported: no module can be an FSDP module (and a plain model pays no import)
+        return
+    for sub in module.modules():
+        if isinstance(sub, fsdp.FSDPModule):
+            sub.reshard()  # not recursive: each FSDP module its own groups
 
 
 def materialize(module: torch.nn.Module, device: str | torch.device | None, filled: Collection[str] = ()) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._distributed import TensorParallel, layout_of, local_tensor, materialize
+from ._distributed import TensorParallel, layout_of, local_tensor, materialize, reshard_fsdp
 from ._errors import InitserveError, MissingDependencyError
 from ._policies import InitRule, Policy, _direct_parameters, as_policy, plan_module, tied_names
 from ._reparametrized import Reparametrized, reparametrized_tensors
@@ -219,6 +219,7 @@ def _prepare(
     tensor_parallel: TensorParallel | None,
 ) -> _Filling:
     rules = as_policy(policy)
+    reshard_fsdp(module)  # fill FSDP2's sharded parameters, never its unsharded all-gather buffers
     # Planning evaluates each parametrized tensor several times for its shape (the policy, a bias's
     # fan_in, the filling); torch's cache makes that one evaluation each. Nothing is written meanwhile.
     with _torch().nn.utils.parametrize.cached():
