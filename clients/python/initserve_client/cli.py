@@ -88,7 +88,10 @@ def register(subparsers: Subparsers) -> None:
 
 
 # -- argument helpers ---------------------------------------------------------------------------------
-def _parser(subparsers: Subparsers, name: str, help_: str, description: str, epilog: str) -> argparse.ArgumentParser:
+def _parser(
+    subparsers: Subparsers, name: str, help_: str, description: str | None, epilog: str
+) -> argparse.ArgumentParser:
+    """A command or an action: its examples (``epilog``) are printed as written."""
     return subparsers.add_parser(
         name, help=help_, description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -631,22 +634,16 @@ def _register_cache(subparsers: Subparsers) -> None:
     )
     parser.add_argument("--cache-dir", help="cache root (default: INITSERVE_CACHE_DIR or the user cache dir)")
     actions = parser.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
-    ls = actions.add_parser(
-        epilog=CACHE_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        name="ls",
-        help="list cached files",
-        description="List cached files, most recently used first.",
-    )
+    ls = _parser(actions, "ls", "list cached files", "List cached files, most recently used first.", CACHE_EXAMPLES)
     ls.add_argument("--json", action="store_true", help="print JSON")
     ls.set_defaults(func=lambda args: _run("cache ls", lambda: _cache_ls(args)))
-    verify = actions.add_parser(
-        epilog=CACHE_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        name="verify",
-        help="re-hash every blob (and check it against the server with --server)",
-        description="Re-hash every blob; delete the corrupted ones (exit 1). With --server, also compare each "
-        "entry's tree hash with the server's authoritative digest (?format=digest of its tensor URL).",
+    verify = _parser(
+        actions,
+        "verify",
+        "re-hash every blob (and check it against the server with --server)",
+        "Re-hash every blob; delete the corrupted ones (exit 1). With --server, also compare each entry's tree "
+        "hash with the server's authoritative digest (?format=digest of its tensor URL).",
+        CACHE_EXAMPLES,
     )
     verify.add_argument(
         "--server",
@@ -655,12 +652,12 @@ def _register_cache(subparsers: Subparsers) -> None:
     )
     _connection_options(verify)
     verify.set_defaults(func=lambda args: _run("cache verify", lambda: _cache_verify(args)))
-    prune = actions.add_parser(
-        epilog=CACHE_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        name="prune",
-        help="delete old or orphaned entries",
-        description="Delete entries unused for --older-than days (or --all), orphaned blobs and stale temp files.",
+    prune = _parser(
+        actions,
+        "prune",
+        "delete old or orphaned entries",
+        "Delete entries unused for --older-than days (or --all), orphaned blobs and stale temp files.",
+        CACHE_EXAMPLES,
     )
     prune.add_argument("--older-than", type=float, metavar="DAYS", help="remove entries unused for DAYS days")
     prune.add_argument("--all", action="store_true", help="empty the cache")

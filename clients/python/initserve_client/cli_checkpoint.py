@@ -34,32 +34,17 @@ def register(subparsers: Subparsers) -> None:
         EXAMPLES,
     )
     actions = parser.add_subparsers(dest="checkpoint_command", metavar="ACTION", required=True)
-    upload = actions.add_parser(
-        "upload",
-        help="upload a .safetensors file",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    upload = _parser(actions, "upload", "upload a .safetensors file", None, EXAMPLES)
     upload.add_argument("file", type=Path, help="a .safetensors file (streamed)")
     upload.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
     _connection_options(upload)
     upload.set_defaults(func=lambda args: _run("checkpoint upload", lambda: _upload(args)))
-    show = actions.add_parser(
-        "show",
-        help="print a checkpoint's manifest",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    show = _parser(actions, "show", "print a checkpoint's manifest", None, EXAMPLES)
     show.add_argument("digest", help="checkpoint digest (64 hex)")
     show.add_argument("--json", action="store_true", help="print JSON")
     _connection_options(show)
     show.set_defaults(func=lambda args: _run("checkpoint show", lambda: _show(args)))
-    derive = actions.add_parser(
-        "derive",
-        help="derive a model into a .safetensors file",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    derive = _parser(actions, "derive", "derive a model into a .safetensors file", None, EXAMPLES)
     derive.add_argument("request", type=Path, help="JSON file: {source, target: {seed, tensors}, rules}")
     derive.add_argument("-o", "--output", type=Path, required=True, help="where to write the .safetensors file")
     _connection_options(derive)
