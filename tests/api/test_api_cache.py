@@ -344,3 +344,44 @@ def test_only_short_successful_small_file_requests_are_remembered() -> None:
         return seen
 
     assert anyio.run(scenario) == [(200, 0), (422, 0), (200, 0), (200, 1), (200, 1)]
+
+
+def test_a_remembered_request_is_not_answered_without_a_valid_key_nor_to_a_range() -> None:
+    """In process: the memo and the /v1/init fast path apply the key rule and the bypass headers."""
+    app = create_app(Settings(api_keys="reader"))
+    memo: RepeatMemo = app.state.repeat_memo
+    body = json.dumps({"shape": [8, 8], "scheme": "normal", "seed": 9})
+    json_type = {"Content-Type": "application/json"}
+
+    async def scenario() -> list[tuple[int, int]]:
+        seen = []
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            first = await client.post("/v1/init", content=body, headers={**json_type, "X-API-Key": "reader"})
+            seen.append((first.status_code, len(memo)))
+            for headers in ({}, {"X-API-Key": "nobody"}, {"Authorization": "Bearer nobody"}, {"X-API-Key": "reader"}):
+                response = await client.post("/v1/init", content=body, headers={**json_type, **headers})
+                assert response.status_code != 200 or response.content == first.content
+                seen.append((response.status_code, len(memo)))
+            url = first.headers["content-location"]
+            whole = await client.get(url, headers={"X-API-Key": "reader"})
+            seen.append((whole.status_code, len(memo)))
+            for _ in range(2):  # the GET is remembered now: a Range must still be served as a range
+                part = await client.get(url, headers={"X-API-Key": "reader", "Range": "bytes=0-9"})
+                assert part.content == whole.content[:10]
+                seen.append((part.status_code, len(memo)))
+            keyless = await client.get(url)
+            seen.append((keyless.status_code, len(memo)))
+        return seen
+
+    assert anyio.run(scenario) == [
+        (200, 1),
+        (401, 1),
+        (401, 1),
+        (401, 1),
+        (200, 1),
+        (200, 2),
+        (206, 2),
+        (206, 2),
+        (401, 2),
+    ]

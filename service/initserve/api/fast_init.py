@@ -27,9 +27,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from initserve.api.models import InitSpec
 from initserve.api.negotiation import wanted_format
 from initserve.api.problems import ProblemError, problem_of
-from initserve.api.repeats import replay
+from initserve.api.repeats import keyed_headers, replay
 from initserve.api.routes.init import router as init_router
-from initserve.api.security import raw_key_allowed
 from initserve.api.serving import serve_target
 from initserve.api.targets import build_target
 from initserve.engine.strict_json import loads_unique
@@ -49,19 +48,11 @@ class FastInitMiddleware:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != PATH or scope["query_string"]:
             await self.app(scope, receive, send)
             return
-        content_type = accept = authorization = api_key = b""
-        for name, value in scope["headers"]:
-            if name == b"content-type" and not content_type:
-                content_type = value
-            elif name == b"accept" and not accept:
-                accept = value
-            elif name == b"authorization" and not authorization:
-                authorization = value
-            elif name == b"x-api-key" and not api_key:
-                api_key = value
-        if content_type != b"application/json" or not raw_key_allowed(authorization, api_key, self.api_keys):
+        headers = keyed_headers(scope, self.api_keys)
+        if headers is None or headers[0] != b"application/json":
             await self.app(scope, receive, send)
             return
+        accept = headers[1]
         message = await receive()
         receive = replay(message, receive)
         if message["type"] != "http.request" or message.get("more_body", False):

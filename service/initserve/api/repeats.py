@@ -99,22 +99,11 @@ class RepeatMiddleware:
         if scope["type"] != "http" or not self.cache.enabled or not _eligible_path(scope["method"], scope["path"]):
             await self.app(scope, receive, send)
             return
-        content_type = accept = authorization = api_key = b""
-        for name, value in scope["headers"]:
-            if name in _BYPASS:
-                await self.app(scope, receive, send)
-                return
-            if name == b"content-type" and not content_type:
-                content_type = value
-            elif name == b"accept" and not accept:
-                accept = value
-            elif name == b"authorization" and not authorization:
-                authorization = value
-            elif name == b"x-api-key" and not api_key:
-                api_key = value
-        if not raw_key_allowed(authorization, api_key, self.api_keys):
+        headers = keyed_headers(scope, self.api_keys, _BYPASS)
+        if headers is None:
             await self.app(scope, receive, send)
             return
+        content_type, accept = headers
         body = b""
         if scope["method"] == "POST":
             message = await receive()
@@ -160,6 +149,27 @@ class RepeatMiddleware:
             return
         headers = list(start.get("headers", []))
         self.memo.put(key, Answer(cache_key, headers, scope.get("route"), state.get("etag")))
+
+
+def keyed_headers(
+    scope: Scope, api_keys: tuple[bytes, ...], bypass: frozenset[bytes] = frozenset()
+) -> tuple[bytes, bytes] | None:
+    """The first ``Content-Type`` and ``Accept`` (raw, b"" when absent) of a request that carries none of
+    the ``bypass`` headers and that :func:`~initserve.api.security.require_api_key` would let in; None for
+    any other request (the full path answers it: 401 for a missing or unknown key)."""
+    content_type = accept = authorization = api_key = b""
+    for name, value in scope["headers"]:
+        if name in bypass:
+            return None
+        if name == b"content-type" and not content_type:
+            content_type = value
+        elif name == b"accept" and not accept:
+            accept = value
+        elif name == b"authorization" and not authorization:
+            authorization = value
+        elif name == b"x-api-key" and not api_key:
+            api_key = value
+    return (content_type, accept) if raw_key_allowed(authorization, api_key, api_keys) else None
 
 
 def replay(message: Message, receive: Receive) -> Receive:
