@@ -10,6 +10,7 @@ import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -171,3 +172,155 @@ def test_cache_maintenance(server: Server, isolated_env: Path) -> None:
     assert cache.prune(everything=True) > 0
     assert cache.entries() == [] and blobs(isolated_env) == []
     assert json.loads(json.dumps([e.to_json() for e, _ in cache.entries()])) == []
+
+
+# --- a request index entry that names another intact file -------------------------------------------
+# The blob is intact (its tree hash is its name) and holds the requested names, dtype, shape and seed,
+# but it is the file of another spec: the entry must be refused and the requested tensor fetched again.
+def _fetch(client: Client, kind: str, args: dict[str, Any]) -> np.ndarray:
+    if kind == "bundle":
+        return client.bundle(**args)["w"]
+    return client.tensor(**args)
+
+
+def _new_request_entry(cache_dir: Path, before: set[Path]) -> Path:
+    (entry,) = set((cache_dir / "v2" / "index" / "requests").iterdir()) - before
+    return entry
+
+
+def _requests(cache_dir: Path) -> set[Path]:
+    index = cache_dir / "v2" / "index" / "requests"
+    return set(index.iterdir()) if index.exists() else set()
+
+
+SAME_LOOKING = {  # (kind, asked, other): the same names, dtype, shape and seed, other values
+    "slice offset": (
+        "tensor",
+        {"shape": [8, 4], "scheme": "normal", "seed": 5, "name": "w", "slice": [[0, 2]]},
+        {"shape": [8, 4], "scheme": "normal", "seed": 5, "name": "w", "slice": [[2, 4]]},
+    ),
+    "slice offset, second dim": (
+        "tensor",
+        {"shape": [4, 8], "scheme": "normal", "seed": 5, "name": "w", "slice": [[0, 4], [4, 6]]},
+        {"shape": [4, 8], "scheme": "normal", "seed": 5, "name": "w", "slice": [[0, 4], [0, 2]]},
+    ),
+    "numeric param": (
+        "tensor",
+        {"shape": [8, 4], "scheme": "normal", "seed": 5, "name": "w", "params": {"std": 1.0}},
+        {"shape": [8, 4], "scheme": "normal", "seed": 5, "name": "w", "params": {"std": 2.0}},
+    ),
+    "layout": (
+        "tensor",
+        {"shape": [8, 4], "scheme": "he_normal", "seed": 5, "name": "w", "layout": "torch"},
+        {"shape": [8, 4], "scheme": "he_normal", "seed": 5, "name": "w", "layout": "keras"},
+    ),
+    "algorithm": (
+        "tensor",
+        {"shape": [16, 16], "scheme": "orthogonal", "seed": 5, "name": "w", "algorithm": 1},
+        {"shape": [16, 16], "scheme": "orthogonal", "seed": 5, "name": "w", "algorithm": 2},
+    ),
+    "bundle tensor slice offset": (
+        "bundle",
+        {"tensors": {"w": {"shape": [8, 4], "scheme": "normal", "slice": [[4, 6]]}}, "seed": 5},
+        {"tensors": {"w": {"shape": [8, 4], "scheme": "normal", "slice": [[0, 2]]}}, "seed": 5},
+    ),
+    "bundle layout": (
+        "bundle",
+        {
+            "tensors": {"w": {"shape": [8, 4], "scheme": "glorot_normal", "params": {"fan_in": 3}}},
+            "seed": 5,
+            "layout": "keras",
+        },
+        {
+            "tensors": {"w": {"shape": [8, 4], "scheme": "glorot_normal", "params": {"fan_in": 3}}},
+            "seed": 5,
+            "layout": "torch",
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(SAME_LOOKING))
+@pytest.mark.parametrize("keep_etag", [False, True], ids=["whole-entry", "blob-only"])
+def test_an_index_entry_naming_another_files_is_refused(
+    server: Server, isolated_env: Path, case: str, keep_etag: bool
+) -> None:
+    kind, asked, other = SAME_LOOKING[case]
+    with Client(base_url=server.url) as client:
+        before = _requests(isolated_env)
+        wanted = _fetch(client, kind, asked).copy()
+        asked_entry = _new_request_entry(isolated_env, before)
+        before = _requests(isolated_env)
+        wrong = _fetch(client, kind, other).copy()
+        other_entry = _new_request_entry(isolated_env, before)
+    # Algorithms 1 and 2 of orthogonal agree on this machine's LAPACK (not on every one): that case is
+    # seen by the refetch below; every other case also by its values.
+    assert wanted.tobytes() != wrong.tobytes() or case == "algorithm"
+    # The asked request's entry now names the other file: all of the other entry ("whole-entry"), or only
+    # its blob under the asked ETag ("blob-only").
+    swapped = json.loads(other_entry.read_text())
+    kept = ("request_key", "etag") if keep_etag else ("request_key",)
+    swapped.update({k: v for k, v in json.loads(asked_entry.read_text()).items() if k in kept})
+    asked_entry.write_text(json.dumps(swapped))
+    resolves = server.request_count("POST", "/v1/resolve")
+    with Client(base_url=server.url) as client:
+        again = _fetch(client, kind, asked)
+    assert server.request_count("POST", "/v1/resolve") == resolves + 1, "the entry must be refused"
+    assert again.tobytes() == wanted.tobytes()
+
+
+def test_a_scheme_under_another_files_blob_is_refused(server: Server, isolated_env: Path) -> None:
+    # The scheme is not compared with the request (aliases), but the file must be that of the entry's ETag.
+    asked = {"shape": [8, 4], "scheme": "normal", "seed": 5, "name": "w"}
+    with Client(base_url=server.url) as client:
+        before = _requests(isolated_env)
+        wanted = client.tensor(**asked).copy()
+        asked_entry = _new_request_entry(isolated_env, before)
+        before = _requests(isolated_env)
+        client.tensor(**{**asked, "scheme": "uniform"})
+        other_entry = _new_request_entry(isolated_env, before)
+    swapped = {**json.loads(other_entry.read_text()), "etag": json.loads(asked_entry.read_text())["etag"]}
+    swapped["request_key"] = json.loads(asked_entry.read_text())["request_key"]
+    asked_entry.write_text(json.dumps(swapped))
+    with Client(base_url=server.url) as client:
+        assert client.tensor(**asked).tobytes() == wanted.tobytes()
+
+
+@pytest.mark.parametrize(
+    ("kind", "args"),
+    [
+        ("tensor", {"shape": [8, 4], "scheme": "kaiming_uniform_", "seed": 5, "name": "w"}),  # an alias
+        ("tensor", {"shape": [8, 4], "scheme": "normal", "seed": 5, "name": "w", "slice": [[0, 8]]}),  # dropped
+        ("tensor", {"shape": [8, 4], "scheme": "normal", "seed": 5, "name": "w", "params": {"std": 2}}),  # int
+        (
+            "tensor",
+            {
+                "shape": [8, 4],
+                "scheme": "variance_scaling",
+                "seed": 5,
+                "name": "w",
+                "layout": "keras",
+                "params": {"distribution": "untruncated_normal"},
+            },
+        ),  # a value alias
+        ("tensor", {"shape": [16, 16], "scheme": "orthogonal", "seed": 5, "name": "w", "algorithm": 2}),
+        (
+            "bundle",
+            {
+                "tensors": {"w": {"shape": [8, 4], "scheme": "Zeros", "slice": [[2, 4], [0, 4]]}},
+                "seed": 1,
+                "layout": "torch",
+            },
+        ),
+    ],
+    ids=["alias", "whole-slice", "int-param", "value-alias", "algorithm", "bundle"],
+)
+def test_other_spellings_still_hit_without_a_request(
+    server: Server, isolated_env: Path, kind: str, args: dict[str, Any]
+) -> None:
+    with Client(base_url=server.url) as client:
+        first = _fetch(client, kind, args).copy()
+    served = [server.request_count(m, route) for m, route in (("POST", "/v1/"), ("GET", "/v1/tensors"))]
+    with Client(base_url=server.url) as client:
+        assert _fetch(client, kind, args).tobytes() == first.tobytes()
+    assert served == [server.request_count(m, route) for m, route in (("POST", "/v1/"), ("GET", "/v1/tensors"))]

@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 from initserve.engine.checkpoint import DTYPE_CODES
 
-from ._cache import Cache, CacheEntry
+from ._cache import Cache, CacheEntry, normalize_etag
 from ._download import BodyWriter, MemorySink, Progress, Sink, make_progress, plan_ranges
 from ._errors import CacheError, CorruptedDownloadError, IntegrityError, OfflineError, SafetensorsFormatError
 from ._safetensors import SafetensorsFile, parse
@@ -339,7 +339,7 @@ def _open(cache: Cache, entry: CacheEntry, path: str, body: Mapping[str, Any], k
         # A blob whose tree hash matches but which does not parse was stored by a broken writer: drop it.
         cache.forget(entry)
         return None
-    problem = mismatch(path, body, file)
+    problem = mismatch(path, body, file) or etag_mismatch(entry.etag, file)
     if problem is not None:
         log.warning("cache entry for %s does not match the request (%s); fetching again", path, problem)
         if key is not None:
@@ -359,7 +359,13 @@ def _expected(spec: Mapping[str, Any], defaults: Mapping[str, Any]) -> tuple[str
 
 
 def mismatch(path: str, body: Mapping[str, Any], file: SafetensorsFile) -> str | None:
-    """Why ``file`` is not the answer to ``path``/``body`` (tensor names, dtypes, shapes, seed), or None."""
+    """Why ``file`` is not the answer to ``path``/``body``, or None.
+
+    Compared: the tensor names, dtypes and shapes, and against the file's canonical spec (its
+    ``initserve.spec`` metadata) the seed and every other field the request states in a form that has
+    one canonical spelling — the algorithm, each tensor's layout, its slice offsets and its numeric
+    params. Not compared: the scheme and string params, whose framework aliases only the server maps
+    (``kaiming_uniform_`` is stored as ``kaiming_uniform``)."""
     if path == "/v1/bundle":
         tensors = body.get("tensors")
         wanted = dict(tensors) if isinstance(tensors, Mapping) else {}
@@ -376,14 +382,84 @@ def mismatch(path: str, body: Mapping[str, Any], file: SafetensorsFile) -> str |
             return f"{name} is {info.dtype}, asked for {dtype}"
         if isinstance(shape, list) and list(info.shape) != shape:
             return f"{name} has shape {list(info.shape)}, asked for {shape}"
-    stored = file.metadata.get("initserve.spec")
-    if stored is not None and "seed" in body:
-        try:
-            seed = json.loads(stored).get("seed")
-        except ValueError:
-            return "its metadata holds no readable spec"
-        if seed != body["seed"]:
-            return f"seed {seed}, asked for {body['seed']}"
+    stored_text = file.metadata.get("initserve.spec")
+    if stored_text is None:
+        return None
+    try:
+        stored = json.loads(stored_text)
+    except ValueError:
+        return "its metadata holds no readable spec"
+    if not isinstance(stored, dict):
+        return "its metadata holds no readable spec"
+    if "seed" in body and stored.get("seed") != body["seed"]:
+        return f"seed {stored.get('seed')}, asked for {body['seed']}"
+    if "algorithm" in body and file.metadata.get("initserve.algorithm") != str(body["algorithm"]):
+        return f"algorithm {file.metadata.get('initserve.algorithm')}, asked for {body['algorithm']}"
+    stored_tensors = stored.get("tensors") if path == "/v1/bundle" else {next(iter(wanted)): stored}
+    for name, spec in wanted.items():
+        own = stored_tensors.get(name) if isinstance(stored_tensors, dict) else None
+        problem = _stated_mismatch(spec if isinstance(spec, Mapping) else {}, defaults, own)
+        if problem is not None:
+            return f"{name}: {problem}"
+    return None
+
+
+def _stated_mismatch(spec: Mapping[str, Any], defaults: Mapping[str, Any], stored: object) -> str | None:
+    """How one tensor's canonical spec ``stored`` contradicts what ``spec`` (with the bundle's
+    ``defaults``) states explicitly, or None."""
+    if not isinstance(stored, dict):
+        return "the file's metadata holds no spec for it"
+    layout = spec.get("layout", defaults.get("layout"))
+    if layout is not None and stored.get("layout") != layout:
+        return f"layout {stored.get('layout')!r}, asked for {layout!r}"
+    rank = len(stored.get("shape") or ())
+    asked, held = _slice_starts(spec.get("slice"), rank), _slice_starts(stored.get("slice"), rank)
+    if asked is not None and asked != held:
+        return f"slice starting at {held}, asked for one starting at {asked}"
+    params, stored_params = spec.get("params"), stored.get("params")
+    if isinstance(params, Mapping) and isinstance(stored_params, dict):
+        for key, value in params.items():
+            held_value = stored_params.get(key)
+            if _number(value) and _number(held_value) and not _same_number(value, held_value):
+                return f"params.{key} = {held_value!r}, asked for {value!r}"
+    return None
+
+
+def _slice_starts(pairs: object, rank: int) -> list[int] | None:
+    """The first index along every dimension (0 where no pair is given), or None if not readable."""
+    if pairs is None:
+        return [0] * rank
+    if not isinstance(pairs, list | tuple):
+        return None
+    starts = [pair[0] for pair in pairs if isinstance(pair, list | tuple) and len(pair) == 2]
+    if len(starts) != len(pairs) or not all(_number(start) for start in starts):
+        return None
+    return [int(start) for start in starts] + [0] * (rank - len(starts))
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _same_number(a: object, b: object) -> bool:
+    """Equal as the canonical form stores them (integers exactly, floats as float64)."""
+    if isinstance(a, int) and isinstance(b, int):
+        return a == b
+    try:
+        return float(a) == float(b)  # type: ignore[arg-type]  # both are numbers (_number)
+    except OverflowError:  # an integer past float64: only an equal integer matches it
+        return False
+
+
+def etag_mismatch(etag: str, file: SafetensorsFile) -> str | None:
+    """Why ``file`` is not the file of ``etag``, or None: a file's strong ETag is SHA-256 of
+    ``"initserve-algorithm-<v>\\n" + <canonical spec>`` (docs/determinism.md), both in its metadata."""
+    spec, algorithm = file.metadata.get("initserve.spec"), file.metadata.get("initserve.algorithm")
+    if spec is None or algorithm is None:
+        return None
+    own = hashlib.sha256(f"initserve-algorithm-{algorithm}\n{spec}".encode()).hexdigest()
+    if own != normalize_etag(etag):
+        return f"its spec is that of ETag {own[:12]}…, the index says {normalize_etag(etag)[:12]}…"
     return None
 
 
@@ -475,7 +551,7 @@ def _download_to_cache(
     except SafetensorsFormatError:
         cache.forget(entry)  # never index a file that does not parse
         raise
-    problem = mismatch(path, body, file)
+    problem = mismatch(path, body, file) or etag_mismatch(resolved.etag, file)
     if problem is not None:
         raise IntegrityError(f"the server answered {path} with another file ({problem})")
     cache.record(dataclasses.replace(entry, tensors=_summary(file)), request_key=key)
