@@ -161,6 +161,30 @@ def test_layout_free_cases_are_accepted_without_a_layout() -> None:
         parse_spec(body)
 
 
+@pytest.mark.parametrize("spelling", ["Orthogonal", "orthogonal_initializer"])
+def test_keras_spellings_of_orthogonal_without_layout_are_refused_when_the_flattening_differs(spelling: str) -> None:
+    """keras' Orthogonal flattens a (3, 3, 16, 32) kernel to (144, 32); torch's orthogonal_ to (3, 1536).
+    Read silently as torch's, a keras user got rows orthonormal where keras makes columns so."""
+    (message,) = _errors({"shape": [3, 3, 16, 32], "scheme": spelling})
+    assert message.startswith("layout: ") and spelling in message
+    assert "(144, 32)" in message and "(3, 1536)" in message
+    keras = parse_spec({"shape": [3, 3, 16, 32], "scheme": spelling, "layout": "keras"})
+    columns = np.asarray(generate(keras), dtype=np.float64).reshape(144, 32)
+    np.testing.assert_allclose(columns.T @ columns, np.eye(32), atol=1e-5)
+    # 2-D kernels flatten alike in both layouts: accepted, as before (and the same bytes either way)
+    plain = parse_spec({"shape": [64, 32], "scheme": spelling})
+    spelled_out = parse_spec({"shape": [64, 32], "scheme": "orthogonal", "layout": "keras"})
+    assert plain.layout == "torch" and generate(plain).tobytes() == generate(spelled_out).tobytes()
+    # the catalog name keeps torch's reading (torch's orthogonal_ is spelled that way too)
+    assert parse_spec({"shape": [3, 3, 16, 32], "scheme": "orthogonal"}).layout == "torch"
+
+
+def test_keras_spellings_are_aliases_of_their_scheme() -> None:
+    for scheme in CATALOG.values():
+        assert set(scheme.keras_spellings) <= set(scheme.aliases), scheme.name
+    assert parse_spec({"shape": [3, 5], "scheme": "Identity"}).scheme == "eye"  # 2-D only: layout-free
+
+
 def test_bundle_level_layout_counts_as_given() -> None:
     bundle = parse_bundle({"layout": "keras", "tensors": {"k": {"shape": [784, 256], "scheme": "he_normal"}}})
     assert bundle.tensors[0].layout == "keras"

@@ -120,6 +120,10 @@ class Scheme:
     # "keras": a keras/jax-family scheme whose shapes are (in, out) / (*k, in, out) in those
     # frameworks. Without an explicit layout, a request whose result depends on it is refused.
     family: str = "torch"
+    # Aliases that spell a keras/TF1 function (``Orthogonal``): those frameworks read shapes as
+    # (*k, in, out), so such a request without a layout gets the keras-family rule (refused when
+    # the two readings give different results) although the catalog name keeps torch's default.
+    keras_spellings: tuple[str, ...] = ()
     # The gain from the params alone (known even for a zero-size tensor); None: no gain.
     gain_of: Callable[[Mapping[str, ParamValue]], float] | None = None
     # The params the scheme derives from the shape (fans), written into the canonical spec.
@@ -683,7 +687,8 @@ SCHEMES: tuple[Scheme, ...] = (
             "tf1": None,
         },
         uses_fans=True,
-        notes="keras/jax glorot_normal is truncated: use glorot_normal for that." + _RANK1,
+        notes="keras/jax glorot_normal — and jax's xavier_normal, the same function — is truncated: use glorot_normal "
+        "(layout keras) for that." + _RANK1,
         aliases=("xavier_normal_",),
         gain_of=_param_gain,
     ),
@@ -717,7 +722,8 @@ SCHEMES: tuple[Scheme, ...] = (
             "tf1": None,
         },
         uses_fans=True,
-        notes="keras/jax he_normal is truncated: use he_normal for that." + _RANK1,
+        notes="keras/jax he_normal — and jax's kaiming_normal, the same function — is truncated: use he_normal "
+        "(layout keras) for that." + _RANK1,
         aliases=("kaiming_normal_",),
         gain_of=_kaiming_gain,
     ),
@@ -757,7 +763,7 @@ SCHEMES: tuple[Scheme, ...] = (
         {
             "torch": "kaiming_uniform_(w, nonlinearity='relu') ≡ {} + layout torch",
             "keras": "HeUniform() ≡ {}" + _KERAS,
-            "jax": "he_uniform() ≡ {}" + _KERAS,
+            "jax": "he_uniform() = kaiming_uniform() ≡ {}" + _KERAS,
             "tf1": "he_uniform() ≡ {}" + _KERAS,
         },
         "x ~ U(±√(6/fan_in))",
@@ -771,7 +777,7 @@ SCHEMES: tuple[Scheme, ...] = (
         {
             "torch": None,
             "keras": "HeNormal() ≡ {}" + _KERAS,
-            "jax": "he_normal() ≡ {}" + _KERAS,
+            "jax": "he_normal() = kaiming_normal() ≡ {}" + _KERAS,
             "tf1": "he_normal() ≡ {}" + _KERAS,
         },
         f"σ = √(2/fan_in); {_TN}",
@@ -785,7 +791,7 @@ SCHEMES: tuple[Scheme, ...] = (
         {
             "torch": "xavier_uniform_(w) ≡ {} + layout torch",
             "keras": "GlorotUniform() ≡ {}" + _KERAS,
-            "jax": "glorot_uniform() ≡ {}" + _KERAS,
+            "jax": "glorot_uniform() = xavier_uniform() ≡ {}" + _KERAS,
             "tf1": "glorot_uniform_initializer() ≡ {}" + _KERAS,
         },
         "x ~ U(±√(6/(fan_in+fan_out)))",
@@ -799,7 +805,7 @@ SCHEMES: tuple[Scheme, ...] = (
         {
             "torch": None,
             "keras": "GlorotNormal() ≡ {}" + _KERAS,
-            "jax": "glorot_normal() ≡ {}" + _KERAS,
+            "jax": "glorot_normal() = xavier_normal() ≡ {}" + _KERAS,
             "tf1": "glorot_normal_initializer() ≡ {}" + _KERAS,
         },
         f"σ = √(2/(fan_in+fan_out)); {_TN}",
@@ -838,7 +844,7 @@ SCHEMES: tuple[Scheme, ...] = (
         {
             "torch": "orthogonal_(w, gain=g) ≡ {gain: g}",
             "keras": "Orthogonal(gain=g) ≡ {gain: g}" + _KERAS,
-            "jax": "orthogonal(scale=s) ≡ {gain: s}" + _KERAS,
+            "jax": "orthogonal(scale=s) ≡ {gain: s}" + _KERAS + " (column_axis=0: + layout torch)",
             "tf1": "orthogonal_initializer(gain=g) ≡ {gain: g}" + _KERAS,
         },
         check=_check_whole,
@@ -849,6 +855,7 @@ SCHEMES: tuple[Scheme, ...] = (
         whole_tensor=True,
         reports_fans=True,
         aliases=("orthogonal_", "Orthogonal", "orthogonal_initializer"),
+        keras_spellings=("Orthogonal", "orthogonal_initializer"),
         gain_of=_param_gain,
     ),
     Scheme(
@@ -864,6 +871,7 @@ SCHEMES: tuple[Scheme, ...] = (
             "tf1": "identity_initializer(gain=g) ≡ {gain: g}",
         },
         aliases=("eye_", "Identity", "identity_initializer"),
+        keras_spellings=("Identity", "identity_initializer"),
     ),
     Scheme(
         "dirac",
@@ -987,7 +995,12 @@ SCHEMES: tuple[Scheme, ...] = (
             ),
         ),
         Rank(3, 5),
-        {"torch": None, "keras": None, "jax": "delta_orthogonal", "tf1": "convolutional_delta_orthogonal"},
+        {
+            "torch": None,
+            "keras": None,
+            "jax": "delta_orthogonal(scale=s) ≡ {gain: s}" + _KERAS,
+            "tf1": "convolutional_delta_orthogonal(gain=g) ≡ {gain: g}" + _KERAS,
+        },
         reproducibility="numerical",  # on the orthogonal base; bitwise bases say so per spec
         whole_tensor=True,
         check=_check_delta_orthogonal,

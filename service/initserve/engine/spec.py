@@ -27,6 +27,7 @@ from .fans import LAYOUTS
 from .layout import RunLayout
 from .params import ParamValue, validate_params
 from .rng import derive_key
+from .samplers import Orthogonal
 
 MAX_RANK = 8
 MAX_DIM = (1 << 63) - 1
@@ -260,8 +261,9 @@ def parse_spec(
     rank_error = scheme.rank.check(shape, params, scheme.name)
     if rank_error is not None:
         raise SpecError([FieldError((*loc, *rank_error.loc), rank_error.msg)])
-    if scheme.family == "keras" and not layout_given and math.prod(shape) > 0:
-        ambiguity = _layout_ambiguity(scheme, shape, params)
+    keras_spelled = scheme.family == "keras" or scheme_name in scheme.keras_spellings
+    if keras_spelled and not layout_given and math.prod(shape) > 0:
+        ambiguity = _layout_ambiguity(scheme, shape, params, str(scheme_name))
         if ambiguity is not None:
             raise SpecError([FieldError((*loc, "layout"), ambiguity)])
     if scheme.uses_fans and math.prod(shape) > 0:
@@ -294,19 +296,30 @@ def parse_spec(
     return spec
 
 
-def _layout_ambiguity(scheme: Scheme, shape: tuple[int, ...], params: dict[str, ParamValue]) -> str | None:
-    """Why a keras-family request without a layout is refused: its result differs between reading the
-    shape as torch's (out, in, *k) and as keras' (*k, in, out); None when both give the same law."""
+def _layout_ambiguity(
+    scheme: Scheme, shape: tuple[int, ...], params: dict[str, ParamValue], spelling: str
+) -> str | None:
+    """Why a keras-family request (or a keras spelling, ``Orthogonal``) without a layout is refused:
+    its result differs between reading the shape as torch's (out, in, *k) and as keras' (*k, in, out);
+    None when both give the same law."""
     torch_layer, keras_layer = Layer(shape, "torch", params), Layer(shape, "keras", params)
     (t_in, t_out), (k_in, k_out) = torch_layer.fans, keras_layer.fans
-    if (t_in, t_out) == (k_in, k_out):
-        return None
     try:
-        same = _law(scheme.build(torch_layer)) == _law(scheme.build(keras_layer))
+        torch_built, keras_built = scheme.build(torch_layer), scheme.build(keras_layer)
     except (ArithmeticError, ValueError):
         return None  # params that cannot build a sampler at all: the derived-scalar checks name them
-    if same:
+    if _law(torch_built) == _law(keras_built):
         return None
+    keras_matrix, torch_matrix = keras_built.sampler, torch_built.sampler
+    if isinstance(keras_matrix, Orthogonal) and isinstance(torch_matrix, Orthogonal):  # the flattening differs
+        k_rows, k_cols = keras_matrix.rows, keras_matrix.cols
+        t_rows, t_cols = torch_matrix.rows, torch_matrix.cols
+        return (
+            f"{spelling!r} spells keras' function, and shape {list(shape)} flattens differently in the two "
+            f"layouts: layout 'keras' (as keras, jax and TF1: (∏shape[:-1], shape[-1])) makes the ({k_rows}, "
+            f"{k_cols}) matrix orthogonal; layout 'torch' (as torch: (shape[0], ∏shape[1:])) the ({t_rows}, "
+            f'{t_cols}) one. Say which: add "layout": "keras" or "layout": "torch"'
+        )
     return (
         f"{scheme.name} is a keras/jax-family scheme and shape {list(shape)} reads differently in the two "
         f"layouts: layout 'keras' ((in, out) / (*k, in, out), as keras, jax and TF1 store kernels) gives "
@@ -318,7 +331,8 @@ def _layout_ambiguity(scheme: Scheme, shape: tuple[int, ...], params: dict[str, 
 def _law(built: Built) -> tuple[object, ...]:
     """What determines the values: the sampler's type and its parameters."""
     sampler = built.sampler
-    return (type(sampler).__name__, *(getattr(sampler, key, None) for key in ("mean", "std", "low", "high")))
+    keys = ("mean", "std", "low", "high", "rows", "cols")  # rows, cols: how a matrix scheme flattens
+    return (type(sampler).__name__, *(getattr(sampler, key, None) for key in keys))
 
 
 def _fill_fans(scheme: Scheme, layer: Layer, params: dict[str, ParamValue]) -> dict[str, ParamValue]:
