@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from initserve_client import InitserveError, LocalClient, init_module
+from initserve_client import Client, InitserveError, LocalClient, init_module, plan_init
 from initserve_client._distributed import placement_layout
 from initserve_client._shards import Box, ShardLayout, chunk_bounds, megatron_indices
 from torch import nn
@@ -22,6 +22,7 @@ from torch.distributed.tensor._utils import _compute_local_shape_and_global_offs
 from torch.distributed.tensor.placement_types import _StridedShard
 
 from tests.distributed import scenarios as sc
+from tests.live_server import LiveServer
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +171,22 @@ def test_megatron_parameter_without_a_known_rank_is_an_error(local: LocalClient)
         init_module(module, client=local, seed=0, policy=sc.MEGATRON_POLICY)
     with pytest.raises(ValueError, match=r"tp_rank must be in 0\.\.tp_size-1"):
         init_module(module, client=local, seed=0, policy=sc.MEGATRON_POLICY, tp_rank=2, tp_size=2)
+
+
+def test_plan_init_shows_the_global_shape_and_the_fans_init_module_uses(server: LiveServer) -> None:
+    """The dry run of a Megatron rank at TP 4: every entry has the global shape init_module sends, and the
+    server's fans are the global ones (from the local shape they would be the Megatron-Bridge#5840 bug)."""
+    module = sc.megatron_module(1, 4)
+    with Client(base_url=server.url, cache=False) as client:
+        plan = {e.name: e for e in plan_init(module, policy=sc.MEGATRON_POLICY, client=client, tp_rank=1, tp_size=4)}
+    assert {name: entry.shape for name, entry in plan.items()} == {
+        name: shape for name, (shape, _, _) in sc.megatron_table(4).items()
+    }
+    qkv_rows, fc2_cols = sc.megatron_table(4)["qkv"][0][0], sc.megatron_table(4)["fc2"][0][1]
+    assert (plan["qkv"].fan_in, plan["qkv"].fan_out) == (sc.HIDDEN, qkv_rows)  # rows partitioned: fan_out
+    assert (plan["fc2"].fan_in, plan["fc2"].fan_out) == (fc2_cols, sc.HIDDEN)  # columns partitioned: fan_in
+    with pytest.raises(InitserveError, match=r"embedding is a Megatron .* tp_rank= and tp_size="):
+        plan_init(module, policy=sc.MEGATRON_POLICY)  # the rank is unknown: init_module would refuse too
 
 
 def test_megatron_partition_that_does_not_divide_names_the_rule(local: LocalClient) -> None:

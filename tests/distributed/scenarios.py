@@ -25,6 +25,9 @@ ONE_D: dict[str, tuple[tuple[int, ...], torch.dtype, tuple[str, ...]]] = {
     "replicated": ((10, 7), torch.float32, ("R",)),
     "strided_rows": ((12, 8), torch.float32, ("SS0:2",)),
     "strided_cols": ((5, 14), torch.float32, ("SS1:3",)),
+    # whole-tensor schemes: every rank computes the whole tensor and keeps its elements
+    "whole_orth_cols": ((6, 9), torch.float32, ("S1",)),
+    "whole_delta_last": ((6, 4, 3), torch.bfloat16, ("S2",)),
 }
 # Only on the 2×2 mesh (world size 4).
 TWO_D: dict[str, tuple[tuple[int, ...], torch.dtype, tuple[str, ...]]] = {
@@ -35,6 +38,7 @@ TWO_D: dict[str, tuple[tuple[int, ...], torch.dtype, tuple[str, ...]]] = {
     "replicate_then_cols": ((10, 7), torch.float32, ("R", "S1")),
     "fsdp_tp_rows": ((8, 8), torch.float32, ("SS0:2", "S0")),  # torch's _StridedShard docstring example
     "fsdp_tp_uneven": ((10, 6), torch.float32, ("SS0:2", "S0")),
+    "whole_etf_grid": ((5, 8), torch.float32, ("S1", "S0")),
 }
 # The tensor the memory bound is measured on: 32 MiB whole.
 BIG = ("big", (4096, 2048), torch.float32, ("S1",))
@@ -42,6 +46,9 @@ BIG = ("big", (4096, 2048), torch.float32, ("S1",))
 POLICY: dict[str, Any] = {
     "cols*": "xavier_normal",  # both fans: from the global shape, or the sha256 differs
     "strided*": {"scheme": "truncated_normal", "params": {"std": 0.5}},
+    "whole_orth*": "orthogonal",
+    "whole_delta*": "delta_orthogonal",
+    "whole_etf*": "simplex_etf",
     "*": "kaiming_uniform",
 }
 

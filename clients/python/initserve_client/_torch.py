@@ -441,16 +441,30 @@ def plan_init(
     *,
     policy: Policy | str | Mapping[str, Any] | None = None,
     client: Client | None = None,
+    tp_rank: int | None = None,
+    tp_size: int | None = None,
+    tp_group: Any = None,
 ) -> list[PlannedParameter]:
     """The dry run of :func:`init_module`: for every parameter it would set, the scheme, params, the
     torch code the rule reproduces, its owner module and tied names — nothing is fetched or changed.
 
     With ``client``, one ``POST /v1/resolve`` (no generation) returns the canonical params, so each
-    entry also shows the fans the server will use. Works on meta-device modules (no storage needed)."""
+    entry also shows the fans the server will use. Works on meta-device modules (no storage needed).
+
+    A sharded parameter's entry has its **global** shape, the one init_module sends and the fans come
+    from: a DTensor's own shape; for a Megatron tensor-parallel parameter its local shape times the
+    tensor-parallel size on ``partition_dim`` — ``tp_rank``/``tp_size``/``tp_group`` as for
+    :func:`init_module`, whose error this raises when that size is unknown."""
     with _torch().nn.utils.parametrize.cached():  # one evaluation per parametrized tensor (see _prepare)
         plan = plan_module(module, as_policy(policy))
         computed = reparametrized_tensors(module)
         owners = {name: _type_name(owner) for name, _, _, owner in _direct_parameters(module)}
+    tensor_parallel = _tensor_parallel(module, tp_rank, tp_size, tp_group)
+    params = dict(module.named_parameters())
+    for name, (spec, _) in plan.items():
+        layout = layout_of(name, params[name], tensor_parallel) if name in params and name not in computed else None
+        if layout is not None:
+            spec["shape"] = list(layout.global_shape)  # as _Filling sends it: the scalars follow the global shape
     canonical: Mapping[str, Any] = {}
     if client is not None and plan:
         resolved = client.resolve({"bundle": {"tensors": {name: spec for name, (spec, _) in plan.items()}}})
