@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from initserve.engine import DEFAULT_MAX_BYTES
 
 from ._errors import InvalidSpecError, TooLargeError
 from ._safetensors import SafetensorsFile, numpy_dtype, parse
@@ -22,7 +23,7 @@ from ._specs import DTypeLike, bundle_body, init_body, plain_spec
 
 if TYPE_CHECKING:
     import torch as pt
-    from initserve.engine import BundleSpec, Spec
+    from initserve.engine import BundleSpec, Spec, SpecError
 
 __all__ = ["LocalClient"]
 
@@ -37,6 +38,13 @@ class LocalClient:
             sharing a machine each run their own LocalClient: give each ``cores // ranks``.
         kernel: ``"auto"`` (the compiled kernel when it was built, else numpy), ``"native"`` or
             ``"numpy"``; the bytes are the same (docs/determinism.md), only the speed differs.
+        max_bytes: the largest result, in bytes, a call may produce (a tensor, a bundle's tensors together,
+            a safetensors file's data, or the tensor :meth:`stats` describes); default 8 GiB, the server's
+            ``INITSERVE_MAX_BYTES`` default. Checked on the spec by integer arithmetic before anything is
+            allocated; beyond it :class:`TooLargeError` (413 ``too-large``, the server's message and
+            ``loc``). ``None``: no limit but the engine's own (2^62 elements). :meth:`bundle_into`, and so
+            ``init_module``'s in-place fill of CPU parameters, writes into memory the caller already holds
+            and is not limited.
 
     Use it where every process needs its own weights and a server would only relay them (each rank of
     a large job computes its shard), offline, or to check a fetched tensor. Use :class:`Client` to
@@ -46,7 +54,8 @@ class LocalClient:
     The ``threads - 1`` helper threads start on first use and serve every later call; :meth:`close`
     (or leaving a ``with`` block) stops them.
 
-    Invalid specs raise :class:`InvalidSpecError` with the server's field errors and messages.
+    Invalid specs raise :class:`InvalidSpecError` with the server's field errors and messages; results
+    above ``max_bytes`` raise :class:`TooLargeError` as a server's 413 does.
     ``kernel="native"`` without the compiled extension raises ``initserve.engine.KernelUnavailable``.
 
     Example::
@@ -55,12 +64,17 @@ class LocalClient:
         w = local.tensor([256, 128], "kaiming_uniform", seed=42, name="fc.weight")
     """
 
-    def __init__(self, *, threads: int | None = None, kernel: str = "auto") -> None:
+    def __init__(
+        self, *, threads: int | None = None, kernel: str = "auto", max_bytes: int | None = DEFAULT_MAX_BYTES
+    ) -> None:
         from initserve.engine import resolve_kernel
 
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be ≥ 1, got {threads}")
+        if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1):
+            raise ValueError(f"max_bytes must be an integer ≥ 1 (or None for no limit), got {max_bytes!r}")
         self.threads = threads
+        self.max_bytes = max_bytes
         self._kernel = resolve_kernel(kernel)
         # The engine's helper threads, started once and reused by every call: init_module generates
         # one tensor (or shard) per call, and a pool started per call costs ~0.1 ms each time.
@@ -115,7 +129,7 @@ class LocalClient:
             slice=slice,
             algorithm=algorithm,
         )
-        array, st_dtype = self._generate(_parse(body))
+        array, st_dtype = self._generate(self._parse(body))
         return array.view(numpy_dtype(st_dtype))
 
     def torch(
@@ -146,7 +160,7 @@ class LocalClient:
             slice=slice,
             algorithm=algorithm,
         )
-        return to_torch(*self._generate(_parse(body)), device=device)
+        return to_torch(*self._generate(self._parse(body)), device=device)
 
     def bundle(
         self,
@@ -191,8 +205,9 @@ class LocalClient:
 
         ``out[name]``: a writable, C-contiguous numpy array or CPU ``torch.Tensor`` (a parameter's own
         storage, bfloat16 included) with the tensor's number of elements and its dtype. The values are
-        :meth:`bundle`'s. Raises ``ValueError`` naming the tensor when a buffer is missing or does not fit."""
-        bundle = _parse(bundle_body(tensors, seed=seed, dtype=dtype, layout=layout, algorithm=algorithm))
+        :meth:`bundle`'s. Raises ``ValueError`` naming the tensor when a buffer is missing or does not fit.
+        ``max_bytes`` does not apply: the memory is the caller's, already allocated."""
+        bundle = _parse(bundle_body(tensors, seed=seed, dtype=dtype, layout=layout, algorithm=algorithm), None)
         from initserve.engine import BundleSpec, generate
 
         assert isinstance(bundle, BundleSpec)
@@ -237,7 +252,7 @@ class LocalClient:
         """:meth:`stats` for a ready-made spec mapping."""
         from initserve.engine import Spec, compute_stats
 
-        parsed = _parse(plain_spec(spec))
+        parsed = self._parse(plain_spec(spec))
         if not isinstance(parsed, Spec):
             raise ValueError("stats describe one tensor; got a bundle (a mapping with 'tensors')")
         result: dict[str, Any] = compute_stats(parsed, kernel=self._kernel, threads=self.threads)
@@ -249,7 +264,7 @@ class LocalClient:
         ``.buffer`` holds its bytes (identical to the server's); ``.array(name)`` gives writable views."""
         from initserve.engine import SafetensorsFile as EngineFile
 
-        engine_file = EngineFile(_parse(plain_spec(spec)))
+        engine_file = EngineFile(self._parse(plain_spec(spec)))
         buffer = bytearray(engine_file.total_length)
         offset = 0
         for view in engine_file.iter_bytes(kernel=self._kernel, threads=self.threads):
@@ -258,6 +273,10 @@ class LocalClient:
         return parse(buffer)
 
     # -- generation -----------------------------------------------------------------------------------
+    def _parse(self, body: Mapping[str, Any]) -> Spec | BundleSpec:
+        """The canonical spec of a call that allocates its result: bounded by ``max_bytes``."""
+        return _parse(body, self.max_bytes)
+
     def _generate(self, spec: Spec | BundleSpec) -> tuple[np.ndarray[Any, Any], str]:
         """The result in the engine's storage dtype (bfloat16 as uint16 bits) and its safetensors dtype:
         the bytes the server sends for this tensor, written straight into one array."""
@@ -283,7 +302,7 @@ class LocalClient:
     def _bundle(self, body: Mapping[str, Any]) -> dict[str, tuple[np.ndarray[Any, Any], str]]:
         from initserve.engine import BundleSpec
 
-        bundle = _parse(body)
+        bundle = self._parse(body)
         assert isinstance(bundle, BundleSpec)
         return {spec.name: self._generate(spec) for spec in bundle.tensors}
 
@@ -319,22 +338,42 @@ def _as_numpy(buffer: Any) -> np.ndarray[Any, Any]:
     return view
 
 
-def _parse(body: Mapping[str, Any]) -> Spec | BundleSpec:
-    """The engine's canonical spec; its errors as the client's typed errors, worded as the server words
-    them (locations under ``body``, as the request body a server would have been sent)."""
-    from initserve.engine import SpecError, SpecTooLarge, format_loc, parse_bundle, parse_spec
+def _parse(body: Mapping[str, Any], max_bytes: int | None) -> Spec | BundleSpec:
+    """The engine's canonical spec, at most ``max_bytes`` (None: unbounded) of result; its errors as the
+    client's typed errors, worded as the server words them (locations under ``body``, as the request body
+    a server would have been sent)."""
+    from initserve.engine import SpecError, SpecTooLarge, check_size, parse_bundle, parse_spec
 
     try:
-        return parse_bundle(body) if "tensors" in body else parse_spec(body)
+        parsed = parse_bundle(body) if "tensors" in body else parse_spec(body)
+        if max_bytes is not None:
+            check_size(parsed, max_bytes)
+    except SpecTooLarge as exc:
+        if max_bytes is None:
+            raise _typed_error(exc, "") from None
+        # Past the engine's own bound (2^62 elements) name the limit that holds, as the server does.
+        within = SpecTooLarge(exc.errors[0].loc, exc.nbytes, min(exc.limit, max_bytes))
+        hint = "; LocalClient(max_bytes=...) sets this limit" if within.limit == max_bytes else ""
+        raise _typed_error(within, hint) from None
     except SpecError as exc:
-        errors = [{"loc": ["body", *error.loc], "msg": error.msg} for error in exc.errors]
-        rendered = []
-        for error in exc.errors:
-            path = format_loc(error.loc) or "body"
-            rendered.append(error.msg if error.msg.startswith(path) else f"{path}: {error.msg}")
-        detail = "; ".join(rendered[:5]) or str(exc)
-        too_large = isinstance(exc, SpecTooLarge)
-        status, slug = (413, "too-large") if too_large else (422, "invalid-spec")
-        problem = {"type": f"urn:initserve:problem:{slug}", "status": status, "detail": detail, "errors": errors}
-        kind = TooLargeError if too_large else InvalidSpecError
-        raise kind(status, problem, method="LOCAL", url=LOCAL_URL) from None
+        raise _typed_error(exc, "") from None
+    return parsed
+
+
+def _typed_error(exc: SpecError, hint: str) -> InvalidSpecError | TooLargeError:
+    """The error a server answering with ``exc`` makes the client raise (413 for a size, else 422);
+    ``hint`` ends each message."""
+    from initserve.engine import SpecTooLarge, format_loc
+
+    errors = [{"loc": ["body", *error.loc], "msg": error.msg + hint} for error in exc.errors]
+    rendered = []
+    for error in exc.errors:
+        path = format_loc(error.loc) or "body"
+        msg = error.msg + hint
+        rendered.append(msg if msg.startswith(path) else f"{path}: {msg}")
+    detail = "; ".join(rendered[:5]) or str(exc)
+    too_large = isinstance(exc, SpecTooLarge)
+    status, slug = (413, "too-large") if too_large else (422, "invalid-spec")
+    problem = {"type": f"urn:initserve:problem:{slug}", "status": status, "detail": detail, "errors": errors}
+    kind = TooLargeError if too_large else InvalidSpecError
+    return kind(status, problem, method="LOCAL", url=LOCAL_URL)

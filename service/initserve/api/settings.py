@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from initserve.engine import DEFAULT_MAX_BYTES
 from initserve.engine.diagnose import Limits as DiagnoseLimits
 
 GiB = 1 << 30
@@ -24,7 +25,9 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address `initserve serve` binds to.")
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port `initserve serve` listens on.")
     workers: int = Field(default=1, ge=1, description="uvicorn worker processes.")
-    max_bytes: int = Field(default=8 * GiB, ge=1, description="Largest safetensors file (tensor or bundle) served.")
+    max_bytes: int = Field(
+        default=DEFAULT_MAX_BYTES, ge=1, description="Largest safetensors file (tensor or bundle) served."
+    )
     max_body_bytes: int = Field(default=1 << 20, ge=1, description="Largest request body accepted.")
     max_bundle_tensors: int = Field(default=4096, ge=1, description="Most tensors in one bundle.")
     max_concurrent_generations: int = Field(

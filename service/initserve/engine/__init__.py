@@ -12,6 +12,7 @@ from .generate import generate, iter_result_chunks
 from .kernels import KERNEL_CHOICES, Kernel, KernelUnavailable, default_kernel, resolve_kernel
 from .safetensors import SafetensorsFile
 from .spec import (
+    DEFAULT_MAX_BYTES,
     BundleSpec,
     Spec,
     check_size,
@@ -23,6 +24,7 @@ from .stats import compute_stats
 __all__ = [
     "ALGORITHM_VERSION",
     "CATALOG",
+    "DEFAULT_MAX_BYTES",
     "DTYPES",
     "IMPLICIT_ALGORITHM",
     "KERNEL_CHOICES",

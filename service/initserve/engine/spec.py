@@ -180,6 +180,11 @@ def digest(canonical: str, algorithm: int) -> str:
     return hashlib.sha256(f"initserve-algorithm-{algorithm}\n{canonical}".encode()).hexdigest()
 
 
+# The largest result (tensor or bundle) produced by default: the service's INITSERVE_MAX_BYTES and
+# LocalClient's max_bytes, one number so a spec the server refuses is refused locally too.
+DEFAULT_MAX_BYTES = 8 << 30
+
+
 def check_size(spec: Spec | BundleSpec, max_bytes: int) -> None:
     """Raise SpecTooLarge if the result exceeds ``max_bytes``: integer arithmetic, nothing allocated."""
     if spec.nbytes > max_bytes:
