@@ -323,10 +323,14 @@ def test_a_tied_tensor_is_the_untied_model_s_tensor_under_its_first_name(head_fi
         assert sha(model.emb.weight) == expected
 
 
-def test_a_module_registered_twice_is_filled_once_under_its_first_path() -> None:
+@pytest.mark.parametrize("weight_norm", [False, True])
+def test_a_module_registered_twice_is_filled_once_under_its_first_path(weight_norm: bool) -> None:
     shared = nn.Linear(8, 8)
+    if weight_norm:
+        parametrizations.weight_norm(shared)
     model = nn.Sequential(OrderedDict(a=shared, mid=nn.Linear(8, 8), b=shared))
-    assert [entry.name for entry in plan_init(model)] == ["a.weight", "a.bias", "mid.weight", "mid.bias"]
+    plan = {entry.name: entry.tied for entry in plan_init(model)}
+    assert plan == {"a.weight": ("b.weight",), "a.bias": ("b.bias",), "mid.weight": (), "mid.bias": ()}
     init_module(model, client=LocalClient(), seed=SEED)
     reference = init_module(nn.Sequential(OrderedDict(a=nn.Linear(8, 8))), client=LocalClient(), seed=SEED)
     assert sha(model.b.weight) == sha(reference.a.weight)

@@ -275,11 +275,31 @@ def _direct_parameters(module: torch.nn.Module) -> Iterator[tuple[str, str, torc
 
 
 def tied_names(module: torch.nn.Module) -> dict[str, tuple[str, ...]]:
-    """``{name named_parameters() gives: (every other name of the same tensor, …)}`` for tied tensors."""
+    """``{name named_parameters() gives: (every other name of the same tensor, …)}`` for tied tensors; a
+    reparametrized tensor is named by its plain name (``b.weight`` for ``b.parametrizations.weight.original``)."""
+    computed = reparametrized_tensors(module)
+    params = dict(module.named_parameters())
+    plain = {id(params[original]): entry for entry in computed.values() for original in entry.originals}
     names: dict[int, list[str]] = {}
     for name, param in module.named_parameters(remove_duplicate=False):
-        names.setdefault(id(param), []).append(name)
+        entry = plain.get(id(param))
+        if entry is not None:
+            name = _plain_name(name, entry.local)
+        group = names.setdefault(id(entry) if entry is not None else id(param), [])
+        if name not in group:
+            group.append(name)
     return {group[0]: tuple(group[1:]) for group in names.values() if len(group) > 1}
+
+
+def _plain_name(stored: str, local: str) -> str:
+    """``a.parametrizations.weight.original0`` → ``a.weight``; ``a.weight_g`` → ``a.weight``."""
+    head, sep, _ = stored.rpartition(".parametrizations.")
+    if not sep and stored.startswith("parametrizations."):
+        return local
+    if sep:
+        return _join(head, local)
+    prefix = stored.rpartition(".")[0]
+    return _join(prefix, local)
 
 
 def plan_module(module: torch.nn.Module, policy: Policy) -> dict[str, tuple[dict[str, Any], InitRule]]:

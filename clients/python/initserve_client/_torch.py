@@ -459,6 +459,7 @@ def plan_init(
         plan = plan_module(module, as_policy(policy))
         computed = reparametrized_tensors(module)
         owners = {name: _type_name(owner) for name, _, _, owner in _direct_parameters(module)}
+        tied = tied_names(module)
     tensor_parallel = _tensor_parallel(module, tp_rank, tp_size, tp_group)
     params = dict(module.named_parameters())
     for name, (spec, _) in plan.items():
@@ -469,7 +470,6 @@ def plan_init(
     if client is not None and plan:
         resolved = client.resolve({"bundle": {"tensors": {name: spec for name, (spec, _) in plan.items()}}})
         canonical = resolved.get("canonical", {}).get("tensors", {})
-    tied = tied_names(module)
     return [
         PlannedParameter(
             name=name,
