@@ -385,3 +385,26 @@ def test_a_remembered_request_is_not_answered_without_a_valid_key_nor_to_a_range
         (206, 2),
         (401, 2),
     ]
+
+
+def test_a_write_key_reads_through_the_memo_like_a_read_key() -> None:
+    """A write key may read (settings.read_key_values), so its repeats are remembered and answered too."""
+    app = create_app(Settings(api_keys="reader", write_api_keys="writer"))
+    memo: RepeatMemo = app.state.repeat_memo
+    body = json.dumps({"shape": [8, 8], "scheme": "normal", "seed": 9})
+    headers = {"Content-Type": "application/json", "X-API-Key": "writer"}
+
+    async def scenario() -> list[tuple[int, int]]:
+        seen = []
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            first = await client.post("/v1/init", content=body, headers=headers)
+            seen.append((first.status_code, len(memo)))
+            again = await client.post("/v1/init", content=body, headers=headers)
+            assert again.content == first.content
+            seen.append((again.status_code, len(memo)))
+            keyless = await client.post("/v1/init", content=body, headers={"Content-Type": "application/json"})
+            seen.append((keyless.status_code, len(memo)))
+        return seen
+
+    assert anyio.run(scenario) == [(200, 1), (200, 1), (401, 1)]

@@ -142,7 +142,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=EXPOSED,
         )
     app.state.repeat_memo = memo = RepeatMemo()
-    app.add_middleware(RepeatMiddleware, cache=cache, metrics=metrics, api_keys=settings.api_key_values, memo=memo)
+    app.add_middleware(RepeatMiddleware, cache=cache, metrics=metrics, api_keys=settings.read_key_values, memo=memo)
     app.add_middleware(JsonBodyMiddleware, paths=JSON_BODY_ROUTES)  # before the memo: both spellings share its key
     # Every path, before the memo and the /v1/init fast path; inside the body limit, which has read the body.
     app.add_middleware(SingleQueryParamsMiddleware)
