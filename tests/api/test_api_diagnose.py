@@ -93,7 +93,13 @@ def test_overflowing_network_is_an_answer_not_a_500(client: httpx.Client) -> Non
     ("body", "status", "loc"),
     [
         ({**SMALL, "activation": "swish"}, 422, ["body", "activation"]),
-        ({**SMALL, "schemes": [{"scheme": "dirac"}]}, 422, ["body", "schemes", 0, "shape"]),
+        # A diagnosis body has no shape: a scheme that cannot fill the 2-D layer weights is named itself.
+        ({**SMALL, "schemes": [{"scheme": "dirac"}]}, 422, ["body", "schemes", 0, "scheme"]),
+        (
+            {**SMALL, "schemes": [{"scheme": "normal"}, {"scheme": "delta_orthogonal"}]},
+            422,
+            ["body", "schemes", 1, "scheme"],
+        ),
         (
             {**SMALL, "schemes": [{"scheme": "normal", "params": {"std": 0}}]},
             422,
@@ -135,6 +141,16 @@ def test_errors_name_the_field(client: httpx.Client, body: dict, status: int, lo
     assert response.headers["content-type"] == "application/problem+json"
     problem = response.json()
     assert loc in [error["loc"] for error in problem["errors"]], problem
+
+
+@pytest.mark.parametrize("scheme", ["dirac", "delta_orthogonal"])
+def test_a_scheme_of_another_rank_names_the_scheme_and_the_layer_shape(client: httpx.Client, scheme: str) -> None:
+    response = client.post("/v1/diagnose", json={**SMALL, "schemes": [{"scheme": scheme}]})
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["errors"]
+    assert error["loc"] == ["body", "schemes", 0, "scheme"]
+    width, input_width = SMALL.get("width"), SMALL.get("input_width", SMALL.get("width"))
+    assert "needs 3 to 5 dimensions" in error["msg"] and f"shape [{width}, {input_width}]" in error["msg"], error
 
 
 def test_slot_is_shared_with_generation_and_freed_on_disconnect(server: LiveServer, client: httpx.Client) -> None:

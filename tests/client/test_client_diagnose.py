@@ -97,5 +97,11 @@ def test_a_compute_timeout_is_not_retried(server: Server) -> None:
     client = Client(base_url=server.url, cache=False, compute_timeout=0.05, retries=5)
     with client, pytest.raises(TransportError, match=r"no answer within compute_timeout = 0\.05 s"):
         client.diagnose_of(SLOW)
-    time.sleep(1.0)  # the server logs and counts the abandoned request when it notices the disconnect
+    # The server counts an abandoned request when it notices the disconnect: on a loaded machine that took
+    # over 1 s. Wait for the first to be counted, then long enough for any retry (sent before the client
+    # gave up, so already in flight) to be counted too.
+    deadline = time.monotonic() + 30
+    while server.request_count("POST", "/v1/diagnose") == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(2.0)
     assert server.request_count("POST", "/v1/diagnose") - before == 1

@@ -302,7 +302,7 @@ def test_cancel_stops_between_layers() -> None:
     [
         ({"depth": 3, "width": 8, "activation": "swish", "schemes": [{"scheme": "xavier_normal"}]}, ("activation",)),
         ({"depth": 3, "width": 8, "schemes": [{"scheme": "nope"}]}, ("schemes", 0, "scheme")),
-        ({"depth": 3, "width": 8, "schemes": [{"scheme": "dirac"}]}, ("schemes", 0, "shape")),
+        ({"depth": 3, "width": 8, "schemes": [{"scheme": "dirac"}]}, ("schemes", 0, "scheme")),
         (
             {"depth": 3, "width": 8, "schemes": [{"scheme": "normal", "params": {"std": -1}}]},
             ("schemes", 0, "params", "std"),

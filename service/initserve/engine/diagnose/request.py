@@ -306,7 +306,7 @@ def _scheme_choice(
             try:
                 cache[(width, fan_in)] = parse_spec({**body, "name": layer_name(layer_index)})
             except SpecError as error:
-                raise SpecError([FieldError(("schemes", index, *e.loc), e.msg) for e in error.errors]) from error
+                raise SpecError([_in_request(e, index, layer_index, (width, fan_in)) for e in error.errors]) from error
         template = cache[(width, fan_in)]
         specs.append(
             Spec(
@@ -324,6 +324,22 @@ def _scheme_choice(
     params = dict(first.params)
     label = item.get("label") or _label(first.scheme, item.get("params") or {})
     return SchemeChoice(str(label), first.scheme, params, tuple(specs))
+
+
+def _in_request(error: FieldError, index: int, layer_index: int, shape: tuple[int, int]) -> FieldError:
+    """A layer spec's error at the field of the diagnosis body that caused it. The layer's shape, seed
+    and dtype are not fields of ``schemes[index]``: a shape the scheme cannot fill is the scheme's
+    fault (named with the shape), the seed and dtype are the body's own."""
+    field = error.loc[0] if error.loc else None
+    if field == "shape":
+        shown = f"[{shape[0]}, {shape[1]}]"
+        return FieldError(
+            ("schemes", index, "scheme"),
+            f"{error.msg} (a diagnosis gives layer {layer_index} a 2-D weight of shape {shown})",
+        )
+    if field in ("seed", "dtype"):
+        return error
+    return FieldError(("schemes", index, *error.loc), error.msg)
 
 
 def _label(scheme: str, params: Mapping[str, Any]) -> str:
