@@ -168,6 +168,17 @@ def test_planning_evaluates_a_parametrization_once_and_changes_nothing() -> None
     assert Counted.calls == 1
 
 
+def test_a_parametrized_buffer_is_left_alone() -> None:
+    model = nn.Linear(8, 8)
+    model.register_buffer("mask", torch.ones(8, 8))
+    parametrize.register_parametrization(model, "mask", Symmetric())
+    before = sha(model.parametrizations.mask.original)
+    assert [entry.name for entry in plan_init(model)] == ["weight", "bias"]
+    init_module(model, client=LocalClient(), seed=SEED)
+    assert sha(model.parametrizations.mask.original) == before
+    assert sha(model.weight) == sha(init_module(nn.Linear(8, 8), client=LocalClient(), seed=SEED).weight)
+
+
 def test_a_sharded_parametrized_tensor_is_refused_naming_it() -> None:
     model = net()
     parametrizations.weight_norm(model.fc)

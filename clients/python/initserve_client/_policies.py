@@ -279,7 +279,12 @@ def tied_names(module: torch.nn.Module) -> dict[str, tuple[str, ...]]:
     reparametrized tensor is named by its plain name (``b.weight`` for ``b.parametrizations.weight.original``)."""
     computed = reparametrized_tensors(module)
     params = dict(module.named_parameters())
-    plain = {id(params[original]): entry for entry in computed.values() for original in entry.originals}
+    plain = {
+        id(params[original]): entry
+        for entry in computed.values()
+        for original in entry.originals
+        if original in params  # a parametrized buffer is no parameter: init_module leaves it alone
+    }
     names: dict[int, list[str]] = {}
     for name, param in module.named_parameters(remove_duplicate=False):
         entry = plain.get(id(param))
