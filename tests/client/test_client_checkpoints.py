@@ -157,3 +157,23 @@ def test_a_dtype_the_server_cannot_store_is_refused_before_any_request(
     with pytest.raises(InitserveError, match=r"cannot upload dtype torch.float8_e4m3fnuz; supported: float32, "):
         call(mode, proxy.url, "upload_checkpoint", {"z": torch.zeros(2, dtype=torch.float8_e4m3fnuz)})
     assert proxy.connections == 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_uploading_a_live_models_state_dict_leaves_its_storage_resizable(server: Server, mode: str) -> None:
+    """A state_dict shares its model's storage; reading it for the upload must not pin that storage
+    (Tensor.numpy() does, for good: FSDP2 and parameter offloading could no longer free it)."""
+    torch = pytest.importorskip("torch")
+    model = torch.nn.Linear(6, 4)
+    with torch.no_grad():
+        model.weight.copy_(torch.arange(24, dtype=torch.float32).reshape(4, 6) / 7)
+    model.bias.data = model.bias.data.to(torch.bfloat16)
+    state = model.state_dict()
+    manifest = call(mode, server.url, "upload_checkpoint", state)
+    assert manifest["tensors"]["bias"]["dtype"] == "BF16"
+    back = call(mode, server.url, "checkpoint_tensor", manifest["digest"], "weight")
+    assert back.tobytes() == model.weight.detach().clone().numpy().tobytes()  # a clone: the model's own stays unpinned
+    for param in model.parameters():
+        nbytes = param.untyped_storage().nbytes()
+        param.untyped_storage().resize_(0)
+        param.untyped_storage().resize_(nbytes)

@@ -263,6 +263,23 @@ def test_init_module_with_local_client_generates_into_the_parameters() -> None:
     assert torch.equal(model.weight, reference.weight) and torch.equal(model.bias, reference.bias)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_parameters_filled_in_place_keep_a_storage_torch_can_resize(server: Server, dtype: torch.dtype) -> None:
+    """Generating into a parameter leaves its storage as a Client's copy does: FSDP2 (and anything
+    offloading a parameter) frees and re-allocates it with untyped_storage().resize_(), which
+    Tensor.numpy() forbids for good once called."""
+    model, fetched = nn.Linear(24, 16).to(dtype), nn.Linear(24, 16).to(dtype)
+    init_module(model, client=LocalClient(threads=1), seed=5)
+    with Client(base_url=server.url, cache=False) as client:
+        init_module(fetched, client=client, seed=5)
+    for param, reference in zip(model.parameters(), fetched.parameters(), strict=True):
+        assert torch.equal(param, reference)  # the same bytes as the server's, written in place
+        nbytes = param.untyped_storage().nbytes()
+        param.untyped_storage().resize_(0)
+        param.untyped_storage().resize_(nbytes)
+        reference.untyped_storage().resize_(0)
+
+
 def test_ainit_module_fills_megatron_shards_as_init_module_does(server: Server) -> None:
     import asyncio
 

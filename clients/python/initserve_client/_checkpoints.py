@@ -28,6 +28,7 @@ from ._errors import InitserveError, IntegrityError
 from ._flow import Blocking, Flow, Send
 from ._safetensors import SafetensorsFile, parse
 from ._specs import plain_json, require_json
+from ._tensor_view import tensor_as_numpy
 
 if TYPE_CHECKING:
     import torch
@@ -56,9 +57,9 @@ def _as_array(value: Any) -> tuple[str, tuple[int, ...], bytes]:
         name = str(tensor.dtype).removeprefix("torch.")
         if name in _BITS_ONLY:  # dtypes torch cannot hand to numpy travel as their bit patterns
             bits = tensor.view(torch.uint8 if tensor.element_size() == 1 else torch.int16)
-            return DTYPE_CODES[name], tuple(tensor.shape), bits.numpy().tobytes()
+            return DTYPE_CODES[name], tuple(tensor.shape), tensor_as_numpy(bits).tobytes()
         try:
-            value = tensor.numpy()
+            value = tensor_as_numpy(tensor)  # not Tensor.numpy(): it would pin a live model's storage
         except TypeError:  # a dtype numpy lacks (complex32, float8_e4m3fnuz, …)
             raise _unsupported(tensor.dtype) from None
     array = np.asarray(value)

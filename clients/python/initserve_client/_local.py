@@ -20,6 +20,7 @@ from initserve.engine import DEFAULT_MAX_BYTES
 from ._errors import InvalidSpecError, TooLargeError
 from ._safetensors import SafetensorsFile, numpy_dtype, parse
 from ._specs import DTypeLike, bundle_body, init_body, plain_spec
+from ._tensor_view import tensor_as_numpy
 
 if TYPE_CHECKING:
     import torch as pt
@@ -331,11 +332,7 @@ def _as_numpy(buffer: Any) -> np.ndarray[Any, Any]:
 
     if not isinstance(buffer, torch.Tensor) or buffer.device.type != "cpu":
         raise TypeError(f"expected a numpy array or a CPU torch.Tensor, got {type(buffer).__name__}")
-    tensor = buffer.detach()
-    if tensor.dtype == torch.bfloat16:
-        return tensor.view(torch.int16).numpy().view(np.uint16)
-    view: np.ndarray[Any, Any] = tensor.numpy()
-    return view
+    return tensor_as_numpy(buffer)  # not Tensor.numpy(): see _tensor_view
 
 
 def _parse(body: Mapping[str, Any], max_bytes: int | None) -> Spec | BundleSpec:
