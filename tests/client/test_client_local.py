@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -313,6 +314,15 @@ NOWHERE = "http://127.0.0.1:1"  # nothing listens: a request that reached the ne
             ("body", "tensors", "fc.weight", "params", "std"),
         ),
         (lambda c: c.tensor(4, "normal", name="w"), ("body", "shape")),
+        # Values of no JSON type: the encoder's bare TypeError ("Object of type Decimal is not JSON serializable").
+        (lambda c: c.tensor([4, 4], "normal", params={"std": Decimal("0.5")}, name="w"), ("body", "params", "std")),
+        (lambda c: c.tensor([4, 4], "normal", params={"std": 0.5 + 0j}, name="w"), ("body", "params", "std")),
+        (lambda c: c.tensor([4, 4], "normal", slice=[slice(0, 2)], name="w"), ("body", "slice", 0)),
+        (lambda c: c.stats([4, 4], "normal", params={"mean": {1, 2}}, name="w"), ("body", "params", "mean")),
+        (
+            lambda c: c.bundle({"fc.weight": {"shape": [4, 4], "scheme": "normal", "params": {"std": Decimal(1)}}}),
+            ("body", "tensors", "fc.weight", "params", "std"),
+        ),
     ],
 )
 def test_values_json_cannot_carry_are_invalid_specs_naming_the_field(call: Any, loc: tuple[Any, ...]) -> None:

@@ -106,16 +106,28 @@ def _invalid(errors: list[tuple[tuple[str | int, ...], str]]) -> InvalidSpecErro
 
 
 def require_json(body: _Body) -> _Body:
-    """Return ``body`` unchanged, or raise :class:`InvalidSpecError` naming every float JSON cannot carry.
+    """Return ``body`` unchanged, or raise :class:`InvalidSpecError` naming every value JSON cannot carry.
 
     NaN and ±inf are not JSON numbers: ``json.dumps`` would raise a bare ValueError (or, with defaults,
     send ``NaN``, which the server refuses as malformed JSON). The server refuses them in every field as
-    "must be a finite number"; the client says the same, with the field, before any request."""
+    "must be a finite number"; the client says the same, with the field, before any request. A value
+    of no JSON type at all (a ``Decimal``, a ``complex``, a ``slice`` object, a set) would be a bare
+    TypeError from the JSON encoder: it is named with its field too."""
     errors: list[tuple[tuple[str | int, ...], str]] = []
 
     def walk(node: Any, loc: tuple[str | int, ...]) -> None:
         if isinstance(node, float) and not math.isfinite(node):
             errors.append((loc, f"{format_loc(loc)} must be a finite number, got {node}"))
+        elif not isinstance(node, Mapping | list | tuple | str | int | float) and node is not None:
+            kind = type(node).__qualname__
+            kind = kind if type(node).__module__ == "builtins" else f"{type(node).__module__}.{kind}"
+            errors.append(
+                (
+                    loc,
+                    f"{format_loc(loc)} must be a JSON value (a number, string, boolean, null, array or "
+                    f"object), got a {kind}: {node!r:.60}",
+                )
+            )
         elif isinstance(node, Mapping):
             for key, value in node.items():
                 walk(value, (*loc, str(key)))
