@@ -189,6 +189,34 @@ def test_plan_init_shows_the_global_shape_and_the_fans_init_module_uses(server: 
         plan_init(module, policy=sc.MEGATRON_POLICY)  # the rank is unknown: init_module would refuse too
 
 
+@pytest.mark.parametrize("tp_size", [2, 4])
+def test_from_checkpoint_gives_each_megatron_rank_its_partition_of_the_derived_model(
+    server: LiveServer, tp_size: int
+) -> None:
+    """Copied tensors are sliced, reinit ones drawn from the global shape (their fans global): every rank
+    holds Megatron's split of the unsharded derived model (torchrun, FSDP2: tests/distributed)."""
+    rules = sc.CHECKPOINT_RULES["megatron"]
+    table = sc.megatron_table(tp_size)
+    with Client(base_url=server.url, cache=False) as client:
+        source = sc.megatron_whole(tp_size)
+        init_module(source, client=client, seed=1, policy=sc.MEGATRON_POLICY)
+        digest = client.upload_checkpoint(source.state_dict())["digest"]
+        whole = sc.megatron_whole(tp_size)
+        init_module(whole, client=client, seed=2, from_checkpoint=digest, rules=rules)
+        for rank in range(tp_size):
+            module = sc.megatron_module(rank, tp_size)
+            parallel = {"tp_rank": rank, "tp_size": tp_size}
+            init_module(module, client=client, seed=2, from_checkpoint=digest, rules=rules, **parallel)
+            for name, param in module.named_parameters():
+                _, dim, stride = table[name]
+                expected = dict(whole.named_parameters())[name]
+                if dim is not None:
+                    expected = sc.megatron_expected_local(expected, dim, stride, rank, tp_size)
+                assert torch.equal(param, expected), (rank, name)
+        with pytest.raises(InitserveError, match=r"embedding is a Megatron .* tp_rank= and tp_size="):
+            init_module(sc.megatron_module(0, tp_size), client=client, seed=2, from_checkpoint=digest, rules=rules)
+
+
 def test_megatron_partition_that_does_not_divide_names_the_rule(local: LocalClient) -> None:
     module = sc.Params({"w": torch.empty(5, 4)})
     module.w.tensor_model_parallel, module.w.partition_dim, module.w.partition_stride = True, 0, 2

@@ -157,3 +157,13 @@ def megatron_expected_local(master: torch.Tensor, dim: int, stride: int, rank: i
     per_partition = master.shape[dim] // size
     pieces = torch.split(master, per_partition // stride, dim=dim)
     return torch.cat(pieces[rank::size], dim=dim)
+
+
+# --- from_checkpoint on sharded models: reinit rules draw from the global shape -------------------------
+CHECKPOINT_RULES: dict[str, list[dict[str, Any]]] = {
+    "mlp": [{"match": "2.weight", "action": "reinit", "scheme": "xavier_normal"}],
+    "megatron": [
+        {"match": "fc2", "action": "reinit", "scheme": "xavier_normal"},  # row-parallel: fan_in from the global columns
+        {"match": "qkv", "action": "reinit", "scheme": "kaiming_uniform"},
+    ],
+}

@@ -116,6 +116,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--url", default=None, help="an initserve server (default: LocalClient)")
     parser.add_argument("--memory", action="store_true")
+    parser.add_argument("--checkpoints", default=None, help="JSON {mlp: digest, megatron: digest} (needs --url)")
     args = parser.parse_args()
 
     # A short timeout: a collective that no peer joins fails in a minute instead of hanging.
@@ -205,6 +206,19 @@ def main() -> None:
     megatron = sc.megatron_module(rank, world)
     init_module(megatron, client=client, seed=sc.SEED, policy=sc.MEGATRON_POLICY)  # tp rank from torch.distributed
     report["megatron_local"] = {name: sha256(p) for name, p in megatron.named_parameters()}
+
+    if args.checkpoints:  # from_checkpoint: the server derives global tensors, each rank keeps its elements
+        digests = json.loads(args.checkpoints)
+        with torch.device("meta"):
+            mlp = sc.tp_mlp()
+        fully_shard(mlp, mesh=mesh)
+        rules = sc.CHECKPOINT_RULES["mlp"]
+        init_module(mlp, client=client, seed=sc.SEED, device="cpu", from_checkpoint=digests["mlp"], rules=rules)
+        report["checkpoint_fsdp"] = gathered(mlp, "checkpoint_fsdp")
+        megatron = sc.megatron_module(rank, world)
+        rules = sc.CHECKPOINT_RULES["megatron"]
+        init_module(megatron, client=client, seed=sc.SEED, from_checkpoint=digests["megatron"], rules=rules)
+        report["checkpoint_megatron_local"] = {name: sha256(p) for name, p in megatron.named_parameters()}
 
     if args.memory:
         report["memory"] = memory_figures(client, mesh)

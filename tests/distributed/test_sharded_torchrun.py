@@ -155,8 +155,30 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
 def test_ranks_fetch_their_shards_from_a_server(server: LiveServer, reference: dict[str, str], tmp_path: Path) -> None:
     """The HTTP client on every rank: each asks the server for its own slices only."""
     before = server.request_count("POST", "/v1/bundle", "200")
-    reports = run_torchrun(3, tmp_path, "--url", server.url)
+    with Client(base_url=server.url, cache=False) as client:  # checkpoints of the unsharded models
+        sources = {"mlp": sc.tp_mlp(), "megatron": sc.megatron_whole(3)}
+        init_module(sources["mlp"], client=client, seed=sc.SEED + 1)
+        init_module(sources["megatron"], client=client, seed=sc.SEED + 1, policy=sc.MEGATRON_POLICY)
+        digests = {key: client.upload_checkpoint(module.state_dict())["digest"] for key, module in sources.items()}
+        # The unsharded models derived in one process: what every world size must give.
+        derived = {"mlp": sc.tp_mlp(), "megatron": sc.megatron_whole(3)}
+        for key, module in derived.items():
+            rules = sc.CHECKPOINT_RULES[key]
+            init_module(module, client=client, seed=sc.SEED, from_checkpoint=digests[key], rules=rules)
+    reports = run_torchrun(3, tmp_path, "--url", server.url, "--checkpoints", json.dumps(digests))
     check_reports(reports, reference, 3)
+    # from_checkpoint on sharded models: the gathered FSDP2 model and every Megatron rank's partition are
+    # those of the unsharded derived model (reinit rules drawn from the global shape, copies sliced).
+    expected_fsdp = {f"checkpoint_fsdp/{n}": sha256(p) for n, p in derived["mlp"].named_parameters()}
+    table = sc.megatron_table(3)
+    for rank, report in enumerate(reports):
+        assert report["checkpoint_fsdp"] == expected_fsdp
+        expected_megatron = {}
+        for name, param in derived["megatron"].named_parameters():
+            _, dim, stride = table[name]
+            local = param if dim is None else sc.megatron_expected_local(param, dim, stride, rank, 3)
+            expected_megatron[name] = sha256(local)
+        assert report["checkpoint_megatron_local"] == expected_megatron, f"Megatron rank {rank}"
     assert server.request_count("POST", "/v1/bundle", "200") > before
     with Client(base_url=server.url, cache=False) as client:  # the server's unsharded model is the local one
         module = sc.whole_params(sc.ONE_D)

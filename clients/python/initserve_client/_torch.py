@@ -239,25 +239,39 @@ def _prepare(
         return _Filling(module, plan_module(module, rules), tensor_parallel)
 
 
-def _derive_targets(module: torch.nn.Module) -> dict[str, dict[str, Any]]:
-    """``{state_dict name: {"shape", "dtype"}}``: parameters and persistent buffers (running stats too)."""
-    return {
-        name: {"shape": list(tensor.shape), "dtype": str(tensor.dtype).removeprefix("torch.")}
-        for name, tensor in module.state_dict().items()
-    }
+def _derive_plan(
+    module: torch.nn.Module, tensor_parallel: TensorParallel | None
+) -> tuple[dict[str, dict[str, Any]], dict[str, ShardLayout | None]]:
+    """``{state_dict name: {"shape", "dtype"}}`` (parameters and persistent buffers, running stats too),
+    each with its **global** shape, and which of its elements this rank holds (``None``: all of them)."""
+    params = dict(module.named_parameters(remove_duplicate=False))  # Megatron's attributes are on these
+    targets: dict[str, dict[str, Any]] = {}
+    layouts: dict[str, ShardLayout | None] = {}
+    for name, tensor in module.state_dict().items():
+        layout = layout_of(name, params.get(name, tensor), tensor_parallel)
+        shape = tensor.shape if layout is None else layout.global_shape
+        targets[name] = {"shape": list(shape), "dtype": str(tensor.dtype).removeprefix("torch.")}
+        layouts[name] = layout
+    return targets, layouts
 
 
-def _load_derived(module: torch.nn.Module, values: Mapping[str, torch.Tensor]) -> None:
+def _load_derived(
+    module: torch.nn.Module, values: Mapping[str, torch.Tensor], layouts: Mapping[str, ShardLayout | None]
+) -> None:
+    """Copy each derived (global) tensor's elements this rank holds into the module's own storage."""
     th = _torch()
     with th.no_grad():
         for name, tensor in module.state_dict().items():
-            value = values[name]
-            if tuple(value.shape) != tuple(tensor.shape) or value.dtype != tensor.dtype:
+            value, layout, target = values[name], layouts[name], local_tensor(tensor)
+            if layout is not None and tuple(value.shape) == layout.global_shape:
+                for axis, indices in enumerate(layout.indices):
+                    value = value.index_select(axis, th.from_numpy(indices))
+            if tuple(value.shape) != tuple(target.shape) or value.dtype != target.dtype:
                 raise InitserveError(
                     f"{name}: server derived {value.dtype}{list(value.shape)}, "
-                    f"module has {tensor.dtype}{list(tensor.shape)}"
+                    f"module has {target.dtype}{list(target.shape)}"
                 )
-            tensor.copy_(value)
+            target.copy_(value)
 
 
 def _check_arguments(module: object, client: object) -> None:
@@ -289,7 +303,8 @@ def init_module(
     ``state_dict`` (parameters and persistent buffers) comes from one ``/v1/derive`` request instead:
     each entry takes the first of ``rules`` whose ``match`` matches its name (docs/pretrained.md), and
     entries no rule matches are copied from the checkpoint. ``policy`` does not apply then: fresh
-    tensors are ``reinit`` rules.
+    tensors are ``reinit`` rules. A sharded parameter is derived at its global shape and this rank keeps
+    its elements (each rank receives the whole derived tensor).
 
     Each parameter is the tensor named by its parameter name (``"0.weight"``, ``"encoder.fc.bias"``):
     the same ``seed`` gives the same module on any machine, and adding a layer leaves every other
@@ -332,8 +347,10 @@ def init_module(
         derive = getattr(client, "derive_torch", None)
         if derive is None:
             raise InitserveError("from_checkpoint needs a Client: checkpoints and derive live on the server")
+        reshard_fsdp(module)
         materialize(module, device)
-        _load_derived(module, derive(from_checkpoint, _derive_targets(module), rules, seed=seed))
+        targets, layouts = _derive_plan(module, _tensor_parallel(module, tp_rank, tp_size, tp_group))
+        _load_derived(module, derive(from_checkpoint, targets, rules, seed=seed), layouts)
         return module
     tensor_parallel = _tensor_parallel(module, tp_rank, tp_size, tp_group)
     filling = _prepare(module, policy, device, tensor_parallel)
@@ -361,8 +378,10 @@ async def ainit_module(
     if from_checkpoint is not None:
         if policy is not None:
             raise ValueError("policy and from_checkpoint exclude each other: write fresh tensors as reinit rules")
+        reshard_fsdp(module)
         materialize(module, device)
-        _load_derived(module, await client.derive_torch(from_checkpoint, _derive_targets(module), rules, seed=seed))
+        targets, layouts = _derive_plan(module, _tensor_parallel(module, tp_rank, tp_size, tp_group))
+        _load_derived(module, await client.derive_torch(from_checkpoint, targets, rules, seed=seed), layouts)
         return module
     tensor_parallel = _tensor_parallel(module, tp_rank, tp_size, tp_group)
     filling = _prepare(module, policy, device, tensor_parallel)
