@@ -439,3 +439,46 @@ def test_sigterm_with_a_stalled_stream_exits_within_the_graceful_timeout(fresh_s
         assert time.monotonic() - started < 2 + 5
     finally:
         sock.close()
+
+
+# --- error lists are bounded -------------------------------------------------------------------------
+# A body within the size limit can break tens of thousands of rules (60,000 unknown keys in 1 MiB were
+# answered with 5 MiB of errors): the problem lists the first 50 and counts the rest in its detail.
+@pytest.mark.parametrize(
+    ("path", "body", "total"),
+    [
+        ("/v1/init", {"shape": [2], "scheme": "normal", "name": "w", **{f"k{i}": i for i in range(20_000)}}, 20_000),
+        ("/v1/resolve", {"shape": [2], "scheme": "normal", **{f"k{i}": i for i in range(20_000)}}, 20_000),
+        ("/v1/bundle", {"tensors": {f"t{i}": {"shape": [-1], "scheme": "zeros"} for i in range(3000)}}, 3000),
+        ("/v1/bundle", {"tensors": {f"t{i}": {"shape": [2], "scheme": "nope"} for i in range(3000)}}, 3000),
+    ],
+    ids=["init-unknown-keys", "resolve-unknown-keys", "bundle-bad-shapes", "bundle-bad-schemes"],
+)
+def test_a_problem_lists_at_most_50_errors_and_counts_the_rest(
+    http: httpx.Client, path: str, body: dict[str, Any], total: int
+) -> None:
+    response = http.post(path, json=body)
+    assert response.status_code == 422, response.text[:300]
+    problem = response.json()
+    assert len(problem["errors"]) == 50
+    assert all(error["msg"] and error["loc"][0] == "body" for error in problem["errors"])
+    assert f"({total:,} errors; the first 50 are listed)" in problem["detail"]
+    assert len(response.content) < 64_000  # 50 messages of at most ~600 characters: bounded, whatever the count
+
+
+def test_a_shown_value_is_cut_without_encoding_all_of_it() -> None:
+    from initserve.api.problems import describe_validation_error
+
+    huge = {f"k{i}": list(range(10)) for i in range(100_000)}
+    calls = 0
+
+    class Counting(dict[str, Any]):
+        def items(self) -> Any:  # the encoder walks the mapping through items()
+            nonlocal calls
+            calls += 1
+            return super().items()
+
+    _, msg = describe_validation_error({"loc": ("body", "params"), "type": "dict_type", "input": Counting(huge)})
+    assert msg.startswith('params must be an object, got {"k0": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], "k1": ')
+    assert msg.endswith("...") and len(msg) < 120
+    assert calls == 1  # one lazy walk for the one rule shown, not one full encoding per rule

@@ -104,6 +104,9 @@ class ProblemError(Exception):
         self.headers = dict(headers or {})
 
 
+MAX_LISTED_ERRORS = 50  # entries of a problem's ``errors``: enough to fix a request, bounded whatever it held
+
+
 def problem_response(
     status: int,
     slug: str,
@@ -113,7 +116,12 @@ def problem_response(
     errors: Sequence[tuple[Loc, str]] = (),
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    """Build the ``application/problem+json`` response for one problem."""
+    """Build the ``application/problem+json`` response for one problem; ``errors`` beyond
+    :data:`MAX_LISTED_ERRORS` are counted in ``detail``, not listed (a 1 MiB body of 60,000 unknown keys
+    was answered with 5 MiB of errors)."""
+    if len(errors) > MAX_LISTED_ERRORS:
+        detail += f" ({len(errors):,} errors; the first {MAX_LISTED_ERRORS} are listed)"
+        errors = errors[:MAX_LISTED_ERRORS]
     body = Problem(
         type=TYPE_PREFIX + slug,
         title=TITLES.get(slug, slug.replace("-", " ").capitalize()),
@@ -148,16 +156,21 @@ def field_path(loc: Loc) -> str:
     return text or "body"
 
 
-def _short(value: Any) -> str:
+def _short(value: Any, limit: int = 60) -> str:
     """The value the caller sent, as the JSON it was (``null``, ``"2"``, ``{"a": 1}``), never a Python
-    repr (``None``, ``'2'``, ``{'a': 1}``); cut to 60 characters."""
+    repr (``None``, ``'2'``, ``{'a': 1}``); cut to ``limit`` characters. Encoded piece by piece and
+    stopped at the limit, so a 1 MiB object costs what its first 60 characters cost."""
     if isinstance(value, bool):
         return "a boolean"
+    text = ""
     try:
-        text = json.dumps(value, ensure_ascii=False)
+        for piece in json.JSONEncoder(ensure_ascii=False).iterencode(value):  # lazy for arrays and objects
+            text += piece
+            if len(text) > limit:
+                break
     except (TypeError, ValueError):  # not from a JSON body (bytes of a malformed one, say)
-        text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+        text = repr(value)[: limit + 1]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @functools.cache
@@ -176,33 +189,33 @@ def describe_validation_error(error: Mapping[str, Any]) -> tuple[Loc, str]:
     loc: Loc = tuple(error.get("loc", ()))
     kind = str(error.get("type", ""))
     ctx = error.get("ctx") or {}
-    value = error.get("input")
+    shown = _short(error.get("input"))  # once: every rule below shows the same value
     path = field_path(loc)
     rules = {
         "missing": "is required",
         "extra_forbidden": "is not a known field (unknown keys are rejected)",
-        "greater_than_equal": f"must be ≥ {ctx.get('ge')}, got {_short(value)}",
-        "greater_than": f"must be > {ctx.get('gt')}, got {_short(value)}",
-        "less_than_equal": f"must be ≤ {ctx.get('le')}, got {_short(value)}",
-        "less_than": f"must be < {ctx.get('lt')}, got {_short(value)}",
-        "int_type": f"must be an integer, got {_short(value)}",
-        "float_type": f"must be a number, got {_short(value)}",
-        "finite_number": f"must be a finite number, got {_short(value)}",
-        "string_type": f"must be a string, got {_short(value)}",
-        "list_type": f"must be an array, got {_short(value)}",
-        "tuple_type": f"must be an array, got {_short(value)}",
-        "dict_type": f"must be an object, got {_short(value)}",
-        "model_type": f"must be an object, got {_short(value)}",
-        "model_attributes_type": f"must be a JSON object, got {_short(value)}",
-        "literal_error": f"must be one of {ctx.get('expected')}, got {_short(value)}",
+        "greater_than_equal": f"must be ≥ {ctx.get('ge')}, got {shown}",
+        "greater_than": f"must be > {ctx.get('gt')}, got {shown}",
+        "less_than_equal": f"must be ≤ {ctx.get('le')}, got {shown}",
+        "less_than": f"must be < {ctx.get('lt')}, got {shown}",
+        "int_type": f"must be an integer, got {shown}",
+        "float_type": f"must be a number, got {shown}",
+        "finite_number": f"must be a finite number, got {shown}",
+        "string_type": f"must be a string, got {shown}",
+        "list_type": f"must be an array, got {shown}",
+        "tuple_type": f"must be an array, got {shown}",
+        "dict_type": f"must be an object, got {shown}",
+        "model_type": f"must be an object, got {shown}",
+        "model_attributes_type": f"must be a JSON object, got {shown}",
+        "literal_error": f"must be one of {ctx.get('expected')}, got {shown}",
         "too_long": f"must have at most {ctx.get('max_length')} items",
         "too_short": f"must have at least {ctx.get('min_length')} items",
         "string_too_long": f"must be at most {ctx.get('max_length')} characters",
         "string_too_short": f"must be at least {ctx.get('min_length')} characters",
-        "string_pattern_mismatch": f"must match {ctx.get('pattern')}, got {_short(value)}",
+        "string_pattern_mismatch": f"must match {ctx.get('pattern')}, got {shown}",
     }
     if kind == "extra_forbidden" and isinstance(loc[-1] if loc else None, str) and str(loc[-1]) in _param_names():
-        rules[kind] += f'; scheme parameters go under `params`, e.g. {{"params": {{"{loc[-1]}": {_short(value)}}}}}'
+        rules[kind] += f'; scheme parameters go under `params`, e.g. {{"params": {{"{loc[-1]}": {shown}}}}}'
     rule = rules.get(kind)
     if rule is None:
         msg = str(error.get("msg", "is invalid"))
@@ -256,7 +269,9 @@ async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
         return problem_response(
             415, "unsupported-media-type", msg, instance=request.url.path, errors=[(("header", "content-type"), msg)]
         )
-    errors = [describe_validation_error(e) for e in raw]
+    # Described up to the listed bound (problem_response counts the rest): 60,000 unknown keys cost no more.
+    errors = [describe_validation_error(e) for e in raw[:MAX_LISTED_ERRORS]]
+    errors += [(tuple(e.get("loc", ())), "") for e in raw[MAX_LISTED_ERRORS:]]
     detail = "; ".join(msg for _, msg in errors[:5]) + ("; …" if len(errors) > 5 else "")
     return problem_response(422, "invalid-spec", detail, instance=request.url.path, errors=errors)
 
