@@ -179,6 +179,18 @@ def test_keras_spellings_of_orthogonal_without_layout_are_refused_when_the_flatt
     assert parse_spec({"shape": [3, 3, 16, 32], "scheme": "orthogonal"}).layout == "torch"
 
 
+def test_tf1_spelling_of_uniform_unit_scaling_without_layout_is_refused_when_d_differs() -> None:
+    """TF1's uniform_unit_scaling_initializer divides by d = ∏shape[:-1] (784 for a (784, 256) kernel);
+    read as torch's (out, in) it silently used 256."""
+    (message,) = _errors({"shape": [784, 256], "scheme": "uniform_unit_scaling_initializer"})
+    assert message.startswith("layout: ") and "uniform_unit_scaling_initializer" in message
+    assert "fan_in 784" in message and "fan_in 256" in message
+    tf1 = parse_spec({"shape": [784, 256], "scheme": "uniform_unit_scaling_initializer", "layout": "keras"})
+    assert dict(tf1.params)["fan_in"] == 784
+    assert parse_spec({"shape": [784, 256], "scheme": "uniform_unit_scaling"}).layout == "torch"  # golden v1
+    parse_spec({"shape": [64, 64], "scheme": "uniform_unit_scaling_initializer"})  # square: layout-free
+
+
 def test_keras_spellings_are_aliases_of_their_scheme() -> None:
     for scheme in CATALOG.values():
         assert set(scheme.keras_spellings) <= set(scheme.aliases), scheme.name

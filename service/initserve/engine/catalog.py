@@ -938,6 +938,7 @@ SCHEMES: tuple[Scheme, ...] = (
         notes="TF1 shapes are (in, out): send layout keras for them (the default stays torch, as in algorithm "
         "1's golden vectors). The d used is written into the canonical spec as params.fan_in.",
         aliases=("uniform_unit_scaling_initializer",),
+        keras_spellings=("uniform_unit_scaling_initializer",),
         derived=_uniform_unit_scaling_fans,
     ),
     Scheme(

@@ -325,8 +325,13 @@ def _layout_ambiguity(
             f"{k_cols}) matrix orthogonal; layout 'torch' (as torch: (shape[0], ∏shape[1:])) the ({t_rows}, "
             f'{t_cols}) one. Say which: add "layout": "keras" or "layout": "torch"'
         )
+    who = (
+        f"{scheme.name} is a keras/jax-family scheme"
+        if scheme.family == "keras"
+        else f"{spelling!r} spells the keras/TF1 function ({scheme.name})"
+    )
     return (
-        f"{scheme.name} is a keras/jax-family scheme and shape {list(shape)} reads differently in the two "
+        f"{who} and shape {list(shape)} reads differently in the two "
         f"layouts: layout 'keras' ((in, out) / (*k, in, out), as keras, jax and TF1 store kernels) gives "
         f"fan_in {k_in}, fan_out {k_out}; layout 'torch' ((out, in, *k)) gives fan_in {t_in}, fan_out {t_out}. "
         f'Say which: add "layout": "keras" or "layout": "torch"'
