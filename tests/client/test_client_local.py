@@ -264,6 +264,20 @@ def test_init_module_with_local_client_generates_into_the_parameters() -> None:
     assert torch.equal(model.weight, reference.weight) and torch.equal(model.bias, reference.bias)
 
 
+def test_resolve_gives_the_servers_canonical_spec_algorithm_and_etag(server: Server) -> None:
+    bodies = [
+        {"name": "w", "shape": [8, 64], "scheme": "xavier_normal", "seed": 3, "layout": "torch"},
+        {"name": "c", "shape": [16, 4, 3, 3], "scheme": "kaiming_uniform", "slice": [[2, 5]], "algorithm": 1},
+        {"bundle": {"seed": 1, "tensors": {"a": {"shape": [5, 7], "scheme": "orthogonal", "dtype": "bfloat16"}}}},
+    ]
+    with Client(base_url=server.url, cache=False) as client:
+        for body in bodies:
+            remote, local = client.resolve(body), LocalClient().resolve(body)
+            assert local == {key: remote[key] for key in ("canonical", "algorithm", "etag")}, body
+    with pytest.raises(InvalidSpecError, match=r"params\.std"):
+        LocalClient().resolve({"name": "w", "shape": [2], "scheme": "normal", "params": {"std": -1}})
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
 def test_parameters_filled_in_place_keep_a_storage_torch_can_resize(server: Server, dtype: torch.dtype) -> None:
     """Generating into a parameter leaves its storage as a Client's copy does: FSDP2 (and anything

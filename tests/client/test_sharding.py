@@ -179,6 +179,9 @@ def test_plan_init_shows_the_global_shape_and_the_fans_init_module_uses(server: 
     module = sc.megatron_module(1, 4)
     with Client(base_url=server.url, cache=False) as client:
         plan = {e.name: e for e in plan_init(module, policy=sc.MEGATRON_POLICY, client=client, tp_rank=1, tp_size=4)}
+    # A LocalClient resolves in process: the same entries, fans included.
+    offline = plan_init(module, policy=sc.MEGATRON_POLICY, client=LocalClient(), tp_rank=1, tp_size=4)
+    assert {e.name: e for e in offline} == plan
     assert {name: entry.shape for name, entry in plan.items()} == {
         name: shape for name, (shape, _, _) in sc.megatron_table(4).items()
     }

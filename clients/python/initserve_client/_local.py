@@ -307,6 +307,15 @@ class LocalClient:
         assert isinstance(bundle, BundleSpec)
         return {spec.name: self._generate(spec) for spec in bundle.tensors}
 
+    def resolve(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """What :meth:`Client.resolve` (``POST /v1/resolve``) answers that needs no server: the
+        ``canonical`` spec (with the params the scheme uses: fans, gain), its ``algorithm`` and ``etag``
+        (the spec digest, the server's ETag). No ``url``, ``token`` or ``content_length``: there is no
+        server file. ``body``: a spec or ``{"bundle": ...}``, as for the server. Nothing is generated."""
+        plain = plain_spec(body)
+        parsed = _parse(plain.get("bundle", plain), None)
+        return {"canonical": parsed.canonical(), "algorithm": parsed.algorithm, "etag": f'"{parsed.digest()}"'}
+
     def schemes(self) -> list[dict[str, Any]]:
         """The scheme catalog (what ``GET /v1/schemes`` lists)."""
         from initserve.engine import catalog

@@ -459,7 +459,7 @@ def plan_init(
     module: torch.nn.Module,
     *,
     policy: Policy | str | Mapping[str, Any] | None = None,
-    client: Client | None = None,
+    client: Client | LocalClient | None = None,
     tp_rank: int | None = None,
     tp_size: int | None = None,
     tp_group: Any = None,
@@ -467,8 +467,9 @@ def plan_init(
     """The dry run of :func:`init_module`: for every parameter it would set, the scheme, params, the
     torch code the rule reproduces, its owner module and tied names — nothing is fetched or changed.
 
-    With ``client``, one ``POST /v1/resolve`` (no generation) returns the canonical params, so each
-    entry also shows the fans the server will use. Works on meta-device modules (no storage needed).
+    With ``client``, one ``POST /v1/resolve`` (no generation; a :class:`LocalClient` resolves in process)
+    returns the canonical params, so each entry also shows the fans the server will use. Works on
+    meta-device modules (no storage needed).
 
     A sharded parameter's entry has its **global** shape, the one init_module sends and the fans come
     from: a DTensor's own shape; for a Megatron tensor-parallel parameter its local shape times the
