@@ -220,6 +220,28 @@ def test_from_checkpoint_gives_each_megatron_rank_its_partition_of_the_derived_m
             init_module(sc.megatron_module(0, tp_size), client=client, seed=2, from_checkpoint=digest, rules=rules)
 
 
+def test_torch_default_bias_of_a_row_parallel_linear_is_refused_not_drawn_from_the_local_fan_in(
+    local: LocalClient,
+) -> None:
+    """Row-parallel (partition_dim=1): the local weight holds 1/tp of fan_in, so torch's default bias bound
+    would be √tp too wide; it is an error naming the bias. Column-parallel keeps the whole fan_in."""
+    row = nn.Linear(16 // 4, 8)  # the local partition of Linear(16, 8) at TP 4
+    row.weight.tensor_model_parallel, row.weight.partition_dim, row.weight.partition_stride = True, 1, 1
+    refusal = r"no default rule for 'bias'.*partition_dim=1.*policy=\{'bias': 'zeros'\}"
+    with pytest.raises(InitserveError, match=refusal):
+        init_module(row, client=local, seed=0, tp_rank=1, tp_size=4)
+    init_module(row, client=local, seed=0, tp_rank=1, tp_size=4, policy={"bias": "zeros"})
+    whole = nn.Linear(16, 8)
+    init_module(whole, client=local, seed=0, policy={"bias": "zeros"})
+    assert torch.equal(row.weight, whole.weight[:, 4:8]) and not row.bias.any()  # the weight: its global fans
+    column = nn.Linear(16, 8 // 4)
+    for param in (column.weight, column.bias):
+        param.tensor_model_parallel, param.partition_dim, param.partition_stride = True, 0, 1
+    init_module(column, client=local, seed=0, tp_rank=1, tp_size=4)
+    init_module(whole, client=local, seed=0)
+    assert torch.equal(column.weight, whole.weight[2:4]) and torch.equal(column.bias, whole.bias[2:4])
+
+
 def test_megatron_partition_that_does_not_divide_names_the_rule(local: LocalClient) -> None:
     module = sc.Params({"w": torch.empty(5, 4)})
     module.w.tensor_model_parallel, module.w.partition_dim, module.w.partition_stride = True, 0, 2

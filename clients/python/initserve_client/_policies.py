@@ -144,7 +144,17 @@ class TorchDefaultPolicy:
             if local == "weight":
                 return InitRule("torch_default", source=f"{kind}.reset_parameters: kaiming_uniform_(a=√5)")
             if local == "bias":
-                fan_in = _fan_in(_attribute(owner, "weight"))
+                weight = _attribute(owner, "weight")
+                partition_dim = int(getattr(weight, "partition_dim", 0))
+                if getattr(weight, "tensor_model_parallel", False) and partition_dim >= 1:
+                    # The bound would come from the partition's share of fan_in: √tp too wide, silently.
+                    raise InitserveError(
+                        f"no default rule for {name!r}: torch's bias bound U(±1/√fan_in) needs {kind}.weight's "
+                        "global fan_in, but that weight is a Megatron partition of its input dimension "
+                        f"(partition_dim={partition_dim}) holding a fraction of it; give {name!r} a "
+                        f"pattern, e.g. policy={{{name!r}: 'zeros'}} (what Megatron does) or explicit bounds"
+                    )
+                fan_in = _fan_in(weight)
                 return _uniform(1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0, f"{kind}.reset_parameters")
         if isinstance(owner, nn.Bilinear):
             in1 = int(_attribute(owner, "weight").size(1))
