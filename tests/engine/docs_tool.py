@@ -31,12 +31,7 @@ def scheme_table() -> str:
     ]
     for scheme in CATALOG.values():
         info = scheme.describe()
-        params = (
-            ", ".join(
-                f"{p['name']}" + (f"={p['default']}" if "default" in p else " (required)") for p in info["params"]
-            )
-            or "–"
-        )
+        params = ", ".join(_param(p) for p in info["params"]) or "–"
         eq = info["equivalents"]
         rank = info["rank"]
         ranks = f"{rank['min']}–{rank['max']}" if rank["min"] != rank["max"] else str(rank["min"])
@@ -50,6 +45,15 @@ def scheme_table() -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _param(param: dict[str, Any]) -> str:
+    return param["name"] + (f"={_default(param['default'])}" if "default" in param else " (required)")
+
+
+def _default(value: object) -> str:
+    """A default as a request writes it: JSON's true/false for booleans, else as Python prints it."""
+    return json.dumps(value) if isinstance(value, bool) else str(value)
 
 
 def _reproducibility(info: dict[str, Any]) -> str:

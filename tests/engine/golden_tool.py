@@ -69,6 +69,30 @@ SPECS: list[dict[str, Any]] = [
     {"shape": [6, 10], "scheme": "haar_wavelet"},
     {"shape": [5, 12], "scheme": "dct", "dtype": "float64"},
     {"shape": [16, 16], "scheme": "dct", "params": {"gain": 1.5}, "dtype": "bfloat16"},
+    # keras' STFT initializer, appended: the vectors above are unchanged.
+    {"shape": [16, 1, 9], "scheme": "stft", "layout": "keras", "dtype": "float64"},
+    {
+        "shape": [9, 1, 16],
+        "scheme": "stft",
+        "layout": "torch",
+        "params": {"side": "imag", "window": "hamming", "scaling": "spectrum", "periodic": True},
+    },
+    {
+        "shape": [31, 1, 17],
+        "scheme": "stft",
+        "layout": "keras",
+        "params": {"window": "blackman", "scaling": "none"},
+        "dtype": "float16",
+    },
+    {"shape": [12, 1, 7], "scheme": "stft", "layout": "keras", "params": {"window": "boxcar", "periodic": True}},
+    {
+        "shape": [8, 1, 5],
+        "scheme": "stft",
+        "layout": "keras",
+        "params": {"side": "imag", "window": "none"},
+        "dtype": "float64",
+    },
+    {"shape": [64, 1, 33], "scheme": "stft", "layout": "keras", "params": {"side": "imag"}, "slice": [[10, 30]]},
 ]
 
 

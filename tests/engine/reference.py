@@ -249,6 +249,42 @@ def dct_element(rows: int, cols: int, gain: float, r: int, c: int) -> float:
     return cos_pi_ratio((2 * j + 1) * k, 2 * n) * alpha
 
 
+STFT_WINDOW_COEFFICIENTS = {"hann": [0.5, 0.5], "hamming": [0.54, 1.0 - 0.54], "blackman": [0.42, 0.5, 0.08]}
+
+
+def stft_window(name: str, length: int, periodic: bool) -> list[float]:
+    """docs/determinism.md §7.1 STFT: w[n] = a₀, then − fl(a₁·c₁), then + fl(a₂·c₂); c_k = cos(π·2kn/D)."""
+    if name in ("boxcar", "none") or length == 1:
+        return [1.0] * length
+    span = length if periodic else length - 1
+    values = []
+    for n in range(length):
+        w = STFT_WINDOW_COEFFICIENTS[name][0]
+        for k, a in enumerate(STFT_WINDOW_COEFFICIENTS[name][1:], start=1):
+            term = a * cos_pi_ratio(2 * k * n, span)
+            w = w - term if k % 2 else w + term
+        values.append(w)
+    return values
+
+
+def stft_element(frames: int, bins: int, params: dict[str, object], t: int, f: int) -> float:
+    """Element (t, f) of the STFT kernel: trig, then × w[t], then ÷ s (each one rounding)."""
+    side, name = params.get("side", "real"), str(params.get("window", "hann"))
+    scaling, periodic = params.get("scaling", "density"), bool(params.get("periodic", False))
+    h = bins - 1
+    x = (t * f) % (2 * h)
+    value = cos_pi_ratio(x, h) if side == "real" else cos_pi_ratio(2 * x + h, 2 * h)
+    if name == "none":
+        return value
+    w = stft_window(name, frames, periodic)
+    value = value * w[t]
+    if scaling == "density":
+        value = value / math.sqrt(math.fsum(v * v for v in w))
+    elif scaling == "spectrum":
+        value = value / math.fsum(abs(v) for v in w)
+    return value
+
+
 # --- orthogonal, algorithm 2 (docs/determinism.md §7.1): blocked Householder, every sum sequential --
 PANEL = 32
 

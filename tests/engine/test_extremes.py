@@ -46,12 +46,14 @@ EXTREMES: list[float | int] = [
 ]
 EXTREME = st.sampled_from(EXTREMES + [-x for x in EXTREMES if x]) | st.floats(allow_nan=False, allow_infinity=False)
 # Schemes whose rank excludes [3, 4] get a shape they accept, so the property reaches their arithmetic.
-SHAPES = {"dirac": [4, 2, 3], "delta_orthogonal": [4, 2, 3]}
+SHAPES = {"dirac": [4, 2, 3], "delta_orthogonal": [4, 2, 3], "stft": [3, 1, 3]}
 
 
 def _value(param: Any) -> st.SearchStrategy[object]:
     if param.kind == "choice":
         return st.sampled_from([*param.choices, *param.aliases, "bogus", 1.0])
+    if param.kind == "bool":
+        return st.sampled_from([True, False, 0, 1, "true", None])
     if param.kind == "int":
         return st.sampled_from([0, 1, 2, 3, -1, 2**62, 2**62 + 1, 2**64, 10**400, 1e308, 2.5])
     return EXTREME

@@ -433,7 +433,7 @@ def test_the_catalog_says_random_access_exactly_for_the_elementwise_samplers(nam
     """`random_access` in GET /v1/schemes is what the engine does: an elementwise sampler, not a whole tensor."""
     required = {"constant": {"value": 0.5}, "sparse": {"sparsity": 0.5}}  # the params without defaults
     built = None
-    for shape in ([8, 8], [8, 8, 3], [8, 8, 3, 3], [8]):
+    for shape in ([8, 8], [8, 8, 3], [8, 8, 3, 3], [8], [8, 1, 3]):  # [8, 1, 3]: stft's (n_freq, 1, frame)
         try:
             body = {"shape": shape, "scheme": name, "layout": "torch", "params": required.get(name, {})}
             built = parse_spec(body).built

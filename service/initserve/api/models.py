@@ -31,15 +31,18 @@ DType = Literal["float32", "float64", "float16", "bfloat16"]
 Layout = Literal["torch", "keras"]
 
 
-def _param_value(value: Any) -> int | float | str:
-    # bool is an int subclass in Python: reject it by type, not by isinstance.
-    if type(value) is int or type(value) is str:
+def _param_value(value: Any) -> int | float | str | bool:
+    # bool is an int subclass in Python: test it by type, not by isinstance. A boolean goes on to the
+    # scheme's own validation (stft's periodic is one; a number parameter refuses it there, by name).
+    if type(value) is int or type(value) is str or type(value) is bool:
         return value
     if type(value) is float:
         if not math.isfinite(value):
             raise PydanticCustomError("finite_number", "must be a finite number")
         return value
-    raise PydanticCustomError("param_type", "must be a number or a string, got {kind}", {"kind": _json_kind(value)})
+    raise PydanticCustomError(
+        "param_type", "must be a number, a string or a boolean, got {kind}", {"kind": _json_kind(value)}
+    )
 
 
 def _json_kind(value: object) -> str:
@@ -52,9 +55,9 @@ def _json_kind(value: object) -> str:
 
 
 ParamValue = Annotated[
-    int | float | str,
+    int | float | str | bool,
     PlainValidator(_param_value),
-    WithJsonSchema({"anyOf": [{"type": "number"}, {"type": "string", "maxLength": 64}]}),
+    WithJsonSchema({"anyOf": [{"type": "number"}, {"type": "string", "maxLength": 64}, {"type": "boolean"}]}),
 ]
 Dim = Annotated[StrictInt, Field(ge=0, le=MAX_DIM)]
 Seed = Annotated[StrictInt, Field(ge=0, le=MAX_SEED, description="0 ≤ seed < 2^64; all 64 bits matter.")]

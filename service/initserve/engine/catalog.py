@@ -31,6 +31,7 @@ from .samplers import (
     Uniform,
     WholeSampler,
 )
+from .stft import SCALINGS, STFT_MAX_FRAME, STFT_MAX_FREQ, WINDOWS, STFTKernel
 from .structured import (
     CentreTap,
     CentreTapOrthogonal,
@@ -504,6 +505,68 @@ def _check_dct(layer: Layer) -> list[FieldError]:
     if max(rows, cols) > DCT_MAX_SIDE:
         return [FieldError(("shape",), f"dct supports matrices whose longer side is ≤ 2^30, got {max(rows, cols)}")]
     return []
+
+
+def _stft_axes(layout: str) -> tuple[int, int]:
+    """(frame axis, frequency axis): keras (frame_length, 1, n_freq), torch (n_freq, 1, frame_length)."""
+    return (0, 2) if layout == "keras" else (2, 0)
+
+
+def _stft(layer: Layer) -> Built:
+    frame_axis, freq_axis = _stft_axes(layer.layout)
+    kernel = STFTKernel(
+        layer.shape[frame_axis],
+        layer.shape[freq_axis],
+        layer.str("side"),
+        layer.str("window"),
+        layer.str("scaling"),
+        bool(layer.params["periodic"]),
+        layer.layout,
+    )
+    return Built(kernel)
+
+
+def _check_stft(layer: Layer) -> list[FieldError]:
+    frame_axis, freq_axis = _stft_axes(layer.layout)
+    frames, bins = layer.shape[frame_axis], layer.shape[freq_axis]
+    errors: list[FieldError] = []
+    if layer.shape[1] != 1:
+        errors.append(
+            FieldError(
+                ("shape", 1),
+                f"shape[1] (in_channels) must be 1 for stft, got {layer.shape[1]}: keras' STFT kernel is "
+                "(frame_length, 1, n_freq) whatever the channels (its STFTSpectrogram folds channels into the "
+                "batch) and returns that shape even when asked for more",
+            )
+        )
+    if bins < 2:
+        errors.append(
+            FieldError(
+                ("shape", freq_axis),
+                f"shape[{freq_axis}] (n_freq = fft_length // 2 + 1) must be ≥ 2, got {bins}: the DFT length is "
+                "2·(n_freq − 1)",
+            )
+        )
+    elif bins > STFT_MAX_FREQ:
+        errors.append(FieldError(("shape", freq_axis), f"shape[{freq_axis}] (n_freq) must be ≤ 2^30 + 1, got {bins}"))
+    if frames > STFT_MAX_FRAME:
+        errors.append(
+            FieldError(("shape", frame_axis), f"shape[{frame_axis}] (frame_length) must be ≤ 2^22, got {frames}")
+        )
+    if not errors and layer.str("scaling") != "none" and layer.str("window") != "none":
+        built = _stft(layer).sampler
+        assert isinstance(built, STFTKernel)
+        if built.scale == 0.0:
+            form = "periodic" if layer.params["periodic"] else "symmetric"
+            errors.append(
+                FieldError(
+                    ("params", "scaling"),
+                    f"the {form} {layer.str('window')} window of frame_length {frames} is all zeros, so "
+                    f"{layer.str('scaling')} scaling would divide by 0; use scaling 'none', periodic true or a "
+                    "longer frame",
+                )
+            )
+    return errors
 
 
 _NO_EQUIVALENT: Mapping[str, str | None] = {"torch": None, "keras": None, "jax": None, "tf1": None}
@@ -1074,6 +1137,45 @@ SCHEMES: tuple[Scheme, ...] = (
         check=_check_dct,
         notes="scipy.fft.dct(np.eye(n), norm='ortho', axis=0) rows; cosine from exact range reduction and a "
         "fixed polynomial (docs/determinism.md), so class bitwise; deterministic, O(1) per element",
+    ),
+    Scheme(
+        "stft",
+        "STFT conv kernel: x[t, 0, f] = w[t]·cos(2πtf/N)/s (real) or w[t]·(−sin(2πtf/N))/s (imag), N = "
+        "2(n_freq − 1), w the scipy window, s = √Σw² (density), Σ|w| (spectrum) or 1",
+        _stft,
+        _params(
+            Param("side", "choice", "real", choices=("real", "imag"), doc="real or imaginary part of e^{−2πitf/N}"),
+            Param(
+                "window",
+                "choice",
+                "hann",
+                choices=WINDOWS,
+                doc="scipy.signal.get_window name; 'none' is keras' window=None (no window and no scaling)",
+            ),
+            Param(
+                "scaling",
+                "choice",
+                "density",
+                choices=SCALINGS,
+                doc="divide by the window's L2 norm (density), L1 norm (spectrum), or not ('none' = keras None)",
+            ),
+            Param("periodic", "bool", False, doc="periodic (DFT-even, fftbins=True) or symmetric window"),
+        ),
+        Rank(3, 3),
+        {
+            "torch": None,
+            "keras": "STFT(side, window, scaling, periodic) ≡ {side, window, scaling, periodic} (window/scaling "
+            "None: 'none')" + _KERAS,
+            "jax": None,
+            "tf1": None,
+        },
+        check=_check_stft,
+        family="keras",
+        notes="keras layout (frame_length, 1, n_freq) as keras' STFTSpectrogram; torch layout (n_freq, 1, "
+        "frame_length) is a Conv1d weight of the same filter bank. Windows hann, hamming, blackman, boxcar (scipy, "
+        "periodic or symmetric) or none; cosines and windows from exact range reduction and a fixed polynomial "
+        "(docs/determinism.md), so class bitwise; deterministic (seed and name change nothing), O(1) per element",
+        aliases=("STFT",),
     ),
 )
 

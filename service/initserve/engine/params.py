@@ -18,7 +18,7 @@ class Param:
     the other (already validated) parameters, e.g. truncated_normal's ``low = mean - 2*std``."""
 
     name: str
-    kind: str  # "float" | "int" | "choice"
+    kind: str  # "float" | "int" | "choice" | "bool"
     default: ParamValue | None = None
     default_rule: str | None = None  # text of a computed default, e.g. "mean - 2*std"
     minimum: float | None = None
@@ -58,6 +58,10 @@ class Param:
             value = self.aliases.get(value, value)
             if value not in self.choices:
                 return None, f"must be one of {', '.join(self.choices)}; got {value!r}"
+            return value, None
+        if self.kind == "bool":
+            if not isinstance(value, bool):
+                return None, f"must be true or false, got {_show(value)}"
             return value, None
         if isinstance(value, bool) or not isinstance(value, int | float):
             return None, f"must be a number, got {_show(value)}"
