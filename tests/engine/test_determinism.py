@@ -28,7 +28,7 @@ pytestmark = pytest.mark.usefixtures("each_kernel")
 ROOT = Path(__file__).resolve().parents[2]
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 REQUIRED = {"sparse": {"sparsity": 0.25}, "constant": {"value": 0.5}}
-SHAPES = {"eye": [37, 41], "dirac": [6, 4, 3, 5], "sparse": [97, 31], "near_etf": [40, 12]}
+SHAPES = {"eye": [37, 41], "dirac": [6, 4, 3, 5], "sparse": [97, 31], "near_etf": [40, 12], "stft": [400, 1, 257]}
 
 
 def _body(scheme: str, dtype: str = "float32", shape: list[int] | None = None) -> dict[str, Any]:

@@ -66,7 +66,7 @@ def test_bundle_keys_follow_the_same_name_rule() -> None:
 @pytest.mark.parametrize("alias", sorted(ALIASES))
 def test_framework_aliases_canonicalise_to_the_catalog_name(alias: str) -> None:
     scheme = ALIASES[alias]
-    shape = {"dirac": [4, 2, 3], "eye": [3, 3]}.get(scheme, [4, 6])
+    shape = {"dirac": [4, 2, 3], "eye": [3, 3], "stft": [4, 1, 6]}.get(scheme, [4, 6])
     params = {"sparse": {"sparsity": 0.5}, "constant": {"value": 0.5}}.get(scheme, {})
     body = {"shape": shape, "params": params, "seed": 3, "layout": "keras"}
     by_alias, by_name = parse_spec({**body, "scheme": alias}), parse_spec({**body, "scheme": scheme})
@@ -121,6 +121,7 @@ def test_keras_family_is_exactly_the_keras_and_jax_schemes() -> None:
         "glorot_uniform",
         "glorot_normal",
         "variance_scaling",
+        "stft",
     }
     for name in KERAS_FAMILY:
         assert "layout 'keras'" in CATALOG[name].notes, name

@@ -178,7 +178,7 @@ def _refusal(body: dict[str, Any]) -> list[tuple[Any, str]]:
         ({"shape": [16, 1, 9], "params": {"periodic": "yes"}}, ("params", "periodic"), "must be true or false"),
         ({"shape": [16, 1, 9], "params": {"periodic": 1}}, ("params", "periodic"), "must be true or false"),
         ({"shape": [2, 1, 9]}, ("params", "scaling"), "all zeros"),
-        ({"shape": [16, 1, 9], "layout": None}, ("layout",), "keras/jax-family"),
+        ({"shape": [16, 1, 9], "layout": None}, ("layout",), "frame_length 16, n_freq 9; layout 'torch'"),
     ],
 )
 def test_refusals_name_the_field_and_the_rule(body: dict[str, Any], loc: tuple[Any, ...], words: str) -> None:
@@ -189,6 +189,17 @@ def test_refusals_name_the_field_and_the_rule(body: dict[str, Any], loc: tuple[A
     else:
         errors = _refusal(body)
     assert any(got == loc and words in msg for got, msg in errors), errors
+
+
+def test_json_null_is_keras_none_for_window_and_scaling() -> None:
+    base = {"shape": [16, 1, 9], "scheme": "stft", "layout": "keras"}
+    by_null = parse_spec({**base, "params": {"window": None, "scaling": None}})
+    by_name = parse_spec({**base, "params": {"window": "none", "scaling": "none"}})
+    assert by_null.canonical_json() == by_name.canonical_json()
+    assert '"scaling":"none"' in by_null.canonical_json() and '"window":"none"' in by_null.canonical_json()
+    assert generate(by_null).tobytes() == generate(by_name).tobytes()
+    with pytest.raises(SpecError, match="must be true or false, got null"):
+        parse_spec({**base, "params": {"periodic": None}})
 
 
 def test_a_zero_window_is_fine_without_scaling_and_periodic_hann_of_two_is_not_zero() -> None:

@@ -31,31 +31,17 @@ DType = Literal["float32", "float64", "float16", "bfloat16"]
 Layout = Literal["torch", "keras"]
 
 
-def _param_value(value: Any) -> int | float | str | bool:
-    # bool is an int subclass in Python: test it by type, not by isinstance. A boolean goes on to the
-    # scheme's own validation (stft's periodic is one; a number parameter refuses it there, by name).
-    if type(value) is int or type(value) is str or type(value) is bool:
-        return value
-    if type(value) is float:
-        if not math.isfinite(value):
-            raise PydanticCustomError("finite_number", "must be a finite number")
-        return value
-    raise PydanticCustomError(
-        "param_type", "must be a number, a string or a boolean, got {kind}", {"kind": _json_kind(value)}
-    )
-
-
-def _json_kind(value: object) -> str:
-    """What the caller sent, in JSON's words (never a Python type name such as ``NoneType``)."""
-    if isinstance(value, bool):
-        return "a boolean"
-    if value is None:
-        return "null"
-    return "an array" if isinstance(value, list) else "an object" if isinstance(value, dict) else type(value).__name__
+def _param_value(value: Any) -> Any:
+    # The type of a parameter is the scheme's: each one validates its own (a number parameter refuses a
+    # boolean, null or an array by name; stft's periodic takes a boolean, its window names the windows it
+    # supports when sent keras' array window). Only a non-finite float is refused here.
+    if type(value) is float and not math.isfinite(value):
+        raise PydanticCustomError("finite_number", "must be a finite number")
+    return value
 
 
 ParamValue = Annotated[
-    int | float | str | bool,
+    Any,
     PlainValidator(_param_value),
     WithJsonSchema({"anyOf": [{"type": "number"}, {"type": "string", "maxLength": 64}, {"type": "boolean"}]}),
 ]

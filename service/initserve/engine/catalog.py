@@ -1150,29 +1150,32 @@ SCHEMES: tuple[Scheme, ...] = (
                 "choice",
                 "hann",
                 choices=WINDOWS,
-                doc="scipy.signal.get_window name; 'none' is keras' window=None (no window and no scaling)",
+                null="none",
+                doc="scipy.signal.get_window name; 'none' (or null) is keras' window=None (no window, no scaling)",
             ),
             Param(
                 "scaling",
                 "choice",
                 "density",
                 choices=SCALINGS,
-                doc="divide by the window's L2 norm (density), L1 norm (spectrum), or not ('none' = keras None)",
+                null="none",
+                doc="divide by the window's L2 norm (density), L1 norm (spectrum), or not ('none' or null: keras None)",
             ),
             Param("periodic", "bool", False, doc="periodic (DFT-even, fftbins=True) or symmetric window"),
         ),
         Rank(3, 3),
         {
             "torch": None,
-            "keras": "STFT(side, window, scaling, periodic) ≡ {side, window, scaling, periodic} (window/scaling "
-            "None: 'none')" + _KERAS,
+            "keras": "STFT(side, window, scaling, periodic) ≡ {side, window, scaling, periodic} (None: null or "
+            "'none')" + _KERAS,
             "jax": None,
             "tf1": None,
         },
         check=_check_stft,
         family="keras",
-        notes="keras layout (frame_length, 1, n_freq) as keras' STFTSpectrogram; torch layout (n_freq, 1, "
-        "frame_length) is a Conv1d weight of the same filter bank. Windows hann, hamming, blackman, boxcar (scipy, "
+        notes="layout 'keras' is keras' (frame_length, 1, n_freq) (its STFTSpectrogram's kernel); layout 'torch' "
+        "(n_freq, 1, frame_length) is a Conv1d weight of the same filter bank; without a layout, refused unless "
+        "frame_length = n_freq. Windows hann, hamming, blackman, boxcar (scipy, "
         "periodic or symmetric) or none; cosines and windows from exact range reduction and a fixed polynomial "
         "(docs/determinism.md), so class bitwise; deterministic (seed and name change nothing), O(1) per element",
         aliases=("STFT",),

@@ -27,6 +27,7 @@ class Param:
     choices: tuple[str, ...] = ()
     aliases: Mapping[str, str] = field(default_factory=dict)  # accepted spelling -> canonical
     doc: str = ""
+    null: str | None = None  # the choice that JSON null stands for (a framework's None), if any
 
     @property
     def required(self) -> bool:
@@ -48,11 +49,15 @@ class Param:
             info["choices"] = list(self.choices)
         if self.aliases:
             info["aliases"] = dict(self.aliases)
+        if self.null is not None:
+            info["null"] = self.null
         return info
 
     def validate(self, value: object) -> tuple[ParamValue | None, str | None]:
         """(normalised value, None) or (None, the rule it broke)."""
         if self.kind == "choice":
+            if value is None and self.null is not None:
+                return self.null, None
             if not isinstance(value, str):
                 return None, f"must be one of {', '.join(self.choices)}; got {_show(value)}"
             value = self.aliases.get(value, value)

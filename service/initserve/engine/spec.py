@@ -28,6 +28,7 @@ from .layout import RunLayout
 from .params import ParamValue, validate_params
 from .rng import derive_key
 from .samplers import Orthogonal
+from .stft import STFTKernel
 
 MAX_RANK = 8
 MAX_DIM = (1 << 63) - 1
@@ -316,6 +317,14 @@ def _layout_ambiguity(
     if _law(torch_built) == _law(keras_built):
         return None
     keras_matrix, torch_matrix = keras_built.sampler, torch_built.sampler
+    if isinstance(keras_matrix, STFTKernel):  # no fans: the frame and frequency axes swap
+        return (
+            f"stft is keras' STFT kernel and shape {list(shape)} reads differently in the two layouts: layout "
+            f"'keras' (keras' (frame_length, 1, n_freq)) gives frame_length {keras_matrix.frame_length}, n_freq "
+            f"{keras_matrix.n_freq}; layout 'torch' (a Conv1d weight (n_freq, 1, frame_length)) gives frame_length "
+            f'{keras_matrix.n_freq}, n_freq {keras_matrix.frame_length}. Say which: add "layout": "keras" or '
+            '"layout": "torch"'
+        )
     if isinstance(keras_matrix, Orthogonal) and isinstance(torch_matrix, Orthogonal):  # the flattening differs
         k_rows, k_cols = keras_matrix.rows, keras_matrix.cols
         t_rows, t_cols = torch_matrix.rows, torch_matrix.cols
