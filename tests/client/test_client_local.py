@@ -27,7 +27,14 @@ def example(scheme: dict[str, Any]) -> tuple[list[int], dict[str, Any]]:
     """A shape and params every scheme accepts, from its catalog entry (rank bounds, required params)."""
     name = scheme["name"]
     # delta_orthogonal: in ≤ out channels in both layouts; simplex_etf: d ≥ K − 1 in both layouts
-    shapes = {"dirac": [4, 2, 3], "eye": [5, 7], "delta_orthogonal": [10, 6, 10], "simplex_etf": [10, 10]}
+    # stft: (frame_length, 1, n_freq) / (n_freq, 1, frame_length)
+    shapes = {
+        "dirac": [4, 2, 3],
+        "eye": [5, 7],
+        "delta_orthogonal": [10, 6, 10],
+        "simplex_etf": [10, 10],
+        "stft": [13, 1, 7],
+    }
     shape = shapes.get(name, [13, 7])
     params = {"constant": {"value": 0.375}, "sparse": {"sparsity": 0.3}}.get(name, {})
     required = [p["name"] for p in scheme["params"] if p.get("required")]
@@ -60,7 +67,7 @@ def test_every_bitwise_scheme_is_byte_identical_to_the_server(
         for entry in bitwise_schemes:
             shape, params = example(entry)
             for layout, cut in (("torch", None), ("keras", [[2, 9], [1, 5]])):
-                if entry["name"] in ("dirac", "eye", "sparse") and cut is not None:
+                if entry["name"] in ("dirac", "eye", "sparse", "stft") and cut is not None:
                     cut = [[1, 3]]
                 spec = {"shape": shape, "scheme": entry["name"], "params": params, "seed": 2**64 - 1, "name": "w.0"}
                 spec |= {"dtype": dtype, "layout": layout} | ({"slice": cut} if cut else {})
