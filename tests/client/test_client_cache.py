@@ -324,3 +324,50 @@ def test_other_spellings_still_hit_without_a_request(
     with Client(base_url=server.url) as client:
         assert _fetch(client, kind, args).tobytes() == first.tobytes()
     assert served == [server.request_count(m, route) for m, route in (("POST", "/v1/"), ("GET", "/v1/tensors"))]
+
+
+# --- many waiters for one file in one process -------------------------------------------------------
+# Waiting for another holder of a file's lock must not hold a worker thread: 8 coroutines of one
+# AsyncClient fetching the same tensor filled asyncio's default pool (min(32, cores + 4) threads) with
+# waiters, and the holder had no thread left to write the file — a hang until lock_timeout (600 s).
+CONCURRENT = 24  # well above the default pool of any machine up to 20 cores
+
+
+@pytest.mark.parametrize("call", ["tensor", "torch", "bundle", "stats-then-tensor"])
+def test_many_coroutines_fetching_one_file_share_one_download(server: Server, isolated_env: Path, call: str) -> None:
+    import asyncio
+
+    from initserve_client import AsyncClient
+
+    spec = {"shape": [64, 48], "scheme": "orthogonal", "seed": 3, "name": "q"}
+
+    async def one(client: AsyncClient) -> bytes:
+        if call == "torch":
+            return bytes((await client.torch(**spec)).numpy().tobytes())
+        if call == "bundle":
+            tensors = {"q": {key: spec[key] for key in ("shape", "scheme")}}
+            return bytes((await client.bundle(tensors, seed=3))["q"].tobytes())
+        if call == "stats-then-tensor":
+            await client.stats(**spec)
+        return bytes((await client.tensor(**spec)).tobytes())
+
+    async def fetch_all() -> list[bytes]:
+        # A stuck holder would show as waiters giving up after lock_timeout and downloading on their own.
+        async with AsyncClient(base_url=server.url, lock_timeout=20) as client:
+            return await asyncio.wait_for(asyncio.gather(*(one(client) for _ in range(CONCURRENT))), timeout=120)
+
+    before = server.request_count("GET", "/v1/tensors")
+    results = asyncio.run(fetch_all())
+    assert len(set(results)) == 1
+    assert server.request_count("GET", "/v1/tensors") - before == 1, "one download, the others wait for it"
+
+
+def test_many_threads_fetching_one_file_share_one_download(server: Server, isolated_env: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    spec = {"shape": [64, 48], "scheme": "orthogonal", "seed": 4, "name": "q"}
+    before = server.request_count("GET", "/v1/tensors")
+    with Client(base_url=server.url) as client, ThreadPoolExecutor(CONCURRENT) as pool:
+        results = list(pool.map(lambda _: client.tensor(**spec).tobytes(), range(CONCURRENT)))
+    assert len(set(results)) == 1
+    assert server.request_count("GET", "/v1/tensors") - before == 1

@@ -15,7 +15,7 @@ import numpy as np
 
 from ._base import BaseClient, Decoded
 from ._checkpoints_async import AsyncCheckpointMethods
-from ._flow import Blocking, Download, DownloadPart, Flow, Send, fetch_file
+from ._flow import Blocking, Download, DownloadPart, Flow, Send, Wait, fetch_file
 from ._rawhttp import DownloadCancel, RawTransport, download_parts
 from ._retry import RetryPolicy
 from ._safetensors import SafetensorsFile
@@ -326,9 +326,11 @@ class AsyncClient(AsyncCheckpointMethods, BaseClient):
                     result = await self._send(action.request)
                 elif isinstance(action, Download):
                     await self._download(action.parts)
+                elif isinstance(action, Wait):
+                    await asyncio.sleep(action.seconds)
                 elif isinstance(action, Blocking):
                     result = await asyncio.to_thread(action.fn, *action.args)
-                else:  # pragma: no cover - the flows yield only the three actions
+                else:  # pragma: no cover - the flows yield only these four actions
                     raise TypeError(f"unknown action {action!r}")
             except BaseException as exc:  # the flow cleans up (temp files, locks) and re-raises
                 error = exc

@@ -53,6 +53,7 @@ CACHEDIR_TAG = (
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 _LOCK_LOG_INTERVAL = 10.0
+LOCK_POLL_SECONDS = (0.005, 0.1)  # first and longest pause between attempts to take a busy lock
 LAYOUT = "v2"
 _LEGACY_DIRS = ("blobs", "index", "locks", "tmp")  # layout 1, directly under the root
 
@@ -165,25 +166,40 @@ class EtagLock:
         # thread_local=False: the async client acquires in a worker thread and releases on the loop.
         self._lock = filelock.FileLock(str(path), timeout=-1, thread_local=False, mode=0o664)
         self.held = False
+        self._deadline: float | None = None  # of the wait in progress (try_acquire)
+        self._next_log = 0.0
 
     def acquire(self) -> bool:
-        deadline = time.monotonic() + self.timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                self._lock.acquire(timeout=max(0.0, min(_LOCK_LOG_INTERVAL, remaining)))
-            except filelock.Timeout:
-                if time.monotonic() >= deadline:
-                    log.warning(
-                        "gave up waiting for %s after %.0f s; downloading without it",
-                        self._lock.lock_file,
-                        self.timeout,
-                    )
-                    return False
-                log.info("still waiting for %s (another process is downloading the same file)", self._lock.lock_file)
-                continue
-            self.held = True
-            return True
+        """Wait for the lock (True) or until ``timeout`` (False: proceed without it), in this thread."""
+        pause = LOCK_POLL_SECONDS[0]
+        while (state := self.try_acquire()) is None:
+            time.sleep(pause)
+            pause = min(2 * pause, LOCK_POLL_SECONDS[1])
+        return state
+
+    def try_acquire(self) -> bool | None:
+        """One attempt that never blocks: True (held), None (keep waiting), or False once ``timeout`` seconds
+        have passed since the first attempt (proceed without it). The async client waits between attempts
+        on its event loop: a waiter that blocked in a worker thread took a thread its own holder needed."""
+        now = time.monotonic()
+        if self._deadline is None:
+            self._deadline, self._next_log = now + self.timeout, now + _LOCK_LOG_INTERVAL
+        try:
+            self._lock.acquire(timeout=0)
+        except filelock.Timeout:
+            if now < self._deadline:
+                if now >= self._next_log:
+                    log.info("still waiting for %s (another download of the same file)", self._lock.lock_file)
+                    self._next_log = now + _LOCK_LOG_INTERVAL
+                return None
+            log.warning(
+                "gave up waiting for %s after %.0f s; downloading without it", self._lock.lock_file, self.timeout
+            )
+            self._deadline = None
+            return False
+        self._deadline = None
+        self.held = True
+        return True
 
     def release(self) -> None:
         if self.held:

@@ -14,7 +14,7 @@ import numpy as np
 
 from ._base import BaseClient, Decoded
 from ._checkpoints import CheckpointMethods
-from ._flow import Blocking, Download, DownloadPart, Flow, Send, authoritative_tree_sha256, fetch_file
+from ._flow import Blocking, Download, DownloadPart, Flow, Send, Wait, authoritative_tree_sha256, fetch_file
 from ._rawhttp import RawTransport, download_parts
 from ._retry import RetryPolicy
 from ._safetensors import SafetensorsFile
@@ -331,9 +331,11 @@ class Client(CheckpointMethods, BaseClient):
                     result = self._send(action.request)
                 elif isinstance(action, Download):
                     self._download(action.parts)
+                elif isinstance(action, Wait):
+                    time.sleep(action.seconds)
                 elif isinstance(action, Blocking):
                     result = action.fn(*action.args)
-                else:  # pragma: no cover - the flows yield only the three actions
+                else:  # pragma: no cover - the flows yield only these four actions
                     raise TypeError(f"unknown action {action!r}")
             except BaseException as exc:  # the flow cleans up (temp files, locks) and re-raises
                 error = exc

@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 from initserve.engine.checkpoint import DTYPE_CODES
 
-from ._cache import Cache, CacheEntry, normalize_etag
+from ._cache import LOCK_POLL_SECONDS, Cache, CacheEntry, EtagLock, normalize_etag
 from ._download import BodyWriter, MemorySink, Progress, Sink, make_progress, plan_ranges
 from ._errors import CacheError, CorruptedDownloadError, IntegrityError, OfflineError, SafetensorsFormatError
 from ._safetensors import SafetensorsFile, parse
@@ -66,7 +66,14 @@ class Blocking:
     args: tuple[Any, ...] = ()
 
 
-Action = Send | Download | Blocking
+@dataclass
+class Wait:
+    """Pause ``seconds`` holding no worker thread (``time.sleep`` in Client, ``asyncio.sleep`` in AsyncClient)."""
+
+    seconds: float
+
+
+Action = Send | Download | Blocking | Wait
 Flow = Generator[Action, Any, Any]
 
 
@@ -486,7 +493,7 @@ def _fetch_cached_unchecked(ctx: FetchContext, cache: Cache, path: str, body: Ma
         (yield from send_json(ctx.build_request("POST", "/v1/resolve", json=_resolve_body(path, body))))
     )
     lock = cache.lock(resolved.etag, ctx.lock_timeout)
-    yield Blocking(lock.acquire)
+    yield from _acquire(lock)
     try:
         # After the lock: another process may have stored it while we waited.
         entry = cache.lookup_etag(resolved.etag)
@@ -504,6 +511,17 @@ def _fetch_cached_unchecked(ctx: FetchContext, cache: Cache, path: str, body: Ma
         raise AssertionError("unreachable")
     finally:
         lock.release()
+
+
+def _acquire(lock: EtagLock) -> Flow:
+    """Take the per-ETag lock, or give up after its timeout, waiting between non-blocking attempts. A
+    waiter never sits in a worker thread: eight coroutines of one AsyncClient fetching the same file
+    filled asyncio's six default threads waiting, and the one holding the lock had none left to write
+    the file (a hang until lock_timeout, ten minutes)."""
+    pause = LOCK_POLL_SECONDS[0]
+    while (yield Blocking(lock.try_acquire)) is None:
+        yield Wait(pause)
+        pause = min(2 * pause, LOCK_POLL_SECONDS[1])
 
 
 def _download_to_cache(
