@@ -15,7 +15,8 @@ from .conftest import load
 # Philox block and cover whole blocks (the kernel's aligned path: lengths 4, 8, 256, with odometer carries),
 # runs sharing a block (length 1 every 2 elements, length 2 every 3), aligned runs after an unaligned base,
 # runs of 64+ elements (filled run by run: 100 unaligned, 64 aligned with carries), aligned runs of 3 and 2
-# blocks (odd block counts per tile) and aligned 1-block runs along an odd extent
+# blocks (odd block counts per tile) and aligned 1-block runs along an odd extent; either side of the
+# kernel's SHORT_RUN (64): 63 unaligned, 60 aligned (gathered), 64 aligned (run by run)
 CASES = [
     ([40, 9, 6], [[0, 40], [0, 9], [2, 3]]),
     ([30, 11, 8], [[3, 30], [1, 11], [4, 7]]),
@@ -37,6 +38,9 @@ CASES = [
     ([10, 7, 40], [[0, 10], [0, 7], [8, 20]]),
     ([5, 3, 24], [[1, 5], [0, 3], [16, 24]]),
     ([2, 2, 33, 16], [[0, 2], [1, 2], [0, 33], [12, 16]]),
+    ([9, 200], [[0, 9], [3, 66]]),
+    ([9, 200], [[0, 9], [4, 64]]),
+    ([5, 200], [[0, 5], [8, 72]]),
 ]
 SCHEMES = [
     ("normal", {}),
