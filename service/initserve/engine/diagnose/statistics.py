@@ -47,7 +47,8 @@ def effective_rank(x: F64) -> float:
     ReLU's mean is not counted as a direction): 1 when every unit is the same function of the input,
     up to min(batch − 1, units) for white activations (Roy & Vetterli 2007, on the squared singular values).
     NaN when ``x`` has overflowed float64 (an exploding network): LAPACK cannot decompose inf/NaN."""
-    x = x - x.mean(axis=0)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflowed layer (inf - inf) is the NaN below
+        x = x - x.mean(axis=0)
     if not np.isfinite(x).all():
         return math.nan
     # The rank is scale-free: dividing by the largest |entry| keeps the Gram matrix finite for an
