@@ -16,6 +16,7 @@ import os
 import sys
 import time
 import tracemalloc
+import warnings
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -204,8 +205,11 @@ def main() -> None:
         report["full"].update(gathered(mlp, "fsdp_tp"))
 
     megatron = sc.megatron_module(rank, world)
-    init_module(megatron, client=client, seed=sc.SEED, policy=sc.MEGATRON_POLICY)  # tp rank from torch.distributed
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        init_module(megatron, client=client, seed=sc.SEED, policy=sc.MEGATRON_POLICY)  # tp rank from torch.distributed
     report["megatron_local"] = {name: sha256(p) for name, p in megatron.named_parameters()}
+    report["megatron_warnings"] = [str(warning.message) for warning in caught]
 
     if args.checkpoints:  # from_checkpoint: the server derives global tensors, each rank keeps its elements
         digests = json.loads(args.checkpoints)

@@ -121,6 +121,10 @@ def check_reports(reports: list[dict[str, Any]], reference: dict[str, str], worl
     expected_local = megatron_expected(world_size)
     for rank, report in enumerate(reports):
         assert report["megatron_local"] == expected_local[rank], f"Megatron rank {rank} of {world_size}"
+        # the rank guessed from the default group is said, on every rank, whenever there is more than one
+        said = [text for text in report["megatron_warnings"] if "default process group" in text]
+        assert len(said) == (1 if world_size > 1 else 0), report["megatron_warnings"]
+        assert not said or f"rank {rank} of {world_size}" in said[0], said
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 3, 4])

@@ -50,7 +50,19 @@ class TensorParallel:
             if megatron is not None:
                 return megatron
         if dist.is_available() and dist.is_initialized():
-            return cls(dist.get_rank(group), dist.get_world_size(group))
+            size = dist.get_world_size(group)
+            if group is None and size > 1:
+                # Right for a pure tensor-parallel job, silently wrong weights when data or pipeline
+                # parallelism share the world: say where the rank came from.
+                warnings.warn(
+                    f"Megatron tensor-parallel rank taken from torch.distributed's default process group "
+                    f"(rank {dist.get_rank()} of {size}): right only if every process of the job is in one "
+                    "tensor-parallel group; with data or pipeline parallelism pass tp_rank= and tp_size= "
+                    "(or tp_group=)",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            return cls(dist.get_rank(group), size)
         return None
 
 
