@@ -24,7 +24,6 @@ Skipped cleanly when jax or keras is not installed (they are in the ``dev`` extr
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,12 +34,9 @@ import pytest
 from initserve.engine import compute_stats, generate, parse_spec
 from scipy import stats
 
-os.environ.setdefault("KERAS_BACKEND", "jax")
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-jax = pytest.importorskip("jax")
-keras = pytest.importorskip("keras")
-if keras.backend.backend() != "jax":
-    pytest.skip(f"keras runs on the {keras.backend.backend()!r} backend here, not jax", allow_module_level=True)
+from .keras_on_jax import import_keras_on_jax
+
+jax, keras = import_keras_on_jax()
 
 import jax.numpy as jnp  # noqa: E402  (after the skip: jax is optional)
 

@@ -18,7 +18,6 @@ Skipped cleanly when jax or keras is not installed (they are in the ``dev`` extr
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 import numpy as np
@@ -26,12 +25,9 @@ import numpy.typing as npt
 import pytest
 from initserve.engine import SpecError, generate, parse_spec
 
-os.environ.setdefault("KERAS_BACKEND", "jax")
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-jax = pytest.importorskip("jax")
-keras = pytest.importorskip("keras")
-if keras.backend.backend() != "jax":
-    pytest.skip(f"keras runs on the {keras.backend.backend()!r} backend here, not jax", allow_module_level=True)
+from .keras_on_jax import import_keras_on_jax
+
+jax, keras = import_keras_on_jax()
 
 F64 = npt.NDArray[np.float64]
 U = 2.0**-24
