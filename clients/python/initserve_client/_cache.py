@@ -158,6 +158,15 @@ class BlobWriter:
         self.path.unlink(missing_ok=True)
 
 
+def lock_pauses() -> Iterator[float]:
+    """The pauses between attempts to take a busy lock: doubling from the first of
+    :data:`LOCK_POLL_SECONDS` up to the longest, then that for ever."""
+    pause, longest = LOCK_POLL_SECONDS
+    while True:
+        yield pause
+        pause = min(2 * pause, longest)
+
+
 class EtagLock:
     """A per-ETag file lock with a timeout; on timeout we proceed without it (see the module doc)."""
 
@@ -171,10 +180,9 @@ class EtagLock:
 
     def acquire(self) -> bool:
         """Wait for the lock (True) or until ``timeout`` (False: proceed without it), in this thread."""
-        pause = LOCK_POLL_SECONDS[0]
+        pauses = lock_pauses()
         while (state := self.try_acquire()) is None:
-            time.sleep(pause)
-            pause = min(2 * pause, LOCK_POLL_SECONDS[1])
+            time.sleep(next(pauses))
         return state
 
     def try_acquire(self) -> bool | None:

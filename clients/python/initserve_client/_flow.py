@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 from initserve.engine.checkpoint import DTYPE_CODES
 
-from ._cache import LOCK_POLL_SECONDS, Cache, CacheEntry, EtagLock, normalize_etag
+from ._cache import Cache, CacheEntry, EtagLock, lock_pauses, normalize_etag
 from ._download import BodyWriter, MemorySink, Progress, Sink, make_progress, plan_ranges
 from ._errors import CacheError, CorruptedDownloadError, IntegrityError, OfflineError, SafetensorsFormatError
 from ._safetensors import SafetensorsFile, parse
@@ -518,10 +518,9 @@ def _acquire(lock: EtagLock) -> Flow:
     waiter never sits in a worker thread: eight coroutines of one AsyncClient fetching the same file
     filled asyncio's six default threads waiting, and the one holding the lock had none left to write
     the file (a hang until lock_timeout, ten minutes)."""
-    pause = LOCK_POLL_SECONDS[0]
+    pauses = lock_pauses()
     while (yield Blocking(lock.try_acquire)) is None:
-        yield Wait(pause)
-        pause = min(2 * pause, LOCK_POLL_SECONDS[1])
+        yield Wait(next(pauses))
 
 
 def _download_to_cache(

@@ -107,6 +107,11 @@ class ProblemError(Exception):
 MAX_LISTED_ERRORS = 50  # entries of a problem's ``errors``: enough to fix a request, bounded whatever it held
 
 
+def errors_detail(errors: Sequence[tuple[Loc, str]]) -> str:
+    """A problem's ``detail`` for its ``errors``: the first five messages, and "…" when there are more."""
+    return "; ".join(msg for _, msg in errors[:5]) + ("; …" if len(errors) > 5 else "")
+
+
 def problem_response(
     status: int,
     slug: str,
@@ -272,8 +277,7 @@ async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
     # Described up to the listed bound (problem_response counts the rest): 60,000 unknown keys cost no more.
     errors = [describe_validation_error(e) for e in raw[:MAX_LISTED_ERRORS]]
     errors += [(tuple(e.get("loc", ())), "") for e in raw[MAX_LISTED_ERRORS:]]
-    detail = "; ".join(msg for _, msg in errors[:5]) + ("; …" if len(errors) > 5 else "")
-    return problem_response(422, "invalid-spec", detail, instance=request.url.path, errors=errors)
+    return problem_response(422, "invalid-spec", errors_detail(errors), instance=request.url.path, errors=errors)
 
 
 # FastAPI answers a body that json.loads rejects with anything but JSONDecodeError (bytes that are not

@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from initserve.api.problems import Loc, problem_response
+from initserve.api.problems import Loc, errors_detail, problem_response
 
 _SHOWN_VALUES = 3  # values quoted per repeated parameter (the URL is bounded, but a message should not be)
 
@@ -50,6 +50,6 @@ class SingleQueryParamsMiddleware:
         if not errors:
             await self.app(scope, receive, send)
             return
-        detail = "; ".join(msg for _, msg in errors[:5]) + ("; …" if len(errors) > 5 else "")
+        detail = errors_detail(errors)
         response = problem_response(422, "invalid-spec", detail, instance=scope.get("path", ""), errors=errors)
         await response(scope, receive, send)

@@ -54,22 +54,18 @@ DataCallback = Callable[[int, int], None]
 ObserverFactory = Callable[[int, int], StreamObserver]
 
 
-def _next_copy(iterator: Iterator[memoryview], observer: StreamObserver | None = None) -> bytes | None:
-    try:
-        view = next(iterator)
-    except StopIteration:
-        return None
-    if observer is not None:
-        observer.update(view)  # from the engine's buffer, while it is still in the CPU cache
-    return bytes(view)
-
-
 def _next_owned(iterator: Iterator[memoryview], observer: StreamObserver | None = None) -> memoryview | None:
     """The next chunk of a source whose buffers are never written again: sent as it is."""
     view = next(iterator, None)
     if view is not None and observer is not None:
-        observer.update(view)
+        observer.update(view)  # from the engine's buffer, while it is still in the CPU cache
     return view
+
+
+def _next_copy(iterator: Iterator[memoryview], observer: StreamObserver | None = None) -> bytes | None:
+    """The next chunk of a source that reuses its buffers: copied before the source writes it again."""
+    view = _next_owned(iterator, observer)
+    return None if view is None else bytes(view)
 
 
 async def until_disconnect(receive: Receive) -> None:
