@@ -27,7 +27,7 @@ from .dtypes import DTYPES, cast_into
 from .errors import FieldError, Loc, SpecError, SpecTooLarge
 from .generate import generate
 from .kernels import Kernel
-from .magnitudes import Magnitude
+from .magnitudes import SCANNED, Magnitude
 from .safetensors import encode_header, overlapping, place
 from .spec import Spec, parse_spec
 
@@ -175,7 +175,7 @@ class _Planner:
         """The source's largest finite |x| and non-finite count: the manifest's, else measured; None if unknown."""
         if ref.tensor.magnitude is not None:
             return ref.tensor.magnitude
-        if self.measure is None or ref.tensor.dtype not in ("F16", "BF16", "F32", "F64"):
+        if self.measure is None or ref.tensor.dtype not in SCANNED:
             return None
         return self.measure(ref.tensor)
 

@@ -21,7 +21,6 @@ from .dtypes import DTYPES
 F64_SLACK = 2.0**-52  # relative rounding error allowed per float64 operation (2 ulps of 2^-53)
 F32_SLACK = 2.0**-23  # per float32 operation
 F64_MAX = float(np.finfo(np.float64).max)
-F32_OVERFLOW = DTYPES["float32"].overflow
 
 
 def widened(bound: float, operations: int, slack: float = F64_SLACK) -> float:

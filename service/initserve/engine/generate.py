@@ -140,9 +140,8 @@ def generate(
             writer.fill(start, out[start : start + block])
         return out.reshape(spec.result_shape)
     tasks = split_tasks(spec.numel, workers, block)
-    if len(tasks) <= 1:  # one task, or nothing to fill (an empty result)
-        if tasks:
-            writer.fill(0, out)
+    if len(tasks) == 1:  # never empty: an empty result returned above
+        writer.fill(0, out)
         return out.reshape(spec.result_shape)
     # Each thread takes the next task when it is done with one (a slower thread, e.g. on a busy core,
     # takes fewer); the calling thread is one of them, so one thread fewer is started and waited for.

@@ -287,12 +287,18 @@ def scale_moments(moments: Moments, exponent: int) -> Moments:
     )
 
 
+def scaling_exponent(magnitude: float) -> int:
+    """The power of two in whose units figures of values up to ``magnitude`` are computed: frexp's exponent
+    past :data:`SCALED_FROM`, else 0 (nothing scaled; also for inf and NaN)."""
+    return math.frexp(magnitude)[1] if math.isfinite(magnitude) and abs(magnitude) > SCALED_FROM else 0
+
+
 def linear_moments(gain: float, moments_at: Callable[[float], Moments]) -> Moments:
     """``moments_at(gain)`` for moments linear in ``gain`` (mean ∝ gain, std ∝ |gain|), without overflowing
     the squares for a huge but finite gain (see :data:`SCALED_FROM`)."""
-    if not (math.isfinite(gain) and abs(gain) > SCALED_FROM):
+    exponent = scaling_exponent(gain)
+    if not exponent:
         return moments_at(gain)
-    exponent = math.frexp(gain)[1]
     return scale_moments(moments_at(math.ldexp(gain, -exponent)), exponent)
 
 

@@ -18,7 +18,7 @@ from .dtypes import to_float64
 from .frames import coherence, welch_bound
 from .generate import WholeSource, generate, iter_result_chunks
 from .kernels import Kernel
-from .samplers import SCALED_FROM, Moments, Orthogonal
+from .samplers import Moments, Orthogonal, scaling_exponent
 from .spec import Spec
 
 STATS_CHUNK = 1 << 20
@@ -81,8 +81,7 @@ class StatsRun:
         self.count, self.mean, self.m2 = 0, 0.0, 0.0
         # Values past 2^400 (e.g. eye with gain 1e200 in float64) would overflow the sum of squares: mean
         # and m2 are then kept in units of 2^exponent (power-of-two scaling is exact; below it, unchanged).
-        reach = 0.0 if self.empty else float(spec.built.sampler.max_abs())
-        self.exponent = math.frexp(reach)[1] if math.isfinite(reach) and reach > SCALED_FROM else 0
+        self.exponent = 0 if self.empty else scaling_exponent(float(spec.built.sampler.max_abs()))
         self.minimum, self.maximum = math.inf, -math.inf
         self.digest = hashlib.sha256()
         self._kept: list[npt.NDArray[np.float64]] = []

@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from .kernels import Kernel
 from .rng import STREAM_COL_SIGNS, STREAM_ROW_SIGNS, raw_words
-from .samplers import SCALED_FROM, Moments, Orthogonal, linear_moments, scale_moments
+from .samplers import Moments, Orthogonal, linear_moments, scale_moments, scaling_exponent
 from .trig import cos_pi_ratio
 
 F64 = npt.NDArray[np.float64]
@@ -256,8 +256,7 @@ class CentreTap:
         if inner_numel == numel:
             return inner
         # Scaled by the inner reach's power of two when the squares would overflow (exact; see linear_moments).
-        reach = max(abs(inner.low or 0.0), abs(inner.high or 0.0))
-        exponent = math.frexp(reach)[1] if reach > SCALED_FROM else 0
+        exponent = scaling_exponent(max(abs(inner.low or 0.0), abs(inner.high or 0.0)))
         inner = scale_moments(inner, -exponent) if exponent else inner
         total = inner.mean * inner_numel
         squares = (inner.std**2 + inner.mean**2) * inner_numel
