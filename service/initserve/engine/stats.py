@@ -41,13 +41,17 @@ def histogram_edges(low: float, high: float) -> npt.NDArray[np.float64]:
     """HISTOGRAM_BINS + 1 finite, non-decreasing edges over [low, high] (clamped to float64's range).
 
     ``linspace`` when ``high − low`` is finite; otherwise (a window of ±6σ past 1e308) each edge is
-    the convex combination (1 − t)·low + t·high, which cannot overflow."""
+    the convex combination (1 − t)·low + t·high, which cannot overflow. Either way a running maximum
+    keeps the edges in order where rounding does not: a window a few hundred subnormals wide (std
+    1.5e-323) spaces edges below float64's resolution, and np.histogram refuses decreasing edges."""
     top = float(np.finfo(np.float64).max)
     low, high = min(max(low, -top), top), min(max(high, -top), top)
     if math.isfinite(high - low):
-        return np.linspace(low, high, HISTOGRAM_BINS + 1)
-    t = np.arange(HISTOGRAM_BINS + 1, dtype=np.float64) / HISTOGRAM_BINS
-    edges: npt.NDArray[np.float64] = np.maximum.accumulate(low * (1.0 - t) + high * t)
+        spread = np.linspace(low, high, HISTOGRAM_BINS + 1)
+    else:
+        t = np.arange(HISTOGRAM_BINS + 1, dtype=np.float64) / HISTOGRAM_BINS
+        spread = low * (1.0 - t) + high * t
+    edges: npt.NDArray[np.float64] = np.maximum.accumulate(spread)
     return edges
 
 
