@@ -348,22 +348,15 @@ def _parse(body: Mapping[str, Any], max_bytes: int | None) -> Spec | BundleSpec:
     """The engine's canonical spec, at most ``max_bytes`` (None: unbounded) of result; its errors as the
     client's typed errors, worded as the server words them (locations under ``body``, as the request body
     a server would have been sent)."""
-    from initserve.engine import SpecError, SpecTooLarge, check_size, parse_bundle, parse_spec
+    from initserve.engine import SpecError, SpecTooLarge, parse_within
 
     try:
-        parsed = parse_bundle(body) if "tensors" in body else parse_spec(body)
-        if max_bytes is not None:
-            check_size(parsed, max_bytes)
+        return parse_within(body, max_bytes, bundle="tensors" in body)
     except SpecTooLarge as exc:
-        if max_bytes is None:
-            raise _typed_error(exc, "") from None
-        # Past the engine's own bound (2^62 elements) name the limit that holds, as the server does.
-        within = SpecTooLarge(exc.errors[0].loc, exc.nbytes, min(exc.limit, max_bytes))
-        hint = "; LocalClient(max_bytes=...) sets this limit" if within.limit == max_bytes else ""
-        raise _typed_error(within, hint) from None
+        hint = "; LocalClient(max_bytes=...) sets this limit" if exc.limit == max_bytes else ""
+        raise _typed_error(exc, hint) from None
     except SpecError as exc:
         raise _typed_error(exc, "") from None
-    return parsed
 
 
 def _typed_error(exc: SpecError, hint: str) -> InvalidSpecError | TooLargeError:

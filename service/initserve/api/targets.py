@@ -2,8 +2,8 @@
 
 This is the only module that turns engine errors into HTTP problems: ``SpecError`` → 422
 ``invalid-spec`` and ``SpecTooLarge`` → 413 ``too-large``, each field's ``loc`` prefixed with
-where it came from (``body`` or ``path, token``). Sizes are checked with the engine's
-``check_size``, pure integer arithmetic, before anything is allocated.
+where it came from (``body`` or ``path, token``). Sizes are checked by the engine's
+``parse_within``, pure integer arithmetic, before anything is allocated.
 """
 
 from __future__ import annotations
@@ -24,9 +24,7 @@ from initserve.engine import (
     Spec,
     SpecError,
     SpecTooLarge,
-    check_size,
-    parse_bundle,
-    parse_spec,
+    parse_within,
 )
 from initserve.engine.spec import digest as spec_digest
 
@@ -130,17 +128,7 @@ def build_target(
             msg = f"a bundle holds at most {settings.max_bundle_tensors} tensors, got {len(tensors)}"
             raise ProblemError(413, "too-large", msg, errors=[((*prefix, "tensors"), msg)])
     try:
-        value: Spec | BundleSpec = (
-            parse_bundle(mapping, default_algorithm=default_algorithm)
-            if kind == "b"
-            else parse_spec(mapping, default_algorithm=default_algorithm)
-        )
-        check_size(value, settings.max_bytes)
-    except SpecTooLarge as exc:
-        # The engine's own bound (2^62 elements) is far above any configured limit: name the limit that holds.
-        (error,) = exc.errors
-        within = SpecTooLarge(error.loc, exc.nbytes, min(exc.limit, settings.max_bytes))
-        raise _spec_problem(within, prefix) from exc
+        value = parse_within(mapping, settings.max_bytes, bundle=kind == "b", default_algorithm=default_algorithm)
     except SpecError as exc:
         raise _spec_problem(exc, prefix) from exc
     canonical_json = value.canonical_json()

@@ -18,6 +18,7 @@ from .spec import (
     check_size,
     parse_bundle,
     parse_spec,
+    parse_within,
 )
 from .stats import compute_stats
 
@@ -46,6 +47,7 @@ __all__ = [
     "iter_result_chunks",
     "parse_bundle",
     "parse_spec",
+    "parse_within",
     "resolve_kernel",
     "scheme_info",
 ]

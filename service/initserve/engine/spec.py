@@ -192,6 +192,28 @@ def check_size(spec: Spec | BundleSpec, max_bytes: int) -> None:
         raise SpecTooLarge(("shape",) if isinstance(spec, Spec) else ("tensors",), spec.nbytes, max_bytes)
 
 
+def parse_within(
+    body: object, max_bytes: int | None, *, bundle: bool, default_algorithm: int = ALGORITHM_VERSION
+) -> Spec | BundleSpec:
+    """:func:`parse_bundle` (``bundle``) or :func:`parse_spec`, then :func:`check_size` against
+    ``max_bytes`` (None: the engine's own bound only). Raises SpecError, or SpecTooLarge naming the limit
+    that holds: a tensor past the engine's bound (2^62 elements, 16 EiB and more) is refused while
+    parsing, and its error names ``max_bytes`` when that is lower — the caller's configured limit."""
+    try:
+        parsed: Spec | BundleSpec = (
+            parse_bundle(body, default_algorithm=default_algorithm)
+            if bundle
+            else parse_spec(body, default_algorithm=default_algorithm)
+        )
+    except SpecTooLarge as exc:
+        if max_bytes is None or exc.limit <= max_bytes:
+            raise
+        raise SpecTooLarge(exc.errors[0].loc, exc.nbytes, max_bytes) from None
+    if max_bytes is not None:
+        check_size(parsed, max_bytes)
+    return parsed
+
+
 # --- parsing ---------------------------------------------------------------------------------------
 def parse_spec(
     body: object,
