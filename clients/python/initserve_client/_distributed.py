@@ -215,8 +215,9 @@ def reshard_fsdp(module: torch.nn.Module) -> None:
             sub.reshard()  # not recursive: each FSDP module its own groups
 
 
-def materialize(module: torch.nn.Module, device: str | torch.device | None, filled: Collection[str] = ()) -> None:
-    """Give meta-device parameters storage on ``device`` (``Module.to_empty``) so they can be filled.
+def materialize(module: torch.nn.Module, device: str | torch.device | None, filled: Collection[str] = ()) -> bool:
+    """Give meta-device parameters storage on ``device`` (``Module.to_empty``) so they can be filled;
+    ``True`` if it did (the module's tensors are new objects then).
 
     Norm layers' running statistics are reset as their constructors set them; any other buffer that
     was on the meta device has no values afterwards and is named in a warning (torch cannot know
@@ -226,7 +227,7 @@ def materialize(module: torch.nn.Module, device: str | torch.device | None, fill
     meta_params = [name for name, param in module.named_parameters() if param.is_meta]
     meta_buffers = [name for name, buffer in module.named_buffers() if buffer.is_meta]
     if not meta_params and not meta_buffers:
-        return
+        return False
     if device is None:
         first = (meta_params or meta_buffers)[0]
         raise InitserveError(
@@ -249,3 +250,4 @@ def materialize(module: torch.nn.Module, device: str | torch.device | None, fill
             "parameters only: set these buffers yourself",
             stacklevel=3,
         )
+    return True

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._errors import InitserveError
-from ._reparametrized import computed_tensor, reparametrized_tensors
+from ._reparametrized import Reparametrized, computed_tensor, reparametrized_tensors
 
 if TYPE_CHECKING:
     import torch
@@ -261,12 +261,16 @@ def _attribute(owner: torch.nn.Module, local: str) -> torch.Tensor:
     return value
 
 
-def _direct_parameters(module: torch.nn.Module) -> Iterator[tuple[str, str, torch.Tensor, torch.nn.Module]]:
+def _direct_parameters(
+    module: torch.nn.Module, computed: Mapping[str, Reparametrized] | None = None
+) -> Iterator[tuple[str, str, torch.Tensor, torch.nn.Module]]:
     """(full name, local name, parameter, owner) once per distinct parameter, in ``named_parameters()``
     order and under the name it gives (the first occurrence), the owner being the module holding that
     name. A reparametrized tensor comes once, where its first stored original would, as (plain name,
-    local, a meta tensor of the computed shape and dtype, the module computing it)."""
-    computed = reparametrized_tensors(module)
+    local, a meta tensor of the computed shape and dtype, the module computing it). ``computed``: the
+    module's :func:`reparametrized_tensors`, if the caller has them already."""
+    if computed is None:
+        computed = reparametrized_tensors(module)
     by_original = {original: entry for entry in computed.values() for original in entry.originals}
     seen: set[int] = set()
     placed: set[str] = set()
@@ -284,10 +288,13 @@ def _direct_parameters(module: torch.nn.Module) -> Iterator[tuple[str, str, torc
                 yield entry.name, entry.local, entry.proxy(), entry.owner
 
 
-def tied_names(module: torch.nn.Module) -> dict[str, tuple[str, ...]]:
+def tied_names(
+    module: torch.nn.Module, computed: Mapping[str, Reparametrized] | None = None
+) -> dict[str, tuple[str, ...]]:
     """``{name named_parameters() gives: (every other name of the same tensor, …)}`` for tied tensors; a
     reparametrized tensor is named by its plain name (``b.weight`` for ``b.parametrizations.weight.original``)."""
-    computed = reparametrized_tensors(module)
+    if computed is None:
+        computed = reparametrized_tensors(module)
     params = dict(module.named_parameters())
     plain = {
         id(params[original]): entry
@@ -317,13 +324,16 @@ def _plain_name(stored: str, local: str) -> str:
     return _join(prefix, local)
 
 
-def plan_module(module: torch.nn.Module, policy: Policy) -> dict[str, tuple[dict[str, Any], InitRule]]:
-    """Bundle entries ``{parameter name: (spec without seed, rule)}`` for every parameter the policy sets."""
+def plan_module(
+    module: torch.nn.Module, policy: Policy, computed: Mapping[str, Reparametrized] | None = None
+) -> dict[str, tuple[dict[str, Any], InitRule]]:
+    """Bundle entries ``{parameter name: (spec without seed, rule)}`` for every parameter the policy sets
+    (``computed`` as for :func:`_direct_parameters`)."""
     from torch.nn.parameter import UninitializedParameter
 
     policy.prepare(module)
     plan = {}
-    for name, local, param, owner in _direct_parameters(module):
+    for name, local, param, owner in _direct_parameters(module, computed):
         if isinstance(param, UninitializedParameter):
             raise InitserveError(f"parameter {name!r} is uninitialized (a lazy module): run a forward pass first")
         rule = policy.rule(name, local, param, owner)

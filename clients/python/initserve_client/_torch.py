@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -61,10 +62,7 @@ def _spec_bytes(spec: Mapping[str, Any]) -> int:
     dims = [int(d) for d in spec["shape"]]
     for axis, (begin, end) in enumerate(spec.get("slice") or ()):
         dims[axis] = int(end) - int(begin)
-    count = 1
-    for dim in dims:
-        count *= dim
-    return count * _ITEMSIZE.get(str(spec.get("dtype")), 8)
+    return math.prod(dims) * _ITEMSIZE.get(str(spec.get("dtype")), 8)
 
 
 def request_groups(specs: Mapping[str, dict[str, Any]]) -> list[dict[str, dict[str, Any]]]:
@@ -102,10 +100,10 @@ class _Filling:
         module: torch.nn.Module,
         plan: Mapping[str, tuple[dict[str, Any], InitRule]],
         tensor_parallel: TensorParallel | None,
+        computed: Mapping[str, Reparametrized],
     ) -> None:
         th = _torch()
         params = dict(module.named_parameters())
-        computed = reparametrized_tensors(module) if any(name not in params for name in plan) else {}
         self.computed: dict[str, Reparametrized] = {name: computed[name] for name in plan if name in computed}
         for entry in self.computed.values():
             entry.check()
@@ -226,17 +224,18 @@ def _prepare(
         computed = reparametrized_tensors(module)
         if device is not None and any(param.is_meta for param in module.parameters()):
             # to_empty() gives every parameter fresh, uninitialised storage: each needs a rule to fill it.
-            planned = plan_module(module, rules)
+            planned = plan_module(module, rules, computed)
             for name in planned.keys() & computed.keys():
                 computed[name].check()
-            untouched = [name for name, _, _, _ in _direct_parameters(module) if name not in planned]
+            untouched = [name for name, _, _, _ in _direct_parameters(module, computed) if name not in planned]
             if untouched:
                 raise InitserveError(
                     f"the policy leaves {untouched[0]!r} untouched, but materialising the module on {device!r} "
                     "(to_empty) would leave it holding uninitialised memory: give it a rule"
                 )
-        materialize(module, device, {name for entry in computed.values() for name in entry.rewritten})
-        return _Filling(module, plan_module(module, rules), tensor_parallel)
+        if materialize(module, device, {name for entry in computed.values() for name in entry.rewritten}):
+            computed = reparametrized_tensors(module)  # to_empty() replaced the tensors the entries hold
+        return _Filling(module, plan_module(module, rules, computed), tensor_parallel, computed)
 
 
 def _derive_plan(
@@ -476,10 +475,10 @@ def plan_init(
     tensor-parallel size on ``partition_dim`` — ``tp_rank``/``tp_size``/``tp_group`` as for
     :func:`init_module`, whose error this raises when that size is unknown."""
     with _torch().nn.utils.parametrize.cached():  # one evaluation per parametrized tensor (see _prepare)
-        plan = plan_module(module, as_policy(policy))
         computed = reparametrized_tensors(module)
-        owners = {name: _type_name(owner) for name, _, _, owner in _direct_parameters(module)}
-        tied = tied_names(module)
+        plan = plan_module(module, as_policy(policy), computed)
+        owners = {name: _type_name(owner) for name, _, _, owner in _direct_parameters(module, computed)}
+        tied = tied_names(module, computed)
     tensor_parallel = _tensor_parallel(module, tp_rank, tp_size, tp_group)
     params = dict(module.named_parameters())
     for name, (spec, _) in plan.items():
